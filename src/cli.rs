@@ -1,0 +1,205 @@
+//! A tiny command-line parser, so that the binary needs no dependency for it.
+//!
+//! Each subcommand describes itself with a [`Command`]: its positional arguments and its
+//! `--flag VALUE` options, each with a default and a line of help. [`Command::parse`] turns
+//! the words after the subcommand into [`Matches`], and `--help` text is generated from the
+//! same description, so the help can never drift from what is accepted.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One `--name VALUE` option of a subcommand.
+pub struct Opt {
+    pub name: &'static str,
+    pub value: &'static str,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// A subcommand: its name, what it does, its positional arguments and options.
+pub struct Command {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub positionals: &'static [(&'static str, &'static str)],
+    pub options: &'static [Opt],
+}
+
+/// Why the command line was not accepted. Printed as one line, exit code 2.
+#[derive(Debug)]
+pub enum CliError {
+    /// `--help` was asked for: print this text and exit 0.
+    Help(String),
+    Usage(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Help(text) | CliError::Usage(text) => f.write_str(text),
+        }
+    }
+}
+
+/// The parsed command line of one subcommand.
+pub struct Matches {
+    command: &'static str,
+    positionals: Vec<String>,
+    values: Vec<(&'static str, Option<String>)>,
+}
+
+impl Command {
+    /// Parses `args` (the words after the subcommand's name).
+    pub fn parse(&self, args: &[String]) -> Result<Matches, CliError> {
+        let mut values: Vec<(&'static str, Option<String>)> = self
+            .options
+            .iter()
+            .map(|o| (o.name, o.default.map(str::to_string)))
+            .collect();
+        let mut positionals = Vec::new();
+        let mut words = args.iter();
+        while let Some(word) = words.next() {
+            if word == "--help" || word == "-h" {
+                return Err(CliError::Help(self.help()));
+            }
+            if let Some(flag) = word.strip_prefix("--") {
+                let (name, inline) = match flag.split_once('=') {
+                    Some((name, value)) => (name, Some(value.to_string())),
+                    None => (flag, None),
+                };
+                let slot = values
+                    .iter_mut()
+                    .find(|(n, _)| *n == name)
+                    .ok_or_else(|| self.usage(format!("unknown option --{name}")))?;
+                let value = match inline {
+                    Some(value) => value,
+                    None => words
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| self.usage(format!("--{name} needs a value")))?,
+                };
+                slot.1 = Some(value);
+            } else {
+                positionals.push(word.clone());
+            }
+        }
+        if positionals.len() != self.positionals.len() {
+            let names: Vec<&str> = self.positionals.iter().map(|p| p.0).collect();
+            return Err(self.usage(match names.len() {
+                0 => format!("unexpected argument '{}'", positionals[0]),
+                _ => format!("expected {} argument(s): {}", names.len(), names.join(" ")),
+            }));
+        }
+        Ok(Matches {
+            command: self.name,
+            positionals,
+            values,
+        })
+    }
+
+    fn usage(&self, problem: String) -> CliError {
+        CliError::Usage(format!(
+            "natchat {}: {problem}. Try 'natchat {} --help'.",
+            self.name, self.name
+        ))
+    }
+
+    /// The `--help` text, generated from the description.
+    pub fn help(&self) -> String {
+        let mut text = format!("natchat {}: {}\n\nUsage: natchat {}", self.name, self.about, self.name);
+        for (name, _) in self.positionals {
+            text += &format!(" {name}");
+        }
+        if !self.options.is_empty() {
+            text += " [OPTIONS]";
+        }
+        text += "\n";
+        if !self.positionals.is_empty() {
+            text += "\nArguments:\n";
+            for (name, help) in self.positionals {
+                text += &format!("  {name:<24} {help}\n");
+            }
+        }
+        text += "\nOptions:\n";
+        for opt in self.options {
+            let flag = format!("--{} {}", opt.name, opt.value);
+            let default = opt.default.map(|d| format!(" [default: {d}]")).unwrap_or_default();
+            text += &format!("  {flag:<24} {}{default}\n", opt.help);
+        }
+        text += &format!("  {:<24} Print this help\n", "-h, --help");
+        text
+    }
+}
+
+impl Matches {
+    /// The value of option `name`, parsed; `None` when it has no default and was not given.
+    pub fn get<T: FromStr>(&self, name: &str) -> Result<Option<T>, CliError> {
+        let raw = self
+            .values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.as_deref());
+        raw.map(|raw| self.convert(&format!("--{name}"), raw)).transpose()
+    }
+
+    /// The value of an option that has a default, parsed.
+    pub fn value<T: FromStr>(&self, name: &str) -> Result<T, CliError> {
+        self.get(name)?
+            .ok_or_else(|| CliError::Usage(format!("natchat {}: --{name} is required", self.command)))
+    }
+
+    /// Positional argument `index`, parsed.
+    pub fn positional<T: FromStr>(&self, index: usize, name: &str) -> Result<T, CliError> {
+        self.convert(name, &self.positionals[index])
+    }
+
+    fn convert<T: FromStr>(&self, what: &str, raw: &str) -> Result<T, CliError> {
+        raw.parse().map_err(|_| {
+            CliError::Usage(format!(
+                "natchat {}: invalid value '{raw}' for {what}. Try 'natchat {} --help'.",
+                self.command, self.command
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CMD: Command = Command {
+        name: "demo",
+        about: "a demo",
+        positionals: &[("HOST", "where")],
+        options: &[Opt {
+            name: "port",
+            value: "PORT",
+            default: Some("10080"),
+            help: "the port",
+        }],
+    };
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn defaults_flags_and_inline_values() {
+        let m = CMD.parse(&words("host")).unwrap();
+        assert_eq!(m.value::<u16>("port").unwrap(), 10080);
+        assert_eq!(m.positional::<String>(0, "HOST").unwrap(), "host");
+        let m = CMD.parse(&words("--port 7 host")).unwrap();
+        assert_eq!(m.value::<u16>("port").unwrap(), 7);
+        let m = CMD.parse(&words("host --port=8")).unwrap();
+        assert_eq!(m.value::<u16>("port").unwrap(), 8);
+    }
+
+    #[test]
+    fn rejects_what_it_does_not_know() {
+        assert!(matches!(CMD.parse(&words("--nope 1 host")), Err(CliError::Usage(_))));
+        assert!(matches!(CMD.parse(&words("host --port")), Err(CliError::Usage(_))));
+        assert!(matches!(CMD.parse(&words("")), Err(CliError::Usage(_))));
+        let bad = CMD.parse(&words("host --port 99999")).unwrap();
+        assert!(bad.value::<u16>("port").is_err());
+        assert!(matches!(CMD.parse(&words("--help")), Err(CliError::Help(_))));
+    }
+}

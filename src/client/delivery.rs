@@ -1,0 +1,248 @@
+//! Confirmed delivery of chat messages over an unreliable path.
+//!
+//! UDP may drop, duplicate or reorder datagrams, so each message to a peer gets a sequence
+//! number (counted per peer, starting at 1). The receiver acknowledges every copy it gets and
+//! shows each number once ([`ReplayWindow`]); the sender retransmits until acknowledged, and
+//! gives up after [`GIVE_UP_AFTER`]. This module only keeps the books; the client decides
+//! which path each transmission takes (direct, or relayed once a message is
+//! [`RELAY_AFTER`] old).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How often an unacknowledged message is sent again.
+pub const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// A message not acknowledged this long after it was first sent goes through the relay.
+pub const RELAY_AFTER: Duration = Duration::from_secs(1);
+/// A message not acknowledged this long after it was first sent was not delivered.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+
+/// How many sequence numbers behind the newest one the receiver still tells apart.
+const WINDOW: u64 = 1024;
+/// How far the oldest unacknowledged message may trail the newest one sent. Smaller than
+/// [`WINDOW`], so that every message in flight is still inside the receiver's window;
+/// messages beyond it wait in a backlog.
+const MAX_SPAN: u64 = 256;
+
+/// One (re)transmission the client should make now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    pub to: String,
+    pub seq: u64,
+    pub text: String,
+    /// Since the first transmission of this message.
+    pub age: Duration,
+}
+
+/// A message given up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub to: String,
+    pub text: String,
+}
+
+struct InFlight {
+    text: String,
+    first_sent: Instant,
+    last_sent: Instant,
+}
+
+/// The messages on their way to one peer.
+#[derive(Default)]
+struct Outbound {
+    next_seq: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    backlog: VecDeque<String>,
+}
+
+impl Outbound {
+    /// Moves messages from the backlog into flight while the span allows.
+    fn release(&mut self, to: &str, now: Instant, sends: &mut Vec<Send>) {
+        while !self.backlog.is_empty() {
+            let oldest = self.in_flight.keys().next().copied().unwrap_or(self.next_seq + 1);
+            if self.next_seq + 1 >= oldest + MAX_SPAN {
+                break;
+            }
+            let text = self.backlog.pop_front().unwrap_or_default();
+            self.next_seq += 1;
+            sends.push(Send {
+                to: to.to_string(),
+                seq: self.next_seq,
+                text: text.clone(),
+                age: Duration::ZERO,
+            });
+            let message = InFlight { text, first_sent: now, last_sent: now };
+            self.in_flight.insert(self.next_seq, message);
+        }
+    }
+}
+
+/// The sender's books: what is in flight to whom.
+#[derive(Default)]
+pub struct Outgoing {
+    peers: HashMap<String, Outbound>,
+}
+
+impl Outgoing {
+    /// Queues `text` for `to`; returns the transmissions to make now (none while the
+    /// backlog is held back).
+    pub fn queue(&mut self, to: &str, text: String, now: Instant) -> Vec<Send> {
+        let outbound = self.peers.entry(to.to_string()).or_default();
+        outbound.backlog.push_back(text);
+        let mut sends = Vec::new();
+        outbound.release(to, now, &mut sends);
+        sends
+    }
+
+    /// `to` acknowledged `seq`. Returns backlog messages that may now be sent, and whether
+    /// the acknowledgement was for a message in flight.
+    pub fn acknowledge(&mut self, to: &str, seq: u64, now: Instant) -> (Vec<Send>, bool) {
+        let mut sends = Vec::new();
+        let Some(outbound) = self.peers.get_mut(to) else {
+            return (sends, false);
+        };
+        let known = outbound.in_flight.remove(&seq).is_some();
+        outbound.release(to, now, &mut sends);
+        (sends, known)
+    }
+
+    /// Retransmissions due now, and the messages given up on.
+    pub fn due(&mut self, now: Instant) -> (Vec<Send>, Vec<Undelivered>) {
+        let (mut sends, mut failed) = (Vec::new(), Vec::new());
+        for (to, outbound) in &mut self.peers {
+            outbound.in_flight.retain(|&seq, m| {
+                let age = now - m.first_sent;
+                if age >= GIVE_UP_AFTER {
+                    failed.push(Undelivered { to: to.clone(), text: m.text.clone() });
+                    return false;
+                }
+                if now - m.last_sent >= RETRY_EVERY {
+                    m.last_sent = now;
+                    sends.push(Send { to: to.clone(), seq, text: m.text.clone(), age });
+                }
+                true
+            });
+            outbound.release(to, now, &mut sends);
+        }
+        (sends, failed)
+    }
+
+    /// `to` left: everything on its way to it is undelivered.
+    pub fn forget(&mut self, to: &str) -> Vec<Undelivered> {
+        let Some(outbound) = self.peers.remove(to) else {
+            return Vec::new();
+        };
+        let in_flight = outbound.in_flight.into_values().map(|m| m.text);
+        in_flight
+            .chain(outbound.backlog)
+            .map(|text| Undelivered { to: to.to_string(), text })
+            .collect()
+    }
+}
+
+/// The receiver's memory of which sequence numbers from one peer it has shown: the newest,
+/// and a bitmap of the [`WINDOW`] before it (the anti-replay window of IPsec).
+#[derive(Default)]
+pub struct ReplayWindow {
+    newest: u64,
+    seen: [u64; (WINDOW / 64) as usize],
+}
+
+impl ReplayWindow {
+    /// True the first time `seq` is offered: show the message. False for a duplicate (or a
+    /// number too old to tell, which a well-behaved sender never sends).
+    pub fn first_time(&mut self, seq: u64) -> bool {
+        if seq == 0 {
+            return false;
+        }
+        if seq > self.newest {
+            let advance = seq - self.newest;
+            if advance >= WINDOW {
+                self.seen = Default::default();
+            } else {
+                for old in self.newest + 1..seq {
+                    self.set(old, false);
+                }
+            }
+            self.newest = seq;
+            self.set(seq, true);
+            return true;
+        }
+        if self.newest - seq >= WINDOW || self.get(seq) {
+            return false;
+        }
+        self.set(seq, true);
+        true
+    }
+
+    fn get(&self, seq: u64) -> bool {
+        let bit = seq % WINDOW;
+        self.seen[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    fn set(&mut self, seq: u64, on: bool) {
+        let bit = seq % WINDOW;
+        let word = &mut self.seen[(bit / 64) as usize];
+        if on {
+            *word |= 1 << (bit % 64);
+        } else {
+            *word &= !(1 << (bit % 64));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_number_is_shown_once_in_any_order() {
+        let mut window = ReplayWindow::default();
+        assert!(window.first_time(2));
+        assert!(window.first_time(1));
+        assert!(!window.first_time(2));
+        assert!(!window.first_time(1));
+        assert!(window.first_time(1000));
+        assert!(window.first_time(3));
+        assert!(!window.first_time(3));
+        assert!(window.first_time(5000));
+        assert!(!window.first_time(1000), "too old to tell counts as seen");
+        assert!(!window.first_time(0));
+    }
+
+    #[test]
+    fn retransmits_then_gives_up_and_acks_stop_it() {
+        let start = Instant::now();
+        let mut out = Outgoing::default();
+        let sends = out.queue("bob", "hi".into(), start);
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].seq, 1);
+        let (again, failed) = out.due(start + RETRY_EVERY);
+        assert_eq!((again.len(), failed.len()), (1, 0));
+        assert_eq!(again[0].age, RETRY_EVERY);
+        let (_, failed) = out.due(start + GIVE_UP_AFTER);
+        assert_eq!(failed, vec![Undelivered { to: "bob".into(), text: "hi".into() }]);
+
+        let sends = out.queue("bob", "again".into(), start);
+        assert_eq!(sends[0].seq, 2);
+        let (_, known) = out.acknowledge("bob", 2, start);
+        assert!(known);
+        assert_eq!(out.due(start + GIVE_UP_AFTER), (vec![], vec![]));
+        assert_eq!(out.forget("bob"), vec![]);
+    }
+
+    #[test]
+    fn a_long_burst_waits_in_the_backlog_within_the_span() {
+        let now = Instant::now();
+        let mut out = Outgoing::default();
+        let mut sent = Vec::new();
+        for i in 0..MAX_SPAN + 10 {
+            sent.extend(out.queue("bob", format!("m{i}"), now));
+        }
+        assert_eq!(sent.len() as u64, MAX_SPAN);
+        let (freed, _) = out.acknowledge("bob", 1, now);
+        assert_eq!(freed.len(), 1);
+        assert_eq!(freed[0].seq, MAX_SPAN + 1);
+        assert_eq!(out.forget("bob").len() as u64, MAX_SPAN + 9);
+    }
+}

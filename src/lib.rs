@@ -1,0 +1,17 @@
+//! natchat: a teaching chat system in two parts.
+//!
+//! - **P2P chat through a registration server** ([`server`], [`client`]): clients register
+//!   over TCP, keep alive over UDP, and chat peer to peer over UDP, across NATs.
+//! - **A chat room** ([`room`]): a server that relays every line to everyone.
+//!
+//! Blocking `std::net` I/O and a thread per connection throughout; threads talk over
+//! crossbeam channels; shared state sits behind a `parking_lot::Mutex`.
+
+pub mod cli;
+pub mod client;
+pub mod failure;
+pub mod lines;
+pub mod listener;
+pub mod outbox;
+pub mod server;
+pub mod wire;

@@ -1,0 +1,158 @@
+//! Reading text lines from a TCP stream, safely.
+//!
+//! Every TCP reader in natchat (registration server, P2P client, room server, room client)
+//! reads through [`LineReader`], so that one set of rules holds everywhere:
+//! - a line longer than the cap is an error, and memory never grows past the cap, however
+//!   long the sender keeps going without a newline;
+//! - `\n` ends a line and a `\r` before it is dropped, so `nc` and telnet both work;
+//! - invalid UTF-8 is replaced by U+FFFD rather than rejected: chat is for people;
+//! - control characters are replaced by [`clean`] before anything is shown on a terminal, so
+//!   nobody can send escape sequences to someone else's screen.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
+
+/// Why a line could not be read.
+#[derive(Debug)]
+pub enum LineError {
+    /// The line ran past the cap without a newline. The stream is no longer in sync.
+    TooLong { max: usize },
+    Io(io::Error),
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineError::TooLong { max } => write!(f, "line longer than {max} bytes"),
+            LineError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for LineError {
+    fn from(e: io::Error) -> Self {
+        LineError::Io(e)
+    }
+}
+
+/// A buffered reader that yields lines of at most `max` bytes.
+pub struct LineReader<R> {
+    inner: BufReader<R>,
+    max: usize,
+    line: Vec<u8>,
+}
+
+impl<R: Read> LineReader<R> {
+    /// `max` is the longest line accepted, without its line ending.
+    pub fn new(inner: R, max: usize) -> Self {
+        LineReader {
+            // A small buffer: ten thousand idle connections should not cost 80 MB.
+            inner: BufReader::with_capacity(4096, inner),
+            max,
+            line: Vec::new(),
+        }
+    }
+
+    /// The next line without its `\n` or `\r\n`, or `None` at a clean end of stream.
+    /// A last line without a newline still counts as a line.
+    pub fn read_line(&mut self) -> Result<Option<String>, LineError> {
+        self.line.clear();
+        loop {
+            let available = match self.inner.fill_buf() {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if available.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(None);
+                }
+                break;
+            }
+            let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], Some(i + 1)),
+                None => (available, None),
+            };
+            // The cap counts a possible trailing '\r' as part of the line ending.
+            if self.line.len() + chunk.len() > self.max + 1 {
+                return Err(LineError::TooLong { max: self.max });
+            }
+            self.line.extend_from_slice(chunk);
+            let used = found.unwrap_or(chunk.len());
+            self.inner.consume(used);
+            if found.is_some() {
+                break;
+            }
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        if self.line.len() > self.max {
+            return Err(LineError::TooLong { max: self.max });
+        }
+        Ok(Some(String::from_utf8_lossy(&self.line).into_owned()))
+    }
+
+    /// The buffered reader underneath, for reading raw bytes (a file upload) that follow
+    /// a line. Bytes already buffered are not lost.
+    pub fn raw(&mut self) -> &mut BufReader<R> {
+        &mut self.inner
+    }
+
+    /// The stream underneath, for settings such as read timeouts.
+    pub fn get_ref(&self) -> &R {
+        self.inner.get_ref()
+    }
+}
+
+/// `text` with every control character (other than tab) replaced by U+FFFD, so that what
+/// one user typed cannot move another user's cursor, clear the screen or ring the bell.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Vec<Result<String, String>> {
+        let mut reader = LineReader::new(input, max);
+        let mut out = Vec::new();
+        loop {
+            match reader.read_line() {
+                Ok(Some(line)) => out.push(Ok(line)),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_on_lf_and_crlf_and_keeps_a_last_partial_line() {
+        assert_eq!(
+            lines(b"one\r\ntwo\n\nthree", 10),
+            vec![Ok("one".into()), Ok("two".into()), Ok("".into()), Ok("three".into())]
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_an_error_and_exactly_the_cap_is_fine() {
+        assert_eq!(lines(b"12345\r\n", 5), vec![Ok("12345".into())]);
+        assert_eq!(lines(b"123456\n", 5), vec![Err("line longer than 5 bytes".into())]);
+        let endless = vec![b'x'; 1 << 20];
+        assert_eq!(lines(&endless, 100).len(), 1);
+        assert!(lines(&endless, 100)[0].is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_control_characters_are_cleaned() {
+        assert_eq!(lines(b"a\xffb\n", 10), vec![Ok("a\u{FFFD}b".into())]);
+        assert_eq!(clean("hi\x1b[2J\x07\tok"), "hi\u{FFFD}[2J\u{FFFD}\tok");
+    }
+}

@@ -1,0 +1,83 @@
+//! The accept loop both servers share: a thread per connection, a cap on connections, and
+//! no way for a shortage of file descriptors or threads to end the server.
+
+use std::io::{ErrorKind, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// Stack size of a connection thread. It reads lines and updates a registry; 128 KiB is
+/// ample, and lets ten thousand connections fit in a small machine.
+const CONNECTION_STACK: usize = 128 * 1024;
+
+/// How long to pause accepting when the process is out of file descriptors or threads,
+/// so that closing connections can free some.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts connections for ever, running `handle` on a thread of its own for each one.
+///
+/// Beyond `max_connections` open at once, a newcomer is sent `refusal` (one line) and closed.
+/// When `accept` fails because the process is out of file descriptors (EMFILE) or the system
+/// is (ENFILE), or a thread cannot be started, the loop says so once, waits a little and goes
+/// on: the connections already open keep being served.
+pub fn serve<F>(listener: TcpListener, max_connections: usize, refusal: String, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut short = false;
+    loop {
+        let (mut stream, addr) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if is_resource_shortage(&e) => {
+                if !short {
+                    eprintln!("accept: {e}; pausing new connections until some close");
+                    short = true;
+                }
+                thread::sleep(BACKOFF);
+                continue;
+            }
+            // The peer gave up before we accepted, or a signal: nothing to do.
+            Err(_) => continue,
+        };
+        short = false;
+        if open.load(Ordering::SeqCst) >= max_connections {
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = writeln!(stream, "{refusal}");
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let guard = OpenConnection(open.clone());
+        let handle = handle.clone();
+        let spawned = thread::Builder::new()
+            .name("connection".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _guard = guard;
+                handle(stream, addr);
+            });
+        if let Err(e) = spawned {
+            eprintln!("cannot start a thread for {addr}: {e}; pausing new connections");
+            thread::sleep(BACKOFF);
+        }
+    }
+}
+
+/// Counts one open connection for as long as it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn is_resource_shortage(e: &std::io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+        || e.kind() == ErrorKind::OutOfMemory
+}

@@ -1,0 +1,134 @@
+//! The `natchat` binary: reads the command line and runs one subcommand.
+
+use natchat::cli::{CliError, Command, Matches, Opt};
+use natchat::failure::Failure;
+use natchat::{client, server};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const SERVER: Command = Command {
+    name: "server",
+    about: "the registration server of the P2P chat (TCP and UDP on one port)",
+    positionals: &[],
+    options: &[
+        Opt { name: "port", value: "PORT", default: Some("10080"), help: "TCP and UDP port (0: any free port)" },
+        Opt { name: "bind", value: "IP", default: Some("0.0.0.0"), help: "address to listen on" },
+        Opt { name: "timeout-secs", value: "SECS", default: Some("30"), help: "a client silent this long has disappeared" },
+        Opt { name: "register-secs", value: "SECS", default: Some("10"), help: "a connection must register within this time" },
+        Opt { name: "max-clients", value: "N", default: Some("15000"), help: "connections beyond this are refused" },
+    ],
+};
+
+const CLIENT: Command = Command {
+    name: "client",
+    about: "a P2P chat client: registers with the server, chats with peers over UDP",
+    positionals: &[],
+    options: &[
+        Opt { name: "server", value: "HOST", default: Some("127.0.0.1"), help: "the registration server" },
+        Opt { name: "port", value: "PORT", default: Some("10080"), help: "the server's port" },
+        Opt { name: "udp-port", value: "PORT", default: Some("10081"), help: "local UDP port (a free one if taken)" },
+        Opt { name: "id", value: "ID", default: None, help: "your ID (asked for when not given)" },
+        Opt { name: "keepalive-secs", value: "SECS", default: Some("10"), help: "how often to send a UDP keep-alive" },
+    ],
+};
+
+const SUBCOMMANDS: &[&Command] = &[&SERVER, &CLIENT];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("natchat: {failure}");
+            ExitCode::from(failure.code as u8)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let Some(name) = args.first() else {
+        print!("{}", overview());
+        return Err(Failure::usage("no subcommand given".into()));
+    };
+    match name.as_str() {
+        "--help" | "-h" | "help" => {
+            print!("{}", overview());
+            return Ok(());
+        }
+        "--version" | "-V" => {
+            println!("natchat {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let command = SUBCOMMANDS.iter().find(|c| c.name == name).ok_or_else(|| {
+        Failure::usage(format!("unknown subcommand '{name}'. Try 'natchat --help'."))
+    })?;
+    let matches = match command.parse(&args[1..]) {
+        Ok(matches) => matches,
+        Err(CliError::Help(text)) => {
+            print!("{text}");
+            return Ok(());
+        }
+        Err(e) => return Err(Failure::usage(e.to_string())),
+    };
+    match command.name {
+        "server" => run_server(&matches),
+        _ => run_client(&matches),
+    }
+}
+
+fn overview() -> String {
+    let mut text = format!(
+        "natchat {}: P2P chat across NATs through a registration server, and a chat room\n\n\
+         Usage: natchat <SUBCOMMAND> [OPTIONS]\n\nSubcommands:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for command in SUBCOMMANDS {
+        text += &format!("  {:<14} {}\n", command.name, command.about);
+    }
+    text += "\n'natchat <SUBCOMMAND> --help' describes each one. 'natchat --version' prints the version.\n";
+    text
+}
+
+fn usage(e: CliError) -> Failure {
+    Failure::usage(e.to_string())
+}
+
+fn seconds(matches: &Matches, name: &str) -> Result<Duration, Failure> {
+    let secs: f64 = matches.value(name).map_err(usage)?;
+    if !(secs > 0.0 && secs < 1e6) {
+        return Err(Failure::usage(format!("--{name} must be a positive number of seconds")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn run_server(m: &Matches) -> Result<(), Failure> {
+    let config = server::Config {
+        bind: m.value::<IpAddr>("bind").map_err(usage)?,
+        port: m.value("port").map_err(usage)?,
+        timeout: seconds(m, "timeout-secs")?,
+        register_timeout: seconds(m, "register-secs")?,
+        max_clients: m.value("max-clients").map_err(usage)?,
+    };
+    let port = config.port;
+    ctrlc::set_handler(|| {
+        println!("Server stopped.");
+        std::process::exit(0);
+    })
+    .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;
+    server::run(config).map_err(|e| {
+        Failure::runtime(format!("cannot listen on port {port}: {e}. Is another server running there? Try --port."))
+    })
+}
+
+fn run_client(m: &Matches) -> Result<(), Failure> {
+    client::run(client::Config {
+        server: m.value("server").map_err(usage)?,
+        port: m.value("port").map_err(usage)?,
+        udp_port: m.value("udp-port").map_err(usage)?,
+        id: m.get("id").map_err(usage)?,
+        keepalive: seconds(m, "keepalive-secs")?,
+    })
+}

@@ -1,0 +1,262 @@
+//! `natchat server`: the registration server of the P2P chat.
+//!
+//! Clients register over TCP and announce their UDP endpoint over UDP, on the same port
+//! number. The server tells everyone who is online, coordinates hole punching, and relays
+//! chat datagrams when no direct path works. Its threads:
+//!
+//! ```text
+//!  accept ──spawn──▶ connection thread (one per client): REGISTER, PUNCH, RELAY, EXIT
+//!                     │ ▲ writes go through the client's Outbox (its own writer thread)
+//!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: learns public endpoints, keep-alives
+//!  reaper thread ─────┘ │ every 250 ms: clients silent for --timeout-secs "disappear"
+//!                  Arc<Mutex<Registry>>
+//! ```
+
+mod registry;
+
+use crate::lines::{LineError, LineReader};
+use crate::listener;
+use crate::outbox::Outbox;
+use crate::wire::{Announce, Event, LeaveReason, Request, MAX_LINE};
+use parking_lot::Mutex;
+use registry::{Announced, Registry};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How the server runs: from the command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: IpAddr,
+    /// TCP and UDP port; 0 picks a free one.
+    pub port: u16,
+    /// A client not heard from over UDP for this long has disappeared.
+    pub timeout: Duration,
+    /// A connection that has not registered by then is closed.
+    pub register_timeout: Duration,
+    /// Connections beyond this are refused.
+    pub max_clients: usize,
+}
+
+/// How many events may wait for one client before it counts as not reading. A join of ten
+/// thousand clients in a burst queues ten thousand `JOIN`s for each, so this is generous.
+const QUEUE: usize = 16 * 1024;
+
+type Shared = Arc<Mutex<Registry>>;
+
+/// Binds both sockets, prints where it listens, and serves for ever.
+pub fn run(config: Config) -> io::Result<()> {
+    let (listener, udp) = bind_pair(config.bind, config.port)?;
+    let port = listener.local_addr()?.port();
+    println!("natchat server listening on {}:{port} (TCP registration, UDP keep-alive)", config.bind);
+    let registry: Shared = Arc::default();
+
+    let shared = registry.clone();
+    thread::Builder::new()
+        .name("udp".into())
+        .spawn(move || receive_announcements(udp, shared))?;
+    let shared = registry.clone();
+    let timeout = config.timeout;
+    thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || reap_silent(shared, timeout))?;
+
+    let refusal = format!(
+        "{}",
+        Event::Error {
+            message: format!("server full ({} clients); try again later", config.max_clients)
+        }
+    );
+    listener::serve(listener, config.max_clients, refusal, move |stream, addr| {
+        serve_client(stream, addr, &registry, config.register_timeout)
+    });
+    Ok(())
+}
+
+/// Binds TCP and UDP on the same port. With port 0 the OS picks the TCP port, and the UDP
+/// socket follows it (trying again if that UDP port happens to be taken).
+fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(TcpListener, UdpSocket)> {
+    let tries = if port == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let listener = TcpListener::bind((ip, port))?;
+        let actual = listener.local_addr()?.port();
+        match UdpSocket::bind((ip, actual)) {
+            Ok(udp) => return Ok((listener, udp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
+/// One client's connection: registration first, then its requests until it leaves.
+fn serve_client(stream: TcpStream, addr: SocketAddr, registry: &Shared, register_timeout: Duration) {
+    let Ok(outbox) = Outbox::start(&stream, QUEUE) else { return };
+    let Ok(read_half) = stream.try_clone() else { return };
+    let mut reader = LineReader::new(read_half, MAX_LINE);
+    let Some((id, conn)) = register(&mut reader, &outbox, registry, register_timeout) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(None);
+    let reason = loop {
+        let line = match reader.read_line() {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(LineError::Io(_)) => break LeaveReason::Disconnected,
+            Err(e @ LineError::TooLong { .. }) => {
+                let _ = outbox.push_line(&format!("ERROR {e}; closing the connection"));
+                break LeaveReason::Disconnected;
+            }
+        };
+        match line.parse::<Request>() {
+            Ok(request) => {
+                if !handle_request(request, &id, &outbox, registry) {
+                    break LeaveReason::Deregistered;
+                }
+            }
+            Err(e) => {
+                let _ = outbox.push_line(&format!("ERROR {e}"));
+            }
+        }
+    };
+    let mut members = registry.lock();
+    if let Some(public) = members.remove(&id, conn, reason) {
+        match public {
+            Some(public) => println!("{id} is {} {public}", reason.as_str()),
+            None => println!("{id} left before announcing its UDP endpoint ({addr})"),
+        }
+    }
+}
+
+/// Reads lines until a valid `REGISTER` claims a free ID, answering `WELCOME <secret>`.
+/// Anything else gets an `ERROR`; a refused ID, a silent connection or the end of the
+/// registration time closes the connection.
+fn register(
+    reader: &mut LineReader<TcpStream>,
+    outbox: &Outbox,
+    registry: &Shared,
+    register_timeout: Duration,
+) -> Option<(String, u64)> {
+    let deadline = Instant::now() + register_timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+        let Some(left) = left else {
+            let _ = outbox.push_line("ERROR no REGISTER within the registration time; closing");
+            return None;
+        };
+        let _ = reader.get_ref().set_read_timeout(Some(left));
+        let line = match reader.read_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => return None,
+            Err(LineError::Io(e)) if is_timeout(&e) => continue,
+            Err(LineError::Io(_)) => return None,
+            Err(e @ LineError::TooLong { .. }) => {
+                let _ = outbox.push_line(&format!("ERROR {e}; closing the connection"));
+                return None;
+            }
+        };
+        match line.parse::<Request>() {
+            Ok(Request::Register { id, private }) => {
+                let claimed = registry.lock().register(&id, private, outbox.clone());
+                return match claimed {
+                    Ok((conn, secret)) => {
+                        let _ = outbox.push_line(&Event::Welcome { secret }.to_string());
+                        Some((id, conn))
+                    }
+                    Err(why) => {
+                        let _ = outbox.push_line(&Event::Error { message: why }.to_string());
+                        None
+                    }
+                };
+            }
+            Ok(_) => {
+                let _ = outbox.push_line("ERROR register first: REGISTER <id> <private-ip:port>");
+            }
+            Err(e) => {
+                let _ = outbox.push_line(&format!("ERROR {e}"));
+            }
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// A request from registered client `id`; false when it asks to leave. It can only ever act
+/// as itself: the ID comes from its own registration, never from the request.
+fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared) -> bool {
+    let refuse = |message: String| {
+        let _ = outbox.push_line(&Event::Error { message }.to_string());
+    };
+    match request {
+        Request::Punch { peer } => {
+            let members = registry.lock();
+            if peer == id || !members.is_listed(&peer) || !members.is_listed(id) {
+                refuse(format!("cannot punch to '{peer}': not online"));
+            } else {
+                // Both at once: each side's probes open its own NAT for the other's.
+                members.send(&peer, &Event::Punch { peer: id.to_string() });
+                members.send(id, &Event::Punch { peer });
+            }
+        }
+        Request::Relay { to, datagram } => {
+            if datagram.from() != id {
+                refuse(format!("relay: a datagram you send must be from '{id}'"));
+            } else {
+                // Best effort: a dropped relay is retransmitted by its sender.
+                registry.lock().relay(&to, &Event::Relayed { datagram });
+            }
+        }
+        Request::Register { .. } => refuse(format!("already registered as '{id}'")),
+        Request::Exit => return false,
+    }
+    true
+}
+
+/// The UDP thread: applies announcements carrying the right secret; drops everything else.
+fn receive_announcements(udp: UdpSocket, registry: Shared) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let (len, from) = match udp.recv_from(&mut buf) {
+            Ok(received) => received,
+            // ICMP errors and the like are reported on later calls: not fatal.
+            Err(_) => continue,
+        };
+        let Some(announce) = std::str::from_utf8(&buf[..len])
+            .ok()
+            .and_then(|text| text.trim_end().parse::<Announce>().ok())
+        else {
+            continue;
+        };
+        let mut members = registry.lock();
+        let id = &announce.id;
+        match members.announce(&announce, from) {
+            Announced::Ready(public) => println!("{id} {public}"),
+            Announced::Awake(public) => println!("{id} is awake {public}"),
+            Announced::Moved(public) => println!("{id} moved to {public}"),
+            Announced::Refreshed | Announced::Rejected => {}
+        }
+    }
+}
+
+/// The reaper thread: four times a second, every client silent for `timeout` has disappeared.
+/// Its connection is cut, and its connection thread then finds it already removed.
+fn reap_silent(registry: Shared, timeout: Duration) {
+    loop {
+        thread::sleep(Duration::from_millis(250));
+        let mut members = registry.lock();
+        for (id, conn) in members.silent(timeout) {
+            let outbox = members.get(&id).map(|m| m.outbox.clone());
+            match members.remove(&id, conn, LeaveReason::Disappeared) {
+                Some(Some(public)) => println!("{id} is disappeared {public}"),
+                Some(None) => println!("{id} never announced its UDP endpoint; closed"),
+                None => {}
+            }
+            if let Some(outbox) = outbox {
+                outbox.cut_off();
+            }
+        }
+    }
+}

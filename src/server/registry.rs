@@ -1,0 +1,195 @@
+//! Who is online: the registration server's one piece of shared state.
+//!
+//! The registry lives behind `Arc<Mutex<Registry>>`. Every change to it, and every event that
+//! change causes, happens under the lock, and events are only *queued* there (an
+//! [`Outbox`] push never blocks): so each client sees joins and leaves in the order they
+//! happened, and no socket is ever written while the lock is held.
+
+use crate::outbox::{line_message, Outbox};
+use crate::wire::{Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One registered client.
+pub struct Member {
+    /// Which connection owns the ID, so that a connection that ends late can never remove
+    /// a newer registration of the same ID.
+    pub conn: u64,
+    pub outbox: Outbox,
+    pub private: SocketAddr,
+    /// Unknown until the client's first UDP announcement arrives.
+    pub public: Option<SocketAddr>,
+    secret: Secret,
+    last_heard: Instant,
+}
+
+impl Member {
+    fn info(&self, id: &str) -> Option<PeerInfo> {
+        Some(PeerInfo {
+            id: id.to_string(),
+            public: self.public?,
+            private: self.private,
+        })
+    }
+}
+
+/// What a UDP announcement changed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Announced {
+    /// First announcement: the client is now listed, at this public endpoint.
+    Ready(SocketAddr),
+    /// `@awake`, at this public endpoint (which may be new).
+    Awake(SocketAddr),
+    /// A keep-alive from a new public endpoint: the NAT mapping changed.
+    Moved(SocketAddr),
+    /// A keep-alive, nothing new.
+    Refreshed,
+    /// Unknown ID or wrong secret: ignored.
+    Rejected,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    members: HashMap<String, Member>,
+    next_conn: u64,
+}
+
+impl Registry {
+    /// Claims `id` for a new connection; the caller sends `WELCOME <secret>`.
+    /// Refuses an ID that someone already holds: its owner keeps it.
+    pub fn register(
+        &mut self,
+        id: &str,
+        private: SocketAddr,
+        outbox: Outbox,
+    ) -> Result<(u64, Secret), String> {
+        if self.members.contains_key(id) {
+            return Err(format!("ID '{id}' is already in use; choose another"));
+        }
+        let secret = Secret::random().map_err(|e| format!("server cannot make a secret: {e}"))?;
+        self.next_conn += 1;
+        self.members.insert(
+            id.to_string(),
+            Member {
+                conn: self.next_conn,
+                outbox,
+                private,
+                public: None,
+                secret: secret.clone(),
+                last_heard: Instant::now(),
+            },
+        );
+        Ok((self.next_conn, secret))
+    }
+
+    /// Applies a UDP announcement that came from `from`. Only one carrying the ID's secret
+    /// changes anything. On the first one, the newcomer gets the list and everyone else a
+    /// `JOIN`; on a new endpoint, everyone else gets a `MOVE`.
+    pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
+        let Some(member) = self.members.get_mut(&announce.id) else {
+            return Announced::Rejected;
+        };
+        if !member.secret.matches(&announce.secret) {
+            return Announced::Rejected;
+        }
+        member.last_heard = Instant::now();
+        let previous = member.public.replace(from);
+        match previous {
+            None => {
+                self.send_list(&announce.id, from);
+                let info = self.members[&announce.id].info(&announce.id);
+                if let Some(info) = info {
+                    self.broadcast(&announce.id, &Event::Joined(info));
+                }
+                return Announced::Ready(from);
+            }
+            Some(old) if old != from => {
+                let moved = Event::Moved {
+                    id: announce.id.clone(),
+                    public: from,
+                };
+                self.broadcast(&announce.id, &moved);
+                if announce.kind != AnnounceKind::Awake {
+                    return Announced::Moved(from);
+                }
+            }
+            Some(_) => {}
+        }
+        match announce.kind {
+            AnnounceKind::Awake => Announced::Awake(from),
+            _ => Announced::Refreshed,
+        }
+    }
+
+    /// `READY`, then one `PEER` per listed client (itself included), then `LIST_END`.
+    fn send_list(&self, id: &str, public: SocketAddr) {
+        let member = &self.members[id];
+        let mut list = vec![Event::Ready { public }];
+        list.extend(self.members.iter().filter_map(|(other, m)| m.info(other)).map(Event::Peer));
+        list.push(Event::ListEnd);
+        let text: String = list.iter().map(|event| format!("{event}\n")).collect();
+        let _ = member.outbox.push(text.into_bytes().into());
+    }
+
+    /// Removes `id` if connection `conn` still owns it, and tells everyone else.
+    /// Returns the public endpoint it had, if it was listed.
+    pub fn remove(&mut self, id: &str, conn: u64, reason: LeaveReason) -> Option<Option<SocketAddr>> {
+        if self.members.get(id)?.conn != conn {
+            return None;
+        }
+        let member = self.members.remove(id)?;
+        if member.public.is_some() {
+            let left = Event::Left {
+                id: id.to_string(),
+                reason,
+            };
+            self.broadcast(id, &left);
+        }
+        Some(member.public)
+    }
+
+    /// The clients not heard from for `timeout`, with their connection numbers.
+    pub fn silent(&self, timeout: Duration) -> Vec<(String, u64)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.last_heard.elapsed() > timeout)
+            .map(|(id, m)| (id.clone(), m.conn))
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Whether `id` is registered and listed (its UDP endpoint is known).
+    pub fn is_listed(&self, id: &str) -> bool {
+        self.members.get(id).is_some_and(|m| m.public.is_some())
+    }
+
+    /// Queues `event` for every listed client but `except`. One encoded message is shared by
+    /// all. A client whose queue is full is cut off; its connection thread then removes it.
+    pub fn broadcast(&self, except: &str, event: &Event) {
+        let message = line_message(&event.to_string());
+        for (id, member) in &self.members {
+            if id != except && member.public.is_some() {
+                let _ = member.outbox.push(message.clone());
+            }
+        }
+    }
+
+    /// Queues `event` for `id`, if it is registered.
+    pub fn send(&self, id: &str, event: &Event) {
+        if let Some(member) = self.members.get(id) {
+            let _ = member.outbox.push_line(&event.to_string());
+        }
+    }
+
+    /// Offers a relayed datagram to `id`: best effort, like UDP, so a flood of relayed
+    /// traffic cannot fill anyone's queue. Returns whether it was queued.
+    pub fn relay(&self, id: &str, event: &Event) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| m.public.is_some() && m.outbox.offer(line_message(&event.to_string())))
+    }
+}

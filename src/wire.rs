@@ -1,0 +1,529 @@
+//! Every message of the P2P protocol, with its encoding and its parser side by side.
+//!
+//! The protocol is line-based text, one message per line (TCP) or per datagram (UDP), the
+//! first word naming the message, so that a person can talk to the server with `nc` and read
+//! a packet capture. `Display` encodes; `FromStr` parses, and refuses anything malformed: a
+//! message that parses is well-formed down to its IDs, numbers and addresses.
+//! docs/PROTOCOL.md describes the same messages for people.
+//!
+//! | channel                 | type          |
+//! |-------------------------|---------------|
+//! | client → server, TCP    | [`Request`]   |
+//! | server → client, TCP    | [`Event`]     |
+//! | client → server, UDP    | [`Announce`]  |
+//! | client ↔ client, UDP (and relayed over TCP) | [`Datagram`] |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// The longest ID: 1 to 32 characters of `A-Z a-z 0-9 _ . -`.
+pub const MAX_ID_LEN: usize = 32;
+
+/// The longest chat message, in bytes: a datagram stays well under a 1280-byte IPv6 MTU,
+/// so it is never fragmented.
+pub const MAX_TEXT: usize = 1000;
+
+/// The longest line on the registration server's TCP connection: a relayed chat message
+/// plus its headers fits comfortably.
+pub const MAX_LINE: usize = 2048;
+
+/// Checks an ID, and says what is wrong with it in words for the user.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!("an ID is 1 to {MAX_ID_LEN} characters long"));
+    }
+    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
+        Some(c) => Err(format!(
+            "'{}' is not allowed in an ID (use letters, digits, '_', '.', '-')",
+            c.escape_default()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A message that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The words of a message, taken one at a time, each parse saying what it expected.
+struct Words<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Words<'a> {
+    fn new(line: &'a str) -> Self {
+        Words { rest: line }
+    }
+
+    fn word(&mut self, what: &str) -> Result<&'a str, WireError> {
+        let (word, rest) = self.rest.split_once(' ').unwrap_or((self.rest, ""));
+        if word.is_empty() {
+            return Err(WireError(format!("missing {what}")));
+        }
+        self.rest = rest;
+        Ok(word)
+    }
+
+    fn id(&mut self) -> Result<String, WireError> {
+        let id = self.word("ID")?;
+        check_id(id).map_err(WireError)?;
+        Ok(id.to_string())
+    }
+
+    fn parse<T: FromStr>(&mut self, what: &str) -> Result<T, WireError> {
+        let word = self.word(what)?;
+        word.parse().map_err(|_| WireError(format!("bad {what} '{word}'")))
+    }
+
+    fn secret(&mut self) -> Result<Secret, WireError> {
+        self.parse("secret")
+    }
+
+    /// Everything left, verbatim (chat text may hold spaces).
+    fn text(&mut self) -> Result<String, WireError> {
+        if self.rest.len() > MAX_TEXT {
+            return Err(WireError(format!("text longer than {MAX_TEXT} bytes")));
+        }
+        Ok(std::mem::take(&mut self.rest).to_string())
+    }
+
+    /// Everything left, parsed as a nested message.
+    fn nested<T: FromStr<Err = WireError>>(&mut self) -> Result<T, WireError> {
+        std::mem::take(&mut self.rest).parse()
+    }
+
+    fn end(self) -> Result<(), WireError> {
+        match self.rest {
+            "" => Ok(()),
+            extra => Err(WireError(format!("unexpected '{extra}'"))),
+        }
+    }
+}
+
+/// A per-session secret: handed to a client over its own TCP registration, and required on
+/// every UDP announcement that claims its ID, so that nobody can move someone else's endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A fresh secret of 128 random bits, as 32 hex digits.
+    pub fn random() -> std::io::Result<Secret> {
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// Compares without stopping at the first difference, so timing tells an attacker nothing.
+    pub fn matches(&self, other: &Secret) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Secret {
+    type Err = WireError;
+    fn from_str(s: &str) -> Result<Self, WireError> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Secret(s.to_ascii_lowercase()))
+        } else {
+            Err(WireError("a secret is 32 hex digits".into()))
+        }
+    }
+}
+
+/// What the server knows of a registered client and tells the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub id: String,
+    /// The UDP endpoint the server saw: what peers behind other NATs must send to.
+    pub public: SocketAddr,
+    /// The UDP endpoint the client reported: what peers behind the same NAT must send to.
+    pub private: SocketAddr,
+}
+
+impl PeerInfo {
+    fn parse(words: &mut Words) -> Result<PeerInfo, WireError> {
+        Ok(PeerInfo {
+            id: words.id()?,
+            public: words.parse("public address")?,
+            private: words.parse("private address")?,
+        })
+    }
+}
+
+impl fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.id, self.public, self.private)
+    }
+}
+
+/// Why a client left, as the server printed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// It said `EXIT` (`@exit`, Ctrl+C, end of input).
+    Deregistered,
+    /// Its TCP connection ended without `EXIT`.
+    Disconnected,
+    /// No keep-alive came for the server's timeout.
+    Disappeared,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Deregistered => "deregistered",
+            LeaveReason::Disconnected => "disconnected",
+            LeaveReason::Disappeared => "disappeared",
+        }
+    }
+}
+
+impl FromStr for LeaveReason {
+    type Err = WireError;
+    fn from_str(s: &str) -> Result<Self, WireError> {
+        match s {
+            "deregistered" => Ok(LeaveReason::Deregistered),
+            "disconnected" => Ok(LeaveReason::Disconnected),
+            "disappeared" => Ok(LeaveReason::Disappeared),
+            _ => Err(WireError(format!("unknown leave reason '{s}'"))),
+        }
+    }
+}
+
+/// Client → server, over TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `REGISTER <id> <private-ip:port>`: the first line of every connection.
+    Register { id: String, private: SocketAddr },
+    /// `PUNCH <id>`: please tell us both, now, to send to each other (hole punching).
+    Punch { peer: String },
+    /// `RELAY <id> <datagram>`: forward this peer datagram, no direct path works.
+    Relay { to: String, datagram: Datagram },
+    /// `EXIT`: unregister me.
+    Exit,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Register { id, private } => write!(f, "REGISTER {id} {private}"),
+            Request::Punch { peer } => write!(f, "PUNCH {peer}"),
+            Request::Relay { to, datagram } => write!(f, "RELAY {to} {datagram}"),
+            Request::Exit => f.write_str("EXIT"),
+        }
+    }
+}
+
+impl FromStr for Request {
+    type Err = WireError;
+    fn from_str(line: &str) -> Result<Self, WireError> {
+        let mut words = Words::new(line);
+        let request = match words.word("command")? {
+            "REGISTER" => Request::Register {
+                id: words.id()?,
+                private: words.parse("private address")?,
+            },
+            "PUNCH" => Request::Punch { peer: words.id()? },
+            "RELAY" => {
+                let to = words.id()?;
+                return Ok(Request::Relay {
+                    to,
+                    datagram: words.nested()?,
+                });
+            }
+            "EXIT" => Request::Exit,
+            other => return Err(unknown(other, "REGISTER, PUNCH, RELAY, EXIT")),
+        };
+        words.end()?;
+        Ok(request)
+    }
+}
+
+/// Server → client, over TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `WELCOME <secret>`: the ID is yours; now announce your UDP endpoint with this secret.
+    Welcome { secret: Secret },
+    /// `READY <public-ip:port>`: your announcement arrived from this address; the list follows.
+    Ready { public: SocketAddr },
+    /// `PEER <id> <public> <private>`: one entry of the list sent after `READY`.
+    Peer(PeerInfo),
+    /// `LIST_END`: the list is complete.
+    ListEnd,
+    /// `JOIN <id> <public> <private>`: someone joined.
+    Joined(PeerInfo),
+    /// `MOVE <id> <public>`: someone's public endpoint changed (a NAT mapping was renewed).
+    Moved { id: String, public: SocketAddr },
+    /// `LEAVE <id> <reason>`: someone left.
+    Left { id: String, reason: LeaveReason },
+    /// `PUNCH <id>`: send probes to this peer now; it is sending to you at the same moment.
+    Punch { peer: String },
+    /// `RELAYED <datagram>`: a peer datagram forwarded by the server, which checked its sender.
+    Relayed { datagram: Datagram },
+    /// `ERROR <text>`: a request was refused; the text is for the user.
+    Error { message: String },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Welcome { secret } => write!(f, "WELCOME {secret}"),
+            Event::Ready { public } => write!(f, "READY {public}"),
+            Event::Peer(info) => write!(f, "PEER {info}"),
+            Event::ListEnd => f.write_str("LIST_END"),
+            Event::Joined(info) => write!(f, "JOIN {info}"),
+            Event::Moved { id, public } => write!(f, "MOVE {id} {public}"),
+            Event::Left { id, reason } => write!(f, "LEAVE {id} {}", reason.as_str()),
+            Event::Punch { peer } => write!(f, "PUNCH {peer}"),
+            Event::Relayed { datagram } => write!(f, "RELAYED {datagram}"),
+            Event::Error { message } => write!(f, "ERROR {message}"),
+        }
+    }
+}
+
+impl FromStr for Event {
+    type Err = WireError;
+    fn from_str(line: &str) -> Result<Self, WireError> {
+        let mut words = Words::new(line);
+        let event = match words.word("event")? {
+            "WELCOME" => Event::Welcome {
+                secret: words.secret()?,
+            },
+            "READY" => Event::Ready {
+                public: words.parse("public address")?,
+            },
+            "PEER" => Event::Peer(PeerInfo::parse(&mut words)?),
+            "LIST_END" => Event::ListEnd,
+            "JOIN" => Event::Joined(PeerInfo::parse(&mut words)?),
+            "MOVE" => Event::Moved {
+                id: words.id()?,
+                public: words.parse("public address")?,
+            },
+            "LEAVE" => Event::Left {
+                id: words.id()?,
+                reason: words.parse("reason")?,
+            },
+            "PUNCH" => Event::Punch { peer: words.id()? },
+            "RELAYED" => Event::Relayed {
+                datagram: words.nested()?,
+            },
+            "ERROR" => Event::Error {
+                message: words.text()?,
+            },
+            other => return Err(unknown(other, "a server event")),
+        };
+        words.end()?;
+        Ok(event)
+    }
+}
+
+/// Which announcement a client sends to the server over UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceKind {
+    /// The first announcement after `WELCOME`, repeated until `READY` arrives.
+    Hello,
+    /// The periodic keep-alive.
+    Alive,
+    /// `@awake`: announce again now, and have the server say so.
+    Awake,
+}
+
+/// Client → server, over UDP: `HELLO|ALIVE|AWAKE <id> <secret>`.
+/// The server learns the client's public endpoint from the datagram's source address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub kind: AnnounceKind,
+    pub id: String,
+    pub secret: Secret,
+}
+
+impl fmt::Display for Announce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            AnnounceKind::Hello => "HELLO",
+            AnnounceKind::Alive => "ALIVE",
+            AnnounceKind::Awake => "AWAKE",
+        };
+        write!(f, "{kind} {} {}", self.id, self.secret)
+    }
+}
+
+impl FromStr for Announce {
+    type Err = WireError;
+    fn from_str(line: &str) -> Result<Self, WireError> {
+        let mut words = Words::new(line);
+        let kind = match words.word("announcement")? {
+            "HELLO" => AnnounceKind::Hello,
+            "ALIVE" => AnnounceKind::Alive,
+            "AWAKE" => AnnounceKind::Awake,
+            other => return Err(unknown(other, "HELLO, ALIVE, AWAKE")),
+        };
+        let announce = Announce {
+            kind,
+            id: words.id()?,
+            secret: words.secret()?,
+        };
+        words.end()?;
+        Ok(announce)
+    }
+}
+
+/// Client ↔ client, over UDP, or wrapped in `RELAY`/`RELAYED` when no direct path works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datagram {
+    /// `CHAT <from> <seq> <text>`: a chat message, numbered per sender and recipient.
+    Chat { from: String, seq: u64, text: String },
+    /// `ACK <from> <seq>`: message `seq` arrived (sent by its recipient, `from`).
+    Ack { from: String, seq: u64 },
+    /// `PROBE <from>`: hole punching; please answer with `PROBE_ACK`.
+    Probe { from: String },
+    /// `PROBE_ACK <from>`: your probe arrived; the direct path works both ways.
+    ProbeAck { from: String },
+}
+
+impl Datagram {
+    /// The ID this datagram claims to come from (checked against where it came from).
+    pub fn from(&self) -> &str {
+        match self {
+            Datagram::Chat { from, .. }
+            | Datagram::Ack { from, .. }
+            | Datagram::Probe { from }
+            | Datagram::ProbeAck { from } => from,
+        }
+    }
+}
+
+impl fmt::Display for Datagram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Datagram::Chat { from, seq, text } => write!(f, "CHAT {from} {seq} {text}"),
+            Datagram::Ack { from, seq } => write!(f, "ACK {from} {seq}"),
+            Datagram::Probe { from } => write!(f, "PROBE {from}"),
+            Datagram::ProbeAck { from } => write!(f, "PROBE_ACK {from}"),
+        }
+    }
+}
+
+impl FromStr for Datagram {
+    type Err = WireError;
+    fn from_str(line: &str) -> Result<Self, WireError> {
+        let mut words = Words::new(line);
+        let datagram = match words.word("datagram")? {
+            "CHAT" => Datagram::Chat {
+                from: words.id()?,
+                seq: words.parse("sequence number")?,
+                text: words.text()?,
+            },
+            "ACK" => Datagram::Ack {
+                from: words.id()?,
+                seq: words.parse("sequence number")?,
+            },
+            "PROBE" => Datagram::Probe { from: words.id()? },
+            "PROBE_ACK" => Datagram::ProbeAck { from: words.id()? },
+            other => return Err(unknown(other, "CHAT, ACK, PROBE, PROBE_ACK")),
+        };
+        words.end()?;
+        Ok(datagram)
+    }
+}
+
+fn unknown(word: &str, expected: &str) -> WireError {
+    let shown: String = word.chars().take(20).collect();
+    WireError(format!("unknown message '{}' (expected {expected})", shown.escape_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_rules() {
+        assert!(check_id("alice").is_ok());
+        assert!(check_id("a.b-c_9").is_ok());
+        assert!(check_id(&"x".repeat(32)).is_ok());
+        assert!(check_id(&"x".repeat(33)).is_err());
+        assert!(check_id("").is_err());
+        assert!(check_id("al ice").is_err());
+        assert!(check_id("é").is_err());
+    }
+
+    #[test]
+    fn examples_from_the_protocol_document_parse() {
+        assert_eq!(
+            "REGISTER alice 192.168.1.2:10081".parse(),
+            Ok(Request::Register {
+                id: "alice".into(),
+                private: "192.168.1.2:10081".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            "RELAY bob CHAT alice 7 hi there".parse(),
+            Ok(Request::Relay {
+                to: "bob".into(),
+                datagram: Datagram::Chat {
+                    from: "alice".into(),
+                    seq: 7,
+                    text: "hi there".into()
+                }
+            })
+        );
+        assert_eq!(
+            "LEAVE bob disappeared".parse(),
+            Ok(Event::Left {
+                id: "bob".into(),
+                reason: LeaveReason::Disappeared
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        for bad in [
+            "",
+            "REGISTER",
+            "REGISTER alice",
+            "REGISTER alice nowhere",
+            "REGISTER bad/id 1.2.3.4:5",
+            "REGISTER alice 1.2.3.4:5 extra",
+            "EXIT now",
+            "PUNCH",
+            "register alice 1.2.3.4:5",
+        ] {
+            assert!(bad.parse::<Request>().is_err(), "{bad:?} parsed");
+        }
+        for bad in ["CHAT alice x hi", "ACK alice -1", "ACK alice 99999999999999999999", "PROBE"] {
+            assert!(bad.parse::<Datagram>().is_err(), "{bad:?} parsed");
+        }
+        assert!("HELLO alice 1234".parse::<Announce>().is_err());
+        assert!(format!("CHAT a 1 {}", "x".repeat(MAX_TEXT + 1)).parse::<Datagram>().is_err());
+    }
+
+    #[test]
+    fn secrets_compare_and_hide() {
+        let a = Secret::random().unwrap();
+        let b = Secret::random().unwrap();
+        assert!(a.matches(&a.to_string().parse().unwrap()));
+        assert!(!a.matches(&b));
+        assert_eq!(format!("{a:?}"), "Secret(..)");
+    }
+}

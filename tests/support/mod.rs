@@ -1,0 +1,177 @@
+//! Drives the real `natchat` binary in tests: spawn it, type into it, wait for lines.
+//!
+//! Every wait polls with a generous deadline (tests must not be flaky on a loaded 2-core
+//! machine) and, when it times out, fails with everything the process printed. Processes are
+//! killed when their [`Proc`] is dropped, so a failing test leaves nothing running.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The deadline for anything that should happen "at once".
+pub const SOON: Duration = Duration::from_secs(10);
+
+pub fn natchat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_natchat"))
+}
+
+/// A running `natchat` process and everything it has printed (stdout and stderr, in one
+/// list, in the order each stream produced them).
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        let mut child = natchat()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn natchat");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), lines.clone());
+        collect(child.stderr.take().unwrap(), lines.clone());
+        let stdin = child.stdin.take();
+        Proc { name: name.to_string(), child, stdin, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.output().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until a line satisfies `pred`; returns it.
+    pub fn wait_line(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.output().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!("{}: no line {what} within {timeout:?}; output:\n{}", self.name, self.output().join("\n"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a line contains `needle`; returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_line(&format!("containing {needle:?}"), SOON, |l| l.contains(needle))
+    }
+
+    /// Waits until `needle` has appeared `n` times.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(needle) < n {
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: {needle:?} seen {} times, wanted {n}; output:\n{}",
+                    self.name,
+                    self.count(needle),
+                    self.output().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types one line.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to natchat's stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin: end of input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends a signal by name (KILL, STOP, CONT, INT).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the collector threads catch up with the last lines.
+                thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("{}: still running after {timeout:?}; output:\n{}", self.name, self.output().join("\n"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+            lines.lock().unwrap().push(line);
+            buf.clear();
+        }
+        // A last line without a newline (a prompt) still counts.
+        if !buf.is_empty() {
+            lines.lock().unwrap().push(String::from_utf8_lossy(&buf).to_string());
+        }
+    });
+}
+
+/// A registration server on a free port, with short timeouts. Returns it and its port.
+pub fn p2p_server(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["server", "--port", "0", "--bind", "127.0.0.1", "--timeout-secs", "3"];
+    args.extend_from_slice(extra);
+    let server = Proc::spawn("server", &args);
+    let line = server.wait_for("listening on");
+    let port = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("port in the listening line");
+    (server, port)
+}
+
+/// A P2P client `id` registered with the server on `port`, its list received.
+pub fn p2p_client(id: &str, port: u16) -> Proc {
+    let port = port.to_string();
+    let client = Proc::spawn(
+        id,
+        &["client", "--server", "127.0.0.1", "--port", &port, "--udp-port", "0", "--id", id, "--keepalive-secs", "1"],
+    );
+    client.wait_for("Commands:");
+    client
+}
