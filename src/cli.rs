@@ -105,7 +105,10 @@ impl Command {
 
     /// The `--help` text, generated from the description.
     pub fn help(&self) -> String {
-        let mut text = format!("natchat {}: {}\n\nUsage: natchat {}", self.name, self.about, self.name);
+        let mut text = format!(
+            "natchat {}: {}\n\nUsage: natchat {}",
+            self.name, self.about, self.name
+        );
         for (name, _) in self.positionals {
             text += &format!(" {name}");
         }
@@ -122,7 +125,10 @@ impl Command {
         text += "\nOptions:\n";
         for opt in self.options {
             let flag = format!("--{} {}", opt.name, opt.value);
-            let default = opt.default.map(|d| format!(" [default: {d}]")).unwrap_or_default();
+            let default = opt
+                .default
+                .map(|d| format!(" [default: {d}]"))
+                .unwrap_or_default();
             text += &format!("  {flag:<24} {}{default}\n", opt.help);
         }
         text += &format!("  {:<24} Print this help\n", "-h, --help");
@@ -138,13 +144,15 @@ impl Matches {
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, v)| v.as_deref());
-        raw.map(|raw| self.convert(&format!("--{name}"), raw)).transpose()
+        raw.map(|raw| self.convert(&format!("--{name}"), raw))
+            .transpose()
     }
 
     /// The value of an option that has a default, parsed.
     pub fn value<T: FromStr>(&self, name: &str) -> Result<T, CliError> {
-        self.get(name)?
-            .ok_or_else(|| CliError::Usage(format!("natchat {}: --{name} is required", self.command)))
+        self.get(name)?.ok_or_else(|| {
+            CliError::Usage(format!("natchat {}: --{name} is required", self.command))
+        })
     }
 
     /// Positional argument `index`, parsed.
@@ -195,11 +203,20 @@ mod tests {
 
     #[test]
     fn rejects_what_it_does_not_know() {
-        assert!(matches!(CMD.parse(&words("--nope 1 host")), Err(CliError::Usage(_))));
-        assert!(matches!(CMD.parse(&words("host --port")), Err(CliError::Usage(_))));
+        assert!(matches!(
+            CMD.parse(&words("--nope 1 host")),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            CMD.parse(&words("host --port")),
+            Err(CliError::Usage(_))
+        ));
         assert!(matches!(CMD.parse(&words("")), Err(CliError::Usage(_))));
         let bad = CMD.parse(&words("host --port 99999")).unwrap();
         assert!(bad.value::<u16>("port").is_err());
-        assert!(matches!(CMD.parse(&words("--help")), Err(CliError::Help(_))));
+        assert!(matches!(
+            CMD.parse(&words("--help")),
+            Err(CliError::Help(_))
+        ));
     }
 }

@@ -16,7 +16,9 @@ use std::io::{self, BufRead, BufReader, Read};
 #[derive(Debug)]
 pub enum LineError {
     /// The line ran past the cap without a newline. The stream is no longer in sync.
-    TooLong { max: usize },
+    TooLong {
+        max: usize,
+    },
     Io(io::Error),
 }
 
@@ -109,7 +111,13 @@ impl<R: Read> LineReader<R> {
 /// one user typed cannot move another user's cursor, clear the screen or ring the bell.
 pub fn clean(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{FFFD}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -137,14 +145,22 @@ mod tests {
     fn splits_on_lf_and_crlf_and_keeps_a_last_partial_line() {
         assert_eq!(
             lines(b"one\r\ntwo\n\nthree", 10),
-            vec![Ok("one".into()), Ok("two".into()), Ok("".into()), Ok("three".into())]
+            vec![
+                Ok("one".into()),
+                Ok("two".into()),
+                Ok("".into()),
+                Ok("three".into())
+            ]
         );
     }
 
     #[test]
     fn a_line_over_the_cap_is_an_error_and_exactly_the_cap_is_fine() {
         assert_eq!(lines(b"12345\r\n", 5), vec![Ok("12345".into())]);
-        assert_eq!(lines(b"123456\n", 5), vec![Err("line longer than 5 bytes".into())]);
+        assert_eq!(
+            lines(b"123456\n", 5),
+            vec![Err("line longer than 5 bytes".into())]
+        );
         let endless = vec![b'x'; 1 << 20];
         assert_eq!(lines(&endless, 100).len(), 1);
         assert!(lines(&endless, 100)[0].is_err());

@@ -78,6 +78,5 @@ impl Drop for OpenConnection {
 fn is_resource_shortage(e: &std::io::Error) -> bool {
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
-    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
-        || e.kind() == ErrorKind::OutOfMemory
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE)) || e.kind() == ErrorKind::OutOfMemory
 }

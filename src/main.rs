@@ -12,11 +12,36 @@ const SERVER: Command = Command {
     about: "the registration server of the P2P chat (TCP and UDP on one port)",
     positionals: &[],
     options: &[
-        Opt { name: "port", value: "PORT", default: Some("10080"), help: "TCP and UDP port (0: any free port)" },
-        Opt { name: "bind", value: "IP", default: Some("0.0.0.0"), help: "address to listen on" },
-        Opt { name: "timeout-secs", value: "SECS", default: Some("30"), help: "a client silent this long has disappeared" },
-        Opt { name: "register-secs", value: "SECS", default: Some("10"), help: "a connection must register within this time" },
-        Opt { name: "max-clients", value: "N", default: Some("15000"), help: "connections beyond this are refused" },
+        Opt {
+            name: "port",
+            value: "PORT",
+            default: Some("10080"),
+            help: "TCP and UDP port (0: any free port)",
+        },
+        Opt {
+            name: "bind",
+            value: "IP",
+            default: Some("0.0.0.0"),
+            help: "address to listen on",
+        },
+        Opt {
+            name: "timeout-secs",
+            value: "SECS",
+            default: Some("30"),
+            help: "a client silent this long has disappeared",
+        },
+        Opt {
+            name: "register-secs",
+            value: "SECS",
+            default: Some("10"),
+            help: "a connection must register within this time",
+        },
+        Opt {
+            name: "max-clients",
+            value: "N",
+            default: Some("15000"),
+            help: "connections beyond this are refused",
+        },
     ],
 };
 
@@ -25,11 +50,36 @@ const CLIENT: Command = Command {
     about: "a P2P chat client: registers with the server, chats with peers over UDP",
     positionals: &[],
     options: &[
-        Opt { name: "server", value: "HOST", default: Some("127.0.0.1"), help: "the registration server" },
-        Opt { name: "port", value: "PORT", default: Some("10080"), help: "the server's port" },
-        Opt { name: "udp-port", value: "PORT", default: Some("10081"), help: "local UDP port (a free one if taken)" },
-        Opt { name: "id", value: "ID", default: None, help: "your ID (asked for when not given)" },
-        Opt { name: "keepalive-secs", value: "SECS", default: Some("10"), help: "how often to send a UDP keep-alive" },
+        Opt {
+            name: "server",
+            value: "HOST",
+            default: Some("127.0.0.1"),
+            help: "the registration server",
+        },
+        Opt {
+            name: "port",
+            value: "PORT",
+            default: Some("10080"),
+            help: "the server's port",
+        },
+        Opt {
+            name: "udp-port",
+            value: "PORT",
+            default: Some("10081"),
+            help: "local UDP port (a free one if taken)",
+        },
+        Opt {
+            name: "id",
+            value: "ID",
+            default: None,
+            help: "your ID (asked for when not given)",
+        },
+        Opt {
+            name: "keepalive-secs",
+            value: "SECS",
+            default: Some("10"),
+            help: "how often to send a UDP keep-alive",
+        },
     ],
 };
 
@@ -63,7 +113,9 @@ fn run(args: &[String]) -> Result<(), Failure> {
         _ => {}
     }
     let command = SUBCOMMANDS.iter().find(|c| c.name == name).ok_or_else(|| {
-        Failure::usage(format!("unknown subcommand '{name}'. Try 'natchat --help'."))
+        Failure::usage(format!(
+            "unknown subcommand '{name}'. Try 'natchat --help'."
+        ))
     })?;
     let matches = match command.parse(&args[1..]) {
         Ok(matches) => matches,
@@ -99,7 +151,9 @@ fn usage(e: CliError) -> Failure {
 fn seconds(matches: &Matches, name: &str) -> Result<Duration, Failure> {
     let secs: f64 = matches.value(name).map_err(usage)?;
     if !(secs > 0.0 && secs < 1e6) {
-        return Err(Failure::usage(format!("--{name} must be a positive number of seconds")));
+        return Err(Failure::usage(format!(
+            "--{name} must be a positive number of seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -119,7 +173,9 @@ fn run_server(m: &Matches) -> Result<(), Failure> {
     })
     .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;
     server::run(config).map_err(|e| {
-        Failure::runtime(format!("cannot listen on port {port}: {e}. Is another server running there? Try --port."))
+        Failure::runtime(format!(
+            "cannot listen on port {port}: {e}. Is another server running there? Try --port."
+        ))
     })
 }
 

@@ -33,7 +33,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(format!("an ID is 1 to {MAX_ID_LEN} characters long"));
     }
-    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
+    {
         Some(c) => Err(format!(
             "'{}' is not allowed in an ID (use letters, digits, '_', '.', '-')",
             c.escape_default()
@@ -79,7 +82,8 @@ impl<'a> Words<'a> {
 
     fn parse<T: FromStr>(&mut self, what: &str) -> Result<T, WireError> {
         let word = self.word(what)?;
-        word.parse().map_err(|_| WireError(format!("bad {what} '{word}'")))
+        word.parse()
+            .map_err(|_| WireError(format!("bad {what} '{word}'")))
     }
 
     fn secret(&mut self) -> Result<Secret, WireError> {
@@ -392,7 +396,11 @@ impl FromStr for Announce {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datagram {
     /// `CHAT <from> <seq> <text>`: a chat message, numbered per sender and recipient.
-    Chat { from: String, seq: u64, text: String },
+    Chat {
+        from: String,
+        seq: u64,
+        text: String,
+    },
     /// `ACK <from> <seq>`: message `seq` arrived (sent by its recipient, `from`).
     Ack { from: String, seq: u64 },
     /// `PROBE <from>`: hole punching; please answer with `PROBE_ACK`.
@@ -449,7 +457,10 @@ impl FromStr for Datagram {
 
 fn unknown(word: &str, expected: &str) -> WireError {
     let shown: String = word.chars().take(20).collect();
-    WireError(format!("unknown message '{}' (expected {expected})", shown.escape_default()))
+    WireError(format!(
+        "unknown message '{}' (expected {expected})",
+        shown.escape_default()
+    ))
 }
 
 #[cfg(test)]
@@ -511,11 +522,18 @@ mod tests {
         ] {
             assert!(bad.parse::<Request>().is_err(), "{bad:?} parsed");
         }
-        for bad in ["CHAT alice x hi", "ACK alice -1", "ACK alice 99999999999999999999", "PROBE"] {
+        for bad in [
+            "CHAT alice x hi",
+            "ACK alice -1",
+            "ACK alice 99999999999999999999",
+            "PROBE",
+        ] {
             assert!(bad.parse::<Datagram>().is_err(), "{bad:?} parsed");
         }
         assert!("HELLO alice 1234".parse::<Announce>().is_err());
-        assert!(format!("CHAT a 1 {}", "x".repeat(MAX_TEXT + 1)).parse::<Datagram>().is_err());
+        assert!(format!("CHAT a 1 {}", "x".repeat(MAX_TEXT + 1))
+            .parse::<Datagram>()
+            .is_err());
     }
 
     #[test]

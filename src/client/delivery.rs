@@ -59,7 +59,12 @@ impl Outbound {
     /// Moves messages from the backlog into flight while the span allows.
     fn release(&mut self, to: &str, now: Instant, sends: &mut Vec<Send>) {
         while !self.backlog.is_empty() {
-            let oldest = self.in_flight.keys().next().copied().unwrap_or(self.next_seq + 1);
+            let oldest = self
+                .in_flight
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(self.next_seq + 1);
             if self.next_seq + 1 >= oldest + MAX_SPAN {
                 break;
             }
@@ -71,7 +76,11 @@ impl Outbound {
                 text: text.clone(),
                 age: Duration::ZERO,
             });
-            let message = InFlight { text, first_sent: now, last_sent: now };
+            let message = InFlight {
+                text,
+                first_sent: now,
+                last_sent: now,
+            };
             self.in_flight.insert(self.next_seq, message);
         }
     }
@@ -113,12 +122,20 @@ impl Outgoing {
             outbound.in_flight.retain(|&seq, m| {
                 let age = now - m.first_sent;
                 if age >= GIVE_UP_AFTER {
-                    failed.push(Undelivered { to: to.clone(), text: m.text.clone() });
+                    failed.push(Undelivered {
+                        to: to.clone(),
+                        text: m.text.clone(),
+                    });
                     return false;
                 }
                 if now - m.last_sent >= RETRY_EVERY {
                     m.last_sent = now;
-                    sends.push(Send { to: to.clone(), seq, text: m.text.clone(), age });
+                    sends.push(Send {
+                        to: to.clone(),
+                        seq,
+                        text: m.text.clone(),
+                        age,
+                    });
                 }
                 true
             });
@@ -135,7 +152,10 @@ impl Outgoing {
         let in_flight = outbound.in_flight.into_values().map(|m| m.text);
         in_flight
             .chain(outbound.backlog)
-            .map(|text| Undelivered { to: to.to_string(), text })
+            .map(|text| Undelivered {
+                to: to.to_string(),
+                text,
+            })
             .collect()
     }
 }
@@ -221,7 +241,13 @@ mod tests {
         assert_eq!((again.len(), failed.len()), (1, 0));
         assert_eq!(again[0].age, RETRY_EVERY);
         let (_, failed) = out.due(start + GIVE_UP_AFTER);
-        assert_eq!(failed, vec![Undelivered { to: "bob".into(), text: "hi".into() }]);
+        assert_eq!(
+            failed,
+            vec![Undelivered {
+                to: "bob".into(),
+                text: "hi".into()
+            }]
+        );
 
         let sends = out.queue("bob", "again".into(), start);
         assert_eq!(sends[0].seq, 2);

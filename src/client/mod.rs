@@ -59,7 +59,10 @@ pub fn run(config: Config) -> Result<(), Failure> {
             client.peers.insert(info);
         }
     }
-    println!("Registered as {}; public endpoint {}.", client.id, client.peers.me.public);
+    println!(
+        "Registered as {}; public endpoint {}.",
+        client.id, client.peers.me.public
+    );
     client.show_list();
     println!("Commands: {COMMANDS}");
     client.run(session.input, session.from_server, session.from_peers)
@@ -127,7 +130,7 @@ impl Client {
             "@chat" => self.chat(rest.trim_start())?,
             "@awake" => {
                 self.announce(AnnounceKind::Awake);
-                println!("Announced {} to the server again.", self.udp_local());
+                println!("Announced our UDP endpoint to the server again.");
             }
             "@exit" => return Ok(false),
             other => println!("Unknown command '{}'. Commands: {COMMANDS}", clean(other)),
@@ -142,9 +145,15 @@ impl Client {
         } else if to == self.id {
             println!("That is you; @show_list shows who else is online.");
         } else if !self.peers.contains(to) {
-            println!("No client named '{}' is online; @show_list shows who is.", clean(to));
+            println!(
+                "No client named '{}' is online; @show_list shows who is.",
+                clean(to)
+            );
         } else if text.len() > MAX_TEXT {
-            println!("Message too long: {} bytes, at most {MAX_TEXT}.", text.len());
+            println!(
+                "Message too long: {} bytes, at most {MAX_TEXT}.",
+                text.len()
+            );
         } else {
             let sends = self.outgoing.queue(to, text.to_string(), Instant::now());
             self.transmit(sends)?;
@@ -156,15 +165,26 @@ impl Client {
     fn transmit(&mut self, sends: Vec<Send>) -> Result<(), Failure> {
         let now = Instant::now();
         for send in sends {
-            let Some(peer) = self.peers.get_mut(&send.to) else { continue };
+            let Some(peer) = self.peers.get_mut(&send.to) else {
+                continue;
+            };
             let (route, ask_punch) = peer.route(send.age, now);
-            let datagram = Datagram::Chat { from: self.id.clone(), seq: send.seq, text: send.text };
+            let datagram = Datagram::Chat {
+                from: self.id.clone(),
+                seq: send.seq,
+                text: send.text,
+            };
             if ask_punch {
-                self.request(&Request::Punch { peer: send.to.clone() })?;
+                self.request(&Request::Punch {
+                    peer: send.to.clone(),
+                })?;
             }
             match route {
                 Route::Direct(addr) => self.send_udp(&datagram.to_string(), addr),
-                Route::Relay => self.request(&Request::Relay { to: send.to, datagram })?,
+                Route::Relay => self.request(&Request::Relay {
+                    to: send.to,
+                    datagram,
+                })?,
             }
         }
         Ok(())
@@ -184,7 +204,10 @@ impl Client {
             Event::Moved { id, public } => {
                 if let Some(peer) = self.peers.remove(&id) {
                     println!("{id} moved to {public}");
-                    self.peers.insert(PeerInfo { public, ..peer.info });
+                    self.peers.insert(PeerInfo {
+                        public,
+                        ..peer.info
+                    });
                 }
             }
             Event::Punch { peer } => {
@@ -203,7 +226,9 @@ impl Client {
     /// A datagram from a peer, straight or through the relay. One that claims a peer we do
     /// not know, or arrives straight from an address that is not that peer's, is dropped.
     fn on_datagram(&mut self, datagram: Datagram, via: Via) -> Result<(), Failure> {
-        let Some(peer) = self.peers.get_mut(datagram.from()) else { return Ok(()) };
+        let Some(peer) = self.peers.get_mut(datagram.from()) else {
+            return Ok(());
+        };
         if let Via::Direct(addr) = via {
             if !peer.sent_from(addr) {
                 return Ok(());
@@ -216,14 +241,27 @@ impl Client {
                 if peer.received.first_time(seq) {
                     println!("From {from} [{}]", clean(&text));
                 }
-                self.reply(Datagram::Ack { from: self.id.clone(), seq }, &from, via)?;
+                self.reply(
+                    Datagram::Ack {
+                        from: self.id.clone(),
+                        seq,
+                    },
+                    &from,
+                    via,
+                )?;
             }
             Datagram::Ack { seq, .. } => {
                 let (sends, _) = self.outgoing.acknowledge(&from, seq, Instant::now());
                 self.transmit(sends)?;
             }
             Datagram::Probe { .. } => {
-                self.reply(Datagram::ProbeAck { from: self.id.clone() }, &from, via)?;
+                self.reply(
+                    Datagram::ProbeAck {
+                        from: self.id.clone(),
+                    },
+                    &from,
+                    via,
+                )?;
             }
             Datagram::ProbeAck { .. } => {}
         }
@@ -237,7 +275,10 @@ impl Client {
                 self.send_udp(&datagram.to_string(), addr);
                 Ok(())
             }
-            Via::Relay => self.request(&Request::Relay { to: to.to_string(), datagram }),
+            Via::Relay => self.request(&Request::Relay {
+                to: to.to_string(),
+                datagram,
+            }),
         }
     }
 
@@ -250,8 +291,15 @@ impl Client {
         let (sends, failed) = self.outgoing.due(now);
         self.transmit(sends)?;
         report_undelivered(failed);
-        let probe = Datagram::Probe { from: self.id.clone() }.to_string();
-        let due: Vec<SocketAddr> = self.peers.iter_mut().filter_map(|p| p.probe_due(now)).collect();
+        let probe = Datagram::Probe {
+            from: self.id.clone(),
+        }
+        .to_string();
+        let due: Vec<SocketAddr> = self
+            .peers
+            .iter_mut()
+            .filter_map(|p| p.probe_due(now))
+            .collect();
         for addr in due {
             self.send_udp(&probe, addr);
         }
@@ -261,25 +309,31 @@ impl Client {
     fn show_list(&self) {
         let me = &self.peers.me;
         println!("Online ({}):", self.peers.len() + 1);
-        println!("{} {} private {} (you)", me.id, me.public, me.private);
+        println!("{} {}  private={}  (you)", me.id, me.public, me.private);
         for peer in self.peers.iter() {
             let info = &peer.info;
-            println!("{} {} private {} {}", info.id, info.public, info.private, peer.path_label());
+            println!(
+                "{} {}  private={}  path={}",
+                info.id,
+                info.public,
+                info.private,
+                peer.path_label()
+            );
         }
     }
 
     fn announce(&self, kind: AnnounceKind) {
-        let announce = Announce { kind, id: self.id.clone(), secret: self.secret.clone() };
+        let announce = Announce {
+            kind,
+            id: self.id.clone(),
+            secret: self.secret.clone(),
+        };
         self.send_udp(&announce.to_string(), self.server);
     }
 
     /// UDP is best effort: a send that fails is like a datagram lost on the way.
     fn send_udp(&self, text: &str, to: SocketAddr) {
         let _ = self.udp.send_to(text.as_bytes(), to);
-    }
-
-    fn udp_local(&self) -> String {
-        self.udp.local_addr().map(|a| a.to_string()).unwrap_or_default()
     }
 
     fn request(&mut self, request: &Request) -> Result<(), Failure> {
@@ -300,7 +354,12 @@ impl Client {
             let deadline = Instant::now() + Duration::from_secs(2);
             while let Ok(FromServer::Event(_)) = from_server.recv_deadline(deadline) {}
         }
-        for peer in self.peers.iter().map(|p| p.info.id.clone()).collect::<Vec<_>>() {
+        for peer in self
+            .peers
+            .iter()
+            .map(|p| p.info.id.clone())
+            .collect::<Vec<_>>()
+        {
             report_undelivered(self.outgoing.forget(&peer));
         }
         println!("Successfully Terminated");
@@ -310,6 +369,9 @@ impl Client {
 
 fn report_undelivered(failed: Vec<Undelivered>) {
     for Undelivered { to, text } in failed {
-        println!("Message to {to} was not delivered (no acknowledgement): [{}]", clean(&text));
+        println!(
+            "Message to {to} was not delivered (no acknowledgement): [{}]",
+            clean(&text)
+        );
     }
 }

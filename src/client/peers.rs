@@ -98,13 +98,17 @@ impl Peer {
             Path::Relayed { retry_at } => {
                 let mut ask_punch = false;
                 if now >= retry_at {
-                    self.path = Path::Relayed { retry_at: now + DIRECT_RETRY };
+                    self.path = Path::Relayed {
+                        retry_at: now + DIRECT_RETRY,
+                    };
                     ask_punch = self.try_direct_again(now);
                 }
                 (Route::Relay, ask_punch)
             }
             _ if age >= RELAY_AFTER => {
-                self.path = Path::Relayed { retry_at: now + DIRECT_RETRY };
+                self.path = Path::Relayed {
+                    retry_at: now + DIRECT_RETRY,
+                };
                 self.burst = None;
                 (Route::Relay, false)
             }
@@ -129,7 +133,10 @@ impl Peer {
 
     /// The server says: punch now (the peer is doing the same).
     pub fn start_burst(&mut self, now: Instant) {
-        self.burst = Some(Burst { left: PROBES, next: now });
+        self.burst = Some(Burst {
+            left: PROBES,
+            next: now,
+        });
     }
 
     /// The address to send a probe to now, if a burst is due.
@@ -161,7 +168,10 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(me: PeerInfo) -> Peers {
-        Peers { me, others: BTreeMap::new() }
+        Peers {
+            me,
+            others: BTreeMap::new(),
+        }
     }
 
     /// Adds or replaces a peer (a rejoin starts afresh).
@@ -200,7 +210,11 @@ mod tests {
     use super::*;
 
     fn info(id: &str, public: &str, private: &str) -> PeerInfo {
-        PeerInfo { id: id.into(), public: public.parse().unwrap(), private: private.parse().unwrap() }
+        PeerInfo {
+            id: id.into(),
+            public: public.parse().unwrap(),
+            private: private.parse().unwrap(),
+        }
     }
 
     #[test]
@@ -212,18 +226,36 @@ mod tests {
         let now = Instant::now();
 
         let near = peers.get_mut("near").unwrap();
-        assert_eq!(near.route(Duration::ZERO, now), (Route::Direct("192.168.1.3:10081".parse().unwrap()), false));
+        assert_eq!(
+            near.route(Duration::ZERO, now),
+            (Route::Direct("192.168.1.3:10081".parse().unwrap()), false)
+        );
         assert_eq!(near.path_label(), "private");
 
         let far = peers.get_mut("far").unwrap();
         let public = Route::Direct("10.0.0.2:10081".parse().unwrap());
-        assert_eq!(far.route(Duration::ZERO, now), (public, true), "first send asks for a punch");
-        assert_eq!(far.route(Duration::from_millis(250), now), (public, false), "only once");
+        assert_eq!(
+            far.route(Duration::ZERO, now),
+            (public, true),
+            "first send asks for a punch"
+        );
+        assert_eq!(
+            far.route(Duration::from_millis(250), now),
+            (public, false),
+            "only once"
+        );
         assert_eq!(far.path_label(), "new");
         assert_eq!(far.route(RELAY_AFTER, now), (Route::Relay, false));
         assert_eq!(far.path_label(), "relayed");
-        assert_eq!(far.route(Duration::ZERO, now + Duration::from_secs(1)), (Route::Relay, false));
-        assert_eq!(far.route(Duration::ZERO, now + DIRECT_RETRY), (Route::Relay, true), "heal attempt");
+        assert_eq!(
+            far.route(Duration::ZERO, now + Duration::from_secs(1)),
+            (Route::Relay, false)
+        );
+        assert_eq!(
+            far.route(Duration::ZERO, now + DIRECT_RETRY),
+            (Route::Relay, true),
+            "heal attempt"
+        );
         far.confirm_direct();
         assert_eq!(far.path_label(), "direct");
         assert_eq!(far.route(Duration::ZERO, now), (public, false));
@@ -232,7 +264,10 @@ mod tests {
     #[test]
     fn a_burst_sends_a_few_spaced_probes() {
         let me = info("me", "10.0.0.1:10081", "192.168.1.2:10081");
-        let mut peer = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), me.public);
+        let mut peer = Peer::new(
+            info("far", "10.0.0.2:10081", "192.168.2.2:10081"),
+            me.public,
+        );
         let now = Instant::now();
         peer.start_burst(now);
         let mut sent = 0;

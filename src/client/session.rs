@@ -15,7 +15,9 @@
 use super::Config;
 use crate::failure::Failure;
 use crate::lines::{LineError, LineReader};
-use crate::wire::{check_id, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_LINE};
+use crate::wire::{
+    check_id, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_LINE,
+};
 use crossbeam_channel::{bounded, Receiver};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -78,22 +80,38 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
         ))
     })?;
     let udp = bind_udp(config.udp_port)?;
-    let lost = |e: io::Error| Failure::runtime(format!("registration with {server_addr} failed: {e}"));
+    let lost =
+        |e: io::Error| Failure::runtime(format!("registration with {server_addr} failed: {e}"));
     let private_ip = tcp.local_addr().map_err(lost)?.ip();
     let private = SocketAddr::new(private_ip, udp.local_addr().map_err(lost)?.port());
 
     let mut writer = tcp.try_clone().map_err(lost)?;
     let mut reader = LineReader::new(tcp.try_clone().map_err(lost)?, MAX_LINE);
-    writeln!(writer, "{}", Request::Register { id: id.clone(), private }).map_err(lost)?;
+    writeln!(
+        writer,
+        "{}",
+        Request::Register {
+            id: id.clone(),
+            private
+        }
+    )
+    .map_err(lost)?;
     tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
     let secret = match next_event(&mut reader, server_addr)? {
         Event::Welcome { secret } => secret,
-        Event::Error { message } => return Err(Failure::runtime(format!("registration refused: {message}"))),
+        Event::Error { message } => {
+            return Err(Failure::runtime(format!("registration refused: {message}")))
+        }
         other => return Err(confused(server_addr, &other)),
     };
 
     // Announce the UDP endpoint until the server has seen it.
-    let hello = Announce { kind: AnnounceKind::Hello, id: id.clone(), secret: secret.clone() }.to_string();
+    let hello = Announce {
+        kind: AnnounceKind::Hello,
+        id: id.clone(),
+        secret: secret.clone(),
+    }
+    .to_string();
     tcp.set_read_timeout(Some(HELLO_EVERY)).map_err(lost)?;
     let deadline = Instant::now() + STEP_TIMEOUT;
     let public = loop {
@@ -109,7 +127,11 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
                 Event::Ready { public } => break public,
                 other => return Err(confused(server_addr, &other)),
             },
-            Err(LineError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(LineError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Ok(None) | Err(_) => return Err(closed_during_registration(server_addr)),
         }
     };
@@ -126,7 +148,11 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
     tcp.set_read_timeout(None).map_err(lost)?;
     tcp.set_write_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
 
-    let me = PeerInfo { id, public, private };
+    let me = PeerInfo {
+        id,
+        public,
+        private,
+    };
     Ok(Session {
         me,
         secret,
@@ -146,7 +172,9 @@ fn ask_id(stdin: &io::Stdin) -> Result<String, Failure> {
     let _ = io::stdout().flush();
     let mut line = String::new();
     match stdin.lock().read_line(&mut line) {
-        Ok(0) | Err(_) => Err(Failure::usage("no ID given; pass --id ID or type one at the prompt".into())),
+        Ok(0) | Err(_) => Err(Failure::usage(
+            "no ID given; pass --id ID or type one at the prompt".into(),
+        )),
         Ok(_) => Ok(line.trim().to_string()),
     }
 }
@@ -172,7 +200,9 @@ fn bind_udp(port: u16) -> Result<UdpSocket, Failure> {
             println!("UDP port {port} is in use; using port {actual} instead.");
             Ok(udp)
         }
-        Err(e) => Err(Failure::runtime(format!("cannot bind UDP port {port}: {e}"))),
+        Err(e) => Err(Failure::runtime(format!(
+            "cannot bind UDP port {port}: {e}"
+        ))),
     }
 }
 
@@ -180,21 +210,30 @@ fn next_event(reader: &mut LineReader<TcpStream>, server: SocketAddr) -> Result<
     match reader.read_line() {
         Ok(Some(line)) => parse_event(&line, server),
         Ok(None) => Err(closed_during_registration(server)),
-        Err(e) => Err(Failure::runtime(format!("registration with {server} failed: {e}"))),
+        Err(e) => Err(Failure::runtime(format!(
+            "registration with {server} failed: {e}"
+        ))),
     }
 }
 
 fn parse_event(line: &str, server: SocketAddr) -> Result<Event, Failure> {
-    line.parse()
-        .map_err(|e| Failure::runtime(format!("the server at {server} sent something unexpected ({e})")))
+    line.parse().map_err(|e| {
+        Failure::runtime(format!(
+            "the server at {server} sent something unexpected ({e})"
+        ))
+    })
 }
 
 fn closed_during_registration(server: SocketAddr) -> Failure {
-    Failure::runtime(format!("the server at {server} closed the connection during registration"))
+    Failure::runtime(format!(
+        "the server at {server} closed the connection during registration"
+    ))
 }
 
 fn confused(server: SocketAddr, event: &Event) -> Failure {
-    Failure::runtime(format!("the server at {server} sent '{event}' out of turn during registration"))
+    Failure::runtime(format!(
+        "the server at {server} sent '{event}' out of turn during registration"
+    ))
 }
 
 /// Channel capacities: small, because the loop keeps up; a full UDP channel drops datagrams
@@ -243,8 +282,12 @@ fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromPeer>, Failure> {
     spawn("udp", move || {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((len, from)) = udp.recv_from(&mut buf) else { continue };
-            let Ok(text) = std::str::from_utf8(&buf[..len]) else { continue };
+            let Ok((len, from)) = udp.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(&buf[..len]) else {
+                continue;
+            };
             if let Ok(datagram) = text.parse() {
                 let _ = tx.try_send(FromPeer { datagram, from });
             }

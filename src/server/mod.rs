@@ -50,7 +50,10 @@ type Shared = Arc<Mutex<Registry>>;
 pub fn run(config: Config) -> io::Result<()> {
     let (listener, udp) = bind_pair(config.bind, config.port)?;
     let port = listener.local_addr()?.port();
-    println!("natchat server listening on {}:{port} (TCP registration, UDP keep-alive)", config.bind);
+    println!(
+        "natchat server listening on {}:{port} (TCP registration, UDP keep-alive)",
+        config.bind
+    );
     let registry: Shared = Arc::default();
 
     let shared = registry.clone();
@@ -66,12 +69,18 @@ pub fn run(config: Config) -> io::Result<()> {
     let refusal = format!(
         "{}",
         Event::Error {
-            message: format!("server full ({} clients); try again later", config.max_clients)
+            message: format!(
+                "server full ({} clients); try again later",
+                config.max_clients
+            )
         }
     );
-    listener::serve(listener, config.max_clients, refusal, move |stream, addr| {
-        serve_client(stream, addr, &registry, config.register_timeout)
-    });
+    listener::serve(
+        listener,
+        config.max_clients,
+        refusal,
+        move |stream, addr| serve_client(stream, addr, &registry, config.register_timeout),
+    );
     Ok(())
 }
 
@@ -92,9 +101,18 @@ fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(TcpListener, UdpSocket)> {
 }
 
 /// One client's connection: registration first, then its requests until it leaves.
-fn serve_client(stream: TcpStream, addr: SocketAddr, registry: &Shared, register_timeout: Duration) {
-    let Ok(outbox) = Outbox::start(&stream, QUEUE) else { return };
-    let Ok(read_half) = stream.try_clone() else { return };
+fn serve_client(
+    stream: TcpStream,
+    addr: SocketAddr,
+    registry: &Shared,
+    register_timeout: Duration,
+) {
+    let Ok(outbox) = Outbox::start(&stream, QUEUE) else {
+        return;
+    };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = LineReader::new(read_half, MAX_LINE);
     let Some((id, conn)) = register(&mut reader, &outbox, registry, register_timeout) else {
         return;
@@ -140,7 +158,9 @@ fn register(
 ) -> Option<(String, u64)> {
     let deadline = Instant::now() + register_timeout;
     loop {
-        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero());
         let Some(left) = left else {
             let _ = outbox.push_line("ERROR no REGISTER within the registration time; closing");
             return None;
@@ -181,7 +201,10 @@ fn register(
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// A request from registered client `id`; false when it asks to leave. It can only ever act
@@ -197,7 +220,12 @@ fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared
                 refuse(format!("cannot punch to '{peer}': not online"));
             } else {
                 // Both at once: each side's probes open its own NAT for the other's.
-                members.send(&peer, &Event::Punch { peer: id.to_string() });
+                members.send(
+                    &peer,
+                    &Event::Punch {
+                        peer: id.to_string(),
+                    },
+                );
                 members.send(id, &Event::Punch { peer });
             }
         }

@@ -126,7 +126,12 @@ impl Registry {
     fn send_list(&self, id: &str, public: SocketAddr) {
         let member = &self.members[id];
         let mut list = vec![Event::Ready { public }];
-        list.extend(self.members.iter().filter_map(|(other, m)| m.info(other)).map(Event::Peer));
+        list.extend(
+            self.members
+                .iter()
+                .filter_map(|(other, m)| m.info(other))
+                .map(Event::Peer),
+        );
         list.push(Event::ListEnd);
         let text: String = list.iter().map(|event| format!("{event}\n")).collect();
         let _ = member.outbox.push(text.into_bytes().into());
@@ -134,7 +139,12 @@ impl Registry {
 
     /// Removes `id` if connection `conn` still owns it, and tells everyone else.
     /// Returns the public endpoint it had, if it was listed.
-    pub fn remove(&mut self, id: &str, conn: u64, reason: LeaveReason) -> Option<Option<SocketAddr>> {
+    pub fn remove(
+        &mut self,
+        id: &str,
+        conn: u64,
+        reason: LeaveReason,
+    ) -> Option<Option<SocketAddr>> {
         if self.members.get(id)?.conn != conn {
             return None;
         }

@@ -40,7 +40,12 @@ impl Proc {
         collect(child.stdout.take().unwrap(), lines.clone());
         collect(child.stderr.take().unwrap(), lines.clone());
         let stdin = child.stdin.take();
-        Proc { name: name.to_string(), child, stdin, lines }
+        Proc {
+            name: name.to_string(),
+            child,
+            stdin,
+            lines,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -64,7 +69,11 @@ impl Proc {
                 return line;
             }
             if Instant::now() > deadline {
-                panic!("{}: no line {what} within {timeout:?}; output:\n{}", self.name, self.output().join("\n"));
+                panic!(
+                    "{}: no line {what} within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -72,7 +81,9 @@ impl Proc {
 
     /// Waits until a line contains `needle`; returns it.
     pub fn wait_for(&self, needle: &str) -> String {
-        self.wait_line(&format!("containing {needle:?}"), SOON, |l| l.contains(needle))
+        self.wait_line(&format!("containing {needle:?}"), SOON, |l| {
+            l.contains(needle)
+        })
     }
 
     /// Waits until `needle` has appeared `n` times.
@@ -105,7 +116,11 @@ impl Proc {
 
     /// Sends a signal by name (KILL, STOP, CONT, INT).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{name} failed");
     }
 
@@ -119,7 +134,11 @@ impl Proc {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("{}: still running after {timeout:?}; output:\n{}", self.name, self.output().join("\n"));
+                panic!(
+                    "{}: still running after {timeout:?}; output:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -128,31 +147,61 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid().to_string())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// Collects `stream` into `lines`, a line at a time. A partial line (a prompt such as
+/// `Enter ID : `) is shown too, and replaced as it grows.
 fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
-        while reader.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-            lines.lock().unwrap().push(line);
-            buf.clear();
-        }
-        // A last line without a newline (a prompt) still counts.
-        if !buf.is_empty() {
-            lines.lock().unwrap().push(String::from_utf8_lossy(&buf).to_string());
+        let mut partial: Vec<u8> = Vec::new();
+        loop {
+            let chunk = match reader.fill_buf() {
+                Ok([]) | Err(_) => return,
+                Ok(chunk) => chunk.to_vec(),
+            };
+            reader.consume(chunk.len());
+            let mut out = lines.lock().unwrap();
+            if !partial.is_empty() {
+                out.pop();
+            }
+            for byte in chunk {
+                if byte == b'\n' {
+                    out.push(
+                        String::from_utf8_lossy(&partial)
+                            .trim_end_matches('\r')
+                            .to_string(),
+                    );
+                    partial.clear();
+                } else {
+                    partial.push(byte);
+                }
+            }
+            if !partial.is_empty() {
+                out.push(String::from_utf8_lossy(&partial).to_string());
+            }
         }
     });
 }
 
 /// A registration server on a free port, with short timeouts. Returns it and its port.
 pub fn p2p_server(extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec!["server", "--port", "0", "--bind", "127.0.0.1", "--timeout-secs", "3"];
+    let mut args = vec![
+        "server",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--timeout-secs",
+        "3",
+    ];
     args.extend_from_slice(extra);
     let server = Proc::spawn("server", &args);
     let line = server.wait_for("listening on");
@@ -170,7 +219,19 @@ pub fn p2p_client(id: &str, port: u16) -> Proc {
     let port = port.to_string();
     let client = Proc::spawn(
         id,
-        &["client", "--server", "127.0.0.1", "--port", &port, "--udp-port", "0", "--id", id, "--keepalive-secs", "1"],
+        &[
+            "client",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--udp-port",
+            "0",
+            "--id",
+            id,
+            "--keepalive-secs",
+            "1",
+        ],
     );
     client.wait_for("Commands:");
     client

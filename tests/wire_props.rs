@@ -1,0 +1,133 @@
+//! Property tests: every encoder and parser agree, and no input makes a parser panic.
+
+use natchat::lines::{clean, LineReader};
+use natchat::wire::{
+    Announce, AnnounceKind, Datagram, Event, LeaveReason, PeerInfo, Request, Secret, MAX_TEXT,
+};
+use proptest::prelude::*;
+use std::net::SocketAddr;
+
+fn id() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_.-]{1,32}"
+}
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+    ]
+}
+
+/// Chat text: anything a line can hold (no line breaks), within the size limit.
+fn text() -> impl Strategy<Value = String> {
+    "[^\r\n]{0,200}".prop_filter("fits in a datagram", |t| t.len() <= MAX_TEXT)
+}
+
+fn secret() -> impl Strategy<Value = Secret> {
+    "[0-9a-f]{32}".prop_map(|s| s.parse().unwrap())
+}
+
+fn datagram() -> impl Strategy<Value = Datagram> {
+    prop_oneof![
+        (id(), any::<u64>(), text()).prop_map(|(from, seq, text)| Datagram::Chat {
+            from,
+            seq,
+            text
+        }),
+        (id(), any::<u64>()).prop_map(|(from, seq)| Datagram::Ack { from, seq }),
+        id().prop_map(|from| Datagram::Probe { from }),
+        id().prop_map(|from| Datagram::ProbeAck { from }),
+    ]
+}
+
+fn peer() -> impl Strategy<Value = PeerInfo> {
+    (id(), addr(), addr()).prop_map(|(id, public, private)| PeerInfo {
+        id,
+        public,
+        private,
+    })
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (id(), addr()).prop_map(|(id, private)| Request::Register { id, private }),
+        id().prop_map(|peer| Request::Punch { peer }),
+        (id(), datagram()).prop_map(|(to, datagram)| Request::Relay { to, datagram }),
+        Just(Request::Exit),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let reason = prop_oneof![
+        Just(LeaveReason::Deregistered),
+        Just(LeaveReason::Disconnected),
+        Just(LeaveReason::Disappeared)
+    ];
+    prop_oneof![
+        secret().prop_map(|secret| Event::Welcome { secret }),
+        addr().prop_map(|public| Event::Ready { public }),
+        peer().prop_map(Event::Peer),
+        Just(Event::ListEnd),
+        peer().prop_map(Event::Joined),
+        (id(), addr()).prop_map(|(id, public)| Event::Moved { id, public }),
+        (id(), reason).prop_map(|(id, reason)| Event::Left { id, reason }),
+        id().prop_map(|peer| Event::Punch { peer }),
+        datagram().prop_map(|datagram| Event::Relayed { datagram }),
+        text().prop_map(|message| Event::Error { message }),
+    ]
+}
+
+fn announce() -> impl Strategy<Value = Announce> {
+    let kind = prop_oneof![
+        Just(AnnounceKind::Hello),
+        Just(AnnounceKind::Alive),
+        Just(AnnounceKind::Awake)
+    ];
+    (kind, id(), secret()).prop_map(|(kind, id, secret)| Announce { kind, id, secret })
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(r in request()) {
+        prop_assert_eq!(r.to_string().parse::<Request>(), Ok(r));
+    }
+
+    #[test]
+    fn events_round_trip(e in event()) {
+        prop_assert_eq!(e.to_string().parse::<Event>(), Ok(e));
+    }
+
+    #[test]
+    fn announcements_round_trip(a in announce()) {
+        prop_assert_eq!(a.to_string().parse::<Announce>(), Ok(a));
+    }
+
+    #[test]
+    fn datagrams_round_trip(d in datagram()) {
+        prop_assert_eq!(d.to_string().parse::<Datagram>(), Ok(d));
+    }
+
+    #[test]
+    fn no_text_makes_a_parser_panic(s in "\\PC*|[A-Z_]{2,9} .*") {
+        let _ = s.parse::<Request>();
+        let _ = s.parse::<Event>();
+        let _ = s.parse::<Announce>();
+        let _ = s.parse::<Datagram>();
+    }
+
+    #[test]
+    fn lines_never_exceed_the_cap_and_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096), max in 1usize..300) {
+        let mut reader = LineReader::new(&bytes[..], max);
+        for _ in 0..bytes.len() + 1 {
+            match reader.read_line() {
+                Ok(Some(line)) => prop_assert!(line.len() <= max * 3, "lossy UTF-8 may grow a line, bytes in it are capped"),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn cleaned_text_holds_no_control_characters(s in ".*") {
+        prop_assert!(!clean(&s).chars().any(|c| c.is_control() && c != '\t'));
+    }
+}
