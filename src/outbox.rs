@@ -42,16 +42,20 @@ pub struct Overflow;
 impl Outbox {
     /// Starts the writer thread for `stream` with a queue of `capacity` messages.
     pub fn start(stream: &TcpStream, capacity: usize) -> io::Result<Outbox> {
+        Outbox::share(Arc::new(stream.try_clone()?), capacity)
+    }
+
+    /// Like [`Outbox::start`], on a stream the caller goes on reading from: a `TcpStream`
+    /// can be read by one thread while another writes to it, so a connection needs one
+    /// file descriptor, not one per thread.
+    pub fn share(stream: Arc<TcpStream>, capacity: usize) -> io::Result<Outbox> {
         let (queue, pending) = bounded(capacity);
-        let writer = stream.try_clone()?;
+        let writer = stream.clone();
         thread::Builder::new()
             .name("outbox".into())
             .stack_size(WRITER_STACK)
-            .spawn(move || drain(writer, pending))?;
-        Ok(Outbox {
-            queue,
-            stream: Arc::new(stream.try_clone()?),
-        })
+            .spawn(move || drain(&writer, pending))?;
+        Ok(Outbox { queue, stream })
     }
 
     /// Queues `message` without blocking. A full queue cuts the client off.
@@ -98,7 +102,7 @@ pub fn line_message(line: &str) -> Message {
 /// The writer thread: block for one message, gather whatever else is already queued, write
 /// it all at once. Ends when every [`Outbox`] is dropped (after sending what was queued) or
 /// when the socket fails.
-fn drain(mut stream: TcpStream, pending: Receiver<Message>) {
+fn drain(mut stream: &TcpStream, pending: Receiver<Message>) {
     // Grows to the largest batch this connection has needed, at most BATCH_BYTES plus one
     // message, and is reused for every write: no allocation per message.
     let mut batch = Vec::new();

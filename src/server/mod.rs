@@ -107,13 +107,12 @@ fn serve_client(
     registry: &Shared,
     register_timeout: Duration,
 ) {
-    let Ok(outbox) = Outbox::start(&stream, QUEUE) else {
+    // One socket: this thread reads it, the outbox's writer thread writes it.
+    let stream = Arc::new(stream);
+    let Ok(outbox) = Outbox::share(stream.clone(), QUEUE) else {
         return;
     };
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = LineReader::new(read_half, MAX_LINE);
+    let mut reader = LineReader::new(&*stream, MAX_LINE);
     let Some((id, conn)) = register(&mut reader, &outbox, registry, register_timeout) else {
         return;
     };
@@ -151,7 +150,7 @@ fn serve_client(
 /// Anything else gets an `ERROR`; a refused ID, a silent connection or the end of the
 /// registration time closes the connection.
 fn register(
-    reader: &mut LineReader<TcpStream>,
+    reader: &mut LineReader<&TcpStream>,
     outbox: &Outbox,
     registry: &Shared,
     register_timeout: Duration,

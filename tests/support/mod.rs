@@ -29,8 +29,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
-        let mut child = natchat()
-            .args(args)
+        Proc::spawn_command(name, natchat().args(args))
+    }
+
+    /// Runs any command (a shell wrapping natchat, say) the same way.
+    pub fn spawn_command(name: &str, command: &mut Command) -> Proc {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -122,6 +126,10 @@ impl Proc {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Waits for the process to end.

@@ -1,0 +1,276 @@
+//! The registration server and the P2P client under bad input, impersonation and faults.
+//! Raw sockets in the test play the attacker or the broken peer; real clients watch that
+//! nothing reaches them and that they keep working.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+use support::{p2p_client, p2p_server, Proc, SOON};
+
+/// A hand-driven protocol client: a TCP connection to the server and a UDP socket.
+struct Raw {
+    tcp: TcpStream,
+    reader: BufReader<TcpStream>,
+    udp: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let server: SocketAddr = ([127, 0, 0, 1], port).into();
+        let tcp = TcpStream::connect(server).unwrap();
+        tcp.set_read_timeout(Some(SOON)).unwrap();
+        let reader = BufReader::new(tcp.try_clone().unwrap());
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Raw {
+            tcp,
+            reader,
+            udp,
+            server,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.tcp, "{line}").unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("a line from the server");
+        line.trim_end().to_string()
+    }
+
+    /// Reads lines until one starts with `prefix`.
+    fn expect(&mut self, prefix: &str) -> String {
+        for _ in 0..10_000 {
+            let line = self.line();
+            assert!(
+                !line.is_empty() || prefix.is_empty(),
+                "connection closed waiting for {prefix:?}"
+            );
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+        panic!("no {prefix:?}");
+    }
+
+    /// Registers as `id` and announces the UDP socket; returns the secret.
+    fn register(port: u16, id: &str) -> (Raw, String) {
+        let mut raw = Raw::connect(port);
+        let udp_addr = raw.udp.local_addr().unwrap();
+        raw.send(&format!("REGISTER {id} {udp_addr}"));
+        let secret = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
+        raw.udp
+            .send_to(format!("HELLO {id} {secret}").as_bytes(), raw.server)
+            .unwrap();
+        raw.expect("LIST_END");
+        (raw, secret)
+    }
+
+    fn udp_to(&self, text: &str, to: SocketAddr) {
+        self.udp.send_to(text.as_bytes(), to).unwrap();
+    }
+
+    /// Datagrams received within `window`.
+    fn datagrams(&self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.udp.recv_from(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+            }
+        }
+        got
+    }
+}
+
+/// The UDP endpoint a client shows for itself in its list.
+fn own_endpoint(client: &Proc, id: &str) -> SocketAddr {
+    let line = client.wait_line("own entry", SOON, |l| {
+        l.starts_with(&format!("{id} ")) && l.ends_with("(you)")
+    });
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn garbage_on_the_registration_port_gets_errors_and_disturbs_no_one() {
+    let (server, port) = p2p_server(&[]);
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+
+    let mut raw = Raw::connect(port);
+    for bad in [
+        "hello?",
+        "\u{0}\u{1}\u{7f}",
+        "REGISTER",
+        "REGISTER x",
+        "REGISTER bad/id 127.0.0.1:5",
+        "REGISTER x 127.0.0.1:99999",
+        "PUNCH bob",
+        "EXIT",
+    ] {
+        raw.send(bad);
+        assert!(raw.line().starts_with("ERROR "), "no error for {bad:?}");
+    }
+    raw.tcp.write_all(b"\xff\xfe\xfd\n").unwrap();
+    assert!(raw.line().starts_with("ERROR "));
+    let mut random = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let noise: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = random.write_all(&noise);
+
+    // Registered, then misbehaving.
+    let (mut carol, _) = Raw::register(port, "carol");
+    carol.send("REGISTER carol 127.0.0.1:1");
+    assert_eq!(carol.expect("ERROR"), "ERROR already registered as 'carol'");
+    carol.send("RELAY bob CHAT alice 1 I am alice");
+    assert!(carol.expect("ERROR").contains("must be from 'carol'"));
+    carol.send("PUNCH nobody");
+    assert!(carol.expect("ERROR").contains("not online"));
+    carol.send("CHAT bob");
+    assert!(carol.expect("ERROR").contains("unknown message"));
+
+    // A 10 MB line: an error, and the connection is closed.
+    let mut long = Raw::connect(port);
+    let _ = long.tcp.write_all(&vec![b'x'; 10 << 20]);
+    assert!(long.line().contains("line longer than"));
+    let mut rest = Vec::new();
+    let _ = long.reader.read_to_end(&mut rest);
+
+    alice.send("@chat bob still here");
+    bob.wait_for("From alice [still here]");
+    assert_eq!(alice.count("Server:"), 0, "alice saw nothing of it");
+    assert!(server.output().iter().all(|l| !l.contains("panicked")));
+}
+
+#[test]
+fn nobody_can_announce_move_or_speak_for_someone_else() {
+    let (server, port) = p2p_server(&[]);
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    let bob_endpoint = own_endpoint(&bob, "bob");
+    let alice_endpoint = own_endpoint(&alice, "alice");
+
+    let (mallory, _secret) = Raw::register(port, "mallory");
+    alice.wait_for("mallory joined");
+    let server_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Keep-alives and announcements for bob without bob's secret.
+    for kind in ["HELLO", "ALIVE", "AWAKE"] {
+        mallory.udp_to(
+            &format!("{kind} bob 0123456789abcdef0123456789abcdef"),
+            server_addr,
+        );
+    }
+    mallory.udp_to("AWAKE bob not-a-secret", server_addr);
+    // A chat datagram claiming to be bob, from mallory's own address.
+    mallory.udp_to("CHAT bob 1 send me your password", alice_endpoint);
+    // And one from an ID alice does not know.
+    mallory.udp_to("CHAT nobody 1 boo", alice_endpoint);
+
+    // Bob really speaks: it arrives, and only it.
+    let mut bob = bob;
+    bob.send("@chat alice the real bob");
+    alice.wait_for("From bob [the real bob]");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(alice.count("send me your password"), 0);
+    assert_eq!(alice.count("boo"), 0);
+    assert_eq!(server.count("bob is awake"), 0);
+    assert_eq!(server.count("bob moved"), 0);
+    assert_eq!(alice.count("bob moved"), 0);
+    alice.send("@show_list");
+    alice.wait_for(&format!("bob {bob_endpoint}  private="));
+}
+
+#[test]
+fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
+    let (_server, port) = p2p_server(&[]);
+    let alice = p2p_client("alice", port);
+    let (raw, _) = Raw::register(port, "raw");
+    alice.wait_for("raw joined");
+    let alice_endpoint = own_endpoint(&alice, "alice");
+    for _ in 0..3 {
+        raw.udp_to("CHAT raw 1 only once", alice_endpoint);
+    }
+    raw.udp_to("CHAT raw 2 \u{1b}[2Jno escapes", alice_endpoint);
+    let replies = raw.datagrams(Duration::from_secs(2));
+    assert_eq!(
+        replies.iter().filter(|d| *d == "ACK alice 1").count(),
+        3,
+        "{replies:?}"
+    );
+    alice.wait_for("From raw [\u{FFFD}[2Jno escapes]");
+    assert_eq!(alice.count("From raw [only once]"), 1);
+}
+
+#[test]
+fn silent_connections_are_closed_and_the_cap_refuses_newcomers() {
+    let (server, port) = p2p_server(&["--register-secs", "1", "--max-clients", "3"]);
+    let mut silent = Raw::connect(port);
+    assert!(silent
+        .line()
+        .contains("no REGISTER within the registration time"));
+
+    let _a = p2p_client("a", port);
+    let _b = p2p_client("b", port);
+    let _c = p2p_client("c", port);
+    let mut late = Raw::connect(port);
+    assert_eq!(
+        late.line(),
+        "ERROR server full (3 clients); try again later"
+    );
+    assert!(server.output().iter().all(|l| !l.contains("panicked")));
+}
+
+#[test]
+fn a_server_restarts_at_once_on_the_same_port() {
+    let (server, port) = p2p_server(&[]);
+    let alice = p2p_client("alice", port);
+    drop(server);
+    drop(alice);
+    let port = port.to_string();
+    let again = Proc::spawn("again", &["server", "--bind", "127.0.0.1", "--port", &port]);
+    again.wait_for(&format!("listening on 127.0.0.1:{port}"));
+    let bob = p2p_client("bob", port.parse().unwrap());
+    bob.wait_for("Registered as bob");
+}
+
+#[test]
+fn running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_server() {
+    // The server gets 16 file descriptors; a burst of connections exhausts them.
+    let sh = format!(
+        "ulimit -n 16 && exec {} server --bind 127.0.0.1 --port 0 --timeout-secs 3",
+        env!("CARGO_BIN_EXE_natchat")
+    );
+    let mut server =
+        Proc::spawn_command("server", std::process::Command::new("sh").args(["-c", &sh]));
+    let line = server.wait_for("listening on");
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hogs: Vec<TcpStream> = (0..20)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    server.wait_for("pausing new connections");
+    drop(hogs);
+    // Once the hogs are gone, a real client registers.
+    let alice = p2p_client("alice", port);
+    alice.wait_for("Registered as alice");
+    assert!(server.is_running());
+}
