@@ -44,6 +44,9 @@ where
             Err(_) => continue,
         };
         short = false;
+        // Chat lines are small and latency matters: send each batch at once rather than
+        // wait for the peer's acknowledgement of the previous one (Nagle's algorithm).
+        let _ = stream.set_nodelay(true);
         if open.load(Ordering::SeqCst) >= max_connections {
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = writeln!(stream, "{refusal}");

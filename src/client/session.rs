@@ -79,6 +79,7 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
             "cannot reach the server at {server_addr}: {e}. Is 'natchat server' running there?"
         ))
     })?;
+    let _ = tcp.set_nodelay(true);
     let udp = bind_udp(config.udp_port)?;
     let lost =
         |e: io::Error| Failure::runtime(format!("registration with {server_addr} failed: {e}"));
