@@ -7,11 +7,13 @@
 //! Blocking `std::net` I/O and a thread per connection throughout; threads talk over
 //! crossbeam channels; shared state sits behind a `parking_lot::Mutex`.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod failure;
 pub mod lines;
 pub mod listener;
 pub mod outbox;
+pub mod room;
 pub mod server;
 pub mod wire;

@@ -42,6 +42,7 @@ pub struct LineReader<R> {
     inner: BufReader<R>,
     max: usize,
     line: Vec<u8>,
+    complete_only: bool,
 }
 
 impl<R: Read> LineReader<R> {
@@ -52,11 +53,21 @@ impl<R: Read> LineReader<R> {
             inner: BufReader::with_capacity(4096, inner),
             max,
             line: Vec::new(),
+            complete_only: false,
         }
     }
 
+    /// Drops a last line that the end of the stream cuts short, instead of returning it. For
+    /// a server that relays lines: a sender that dies, or is cut off, in the middle of a line
+    /// must not have half a message delivered as if it were whole.
+    pub fn complete_lines_only(mut self) -> Self {
+        self.complete_only = true;
+        self
+    }
+
     /// The next line without its `\n` or `\r\n`, or `None` at a clean end of stream.
-    /// A last line without a newline still counts as a line.
+    /// A last line without a newline still counts as a line, unless
+    /// [`complete_lines_only`](Self::complete_lines_only) was asked for.
     pub fn read_line(&mut self) -> Result<Option<String>, LineError> {
         self.line.clear();
         loop {
@@ -66,7 +77,7 @@ impl<R: Read> LineReader<R> {
                 Err(e) => return Err(e.into()),
             };
             if available.is_empty() {
-                if self.line.is_empty() {
+                if self.line.is_empty() || self.complete_only {
                     return Ok(None);
                 }
                 break;
@@ -152,6 +163,13 @@ mod tests {
                 Ok("three".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_last_line_cut_short_can_be_dropped() {
+        let mut reader = LineReader::new(&b"whole\r\nhalf a li"[..], 10).complete_lines_only();
+        assert_eq!(reader.read_line().unwrap(), Some("whole".into()));
+        assert_eq!(reader.read_line().unwrap(), None);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use natchat::cli::{CliError, Command, Matches, Opt};
 use natchat::failure::Failure;
-use natchat::{client, server};
-use std::net::IpAddr;
+use natchat::{bench, client, room, server};
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -83,7 +83,105 @@ const CLIENT: Command = Command {
     ],
 };
 
-const SUBCOMMANDS: &[&Command] = &[&SERVER, &CLIENT];
+const ROOM_SERVER: Command = Command {
+    name: "room-server",
+    about: "the chat room server: relays every line to everyone, stores uploaded files",
+    positionals: &[
+        ("HOST", "address to listen on (0.0.0.0: every interface)"),
+        ("PORT", "port to listen on (0: any free port)"),
+    ],
+    options: &[
+        Opt {
+            name: "upload-dir",
+            value: "DIR",
+            default: Some("./server"),
+            help: "where uploaded files go (created when needed)",
+        },
+        Opt {
+            name: "max-upload-bytes",
+            value: "N",
+            default: Some("104857600"),
+            help: "larger uploads are refused",
+        },
+        Opt {
+            name: "max-users",
+            value: "N",
+            default: Some("15000"),
+            help: "connections beyond this are refused",
+        },
+        Opt {
+            name: "upload-idle-secs",
+            value: "SECS",
+            default: Some("30"),
+            help: "an upload that sends nothing this long is dropped",
+        },
+    ],
+};
+
+const ROOM_CLIENT: Command = Command {
+    name: "room-client",
+    about: "a chat room client: each line typed goes to everyone; #upload <path> sends a file",
+    positionals: &[("HOST", "the chat room server"), ("PORT", "its port")],
+    options: &[],
+};
+
+const BENCH: Command = Command {
+    name: "bench",
+    about: "load generator: KIND is room, p2p, chat, or all (the standard set, servers included)",
+    positionals: &[("KIND", "room | p2p | chat | all")],
+    options: &[
+        Opt {
+            name: "server",
+            value: "ADDR",
+            default: Some("127.0.0.1:8888"),
+            help: "the running server (room, p2p, chat)",
+        },
+        Opt {
+            name: "server-pid",
+            value: "PID",
+            default: None,
+            help: "its pid, to report its RSS and threads",
+        },
+        Opt {
+            name: "clients",
+            value: "N",
+            default: Some("100"),
+            help: "simulated clients (room, p2p)",
+        },
+        Opt {
+            name: "senders",
+            value: "N",
+            default: Some("10"),
+            help: "how many of them send (room)",
+        },
+        Opt {
+            name: "messages",
+            value: "N",
+            default: Some("1000"),
+            help: "messages per sender (room), in all (chat)",
+        },
+        Opt {
+            name: "rate",
+            value: "PER_SEC",
+            default: Some("0"),
+            help: "messages per second in all; 0: flat out (room), 2000 (chat)",
+        },
+        Opt {
+            name: "size",
+            value: "BYTES",
+            default: Some("32"),
+            help: "filler bytes per message (room)",
+        },
+        Opt {
+            name: "stalled",
+            value: "N",
+            default: Some("0"),
+            help: "extra clients that never read (room)",
+        },
+    ],
+};
+
+const SUBCOMMANDS: &[&Command] = &[&SERVER, &CLIENT, &ROOM_SERVER, &ROOM_CLIENT, &BENCH];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -127,7 +225,11 @@ fn run(args: &[String]) -> Result<(), Failure> {
     };
     match command.name {
         "server" => run_server(&matches),
-        _ => run_client(&matches),
+        "client" => run_client(&matches),
+        "room-server" => run_room_server(&matches),
+        "room-client" => run_room_client(&matches),
+        "bench" => run_bench(&matches),
+        other => unreachable!("subcommand '{other}' is in SUBCOMMANDS but has no arm here"),
     }
 }
 
@@ -187,4 +289,61 @@ fn run_client(m: &Matches) -> Result<(), Failure> {
         id: m.get("id").map_err(usage)?,
         keepalive: seconds(m, "keepalive-secs")?,
     })
+}
+
+fn run_room_server(m: &Matches) -> Result<(), Failure> {
+    room::server::run(room::server::Config {
+        host: m.positional(0, "HOST").map_err(usage)?,
+        port: m.positional(1, "PORT").map_err(usage)?,
+        upload_dir: m.value("upload-dir").map_err(usage)?,
+        max_upload_bytes: m.value("max-upload-bytes").map_err(usage)?,
+        max_users: m.value("max-users").map_err(usage)?,
+        upload_idle: seconds(m, "upload-idle-secs")?,
+    })
+}
+
+fn run_room_client(m: &Matches) -> Result<(), Failure> {
+    let host: String = m.positional(0, "HOST").map_err(usage)?;
+    room::client::run(&host, m.positional(1, "PORT").map_err(usage)?)
+}
+
+fn run_bench(m: &Matches) -> Result<(), Failure> {
+    let server: SocketAddr = m.value("server").map_err(usage)?;
+    let pid: Option<u32> = m.get("server-pid").map_err(usage)?;
+    let clients: usize = m.value("clients").map_err(usage)?;
+    let messages: usize = m.value("messages").map_err(usage)?;
+    let rate: f64 = m.value("rate").map_err(usage)?;
+    let result = match m.positional::<String>(0, "KIND").map_err(usage)?.as_str() {
+        "room" => {
+            let run = bench::RoomRun {
+                name: "room".into(),
+                clients,
+                senders: m.value::<usize>("senders").map_err(usage)?.min(clients),
+                messages,
+                rate,
+                size: m.value("size").map_err(usage)?,
+                stalled: m.value("stalled").map_err(usage)?,
+            };
+            bench::room(server, &run, pid)
+        }
+        "p2p" => bench::p2p(
+            server,
+            &bench::P2pRun {
+                name: "p2p register".into(),
+                clients,
+            },
+            pid,
+        ),
+        "chat" => {
+            let rate = if rate > 0.0 { rate } else { 2000.0 };
+            bench::chat(server, &bench::ChatRun { messages, rate }, pid)
+        }
+        "all" => bench::all(),
+        other => {
+            return Err(Failure::usage(format!(
+                "unknown bench '{other}': use room, p2p, chat or all"
+            )))
+        }
+    };
+    result.map_err(|e| Failure::runtime(format!("bench: {e}")))
 }

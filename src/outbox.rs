@@ -7,15 +7,20 @@
 //!   thread that broadcasts to everyone;
 //! - a message is one shared `Arc<[u8]>`: a broadcast to a thousand clients makes a thousand
 //!   reference counts, not a thousand copies;
-//! - the queue is bounded. A client whose queue is full has stopped reading; it is cut off
-//!   (the socket is shut down, its reader thread sees the end and cleans up) instead of
-//!   letting memory grow without limit, or dropping the message for everyone else.
+//! - the queue is bounded. A client whose queue stays full has stopped reading; it is cut
+//!   off (the socket is shut down, its reader thread sees the end and cleans up) instead of
+//!   letting memory grow without limit, or dropping the message for everyone else. A
+//!   broadcast may instead wait a little for room ([`Outbox::push_patiently`]): that slows
+//!   a flooding sender to the pace of the slowest reader that is still reading;
+//! - the queue's memory grows with what is queued, not with its bound: a bound generous
+//!   enough for bursts costs an idle connection nothing.
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// One message on the wire, shared by every queue it was pushed to.
 pub type Message = Arc<[u8]>;
@@ -31,56 +36,67 @@ const WRITER_STACK: usize = 64 * 1024;
 /// the writer sends what is left, then ends the stream's sending side.
 #[derive(Clone)]
 pub struct Outbox {
+    /// Unbounded underneath, so that it allocates as messages arrive (blocks of 31 slots),
+    /// where a bounded channel would allocate all `capacity` slots up front.
     queue: Sender<Message>,
+    /// The bound, kept by [`Outbox::push`]. Pushers racing each other may pass it by one
+    /// message each, which does not matter.
+    capacity: usize,
     stream: Arc<TcpStream>,
 }
 
-/// The queue was full: the client stopped reading, and has been cut off.
-#[derive(Debug)]
-pub struct Overflow;
-
 impl Outbox {
-    /// Starts the writer thread for `stream` with a queue of `capacity` messages.
-    pub fn start(stream: &TcpStream, capacity: usize) -> io::Result<Outbox> {
-        Outbox::share(Arc::new(stream.try_clone()?), capacity)
-    }
-
-    /// Like [`Outbox::start`], on a stream the caller goes on reading from: a `TcpStream`
-    /// can be read by one thread while another writes to it, so a connection needs one
-    /// file descriptor, not one per thread.
-    pub fn share(stream: Arc<TcpStream>, capacity: usize) -> io::Result<Outbox> {
-        let (queue, pending) = bounded(capacity);
+    /// Starts the writer thread for `stream` with a queue of `capacity` messages. The caller
+    /// goes on reading from the same stream: a `TcpStream` can be read by one thread while
+    /// another writes to it, so a connection needs one file descriptor, not one per thread.
+    pub fn start(stream: Arc<TcpStream>, capacity: usize) -> io::Result<Outbox> {
+        let (queue, pending) = unbounded();
         let writer = stream.clone();
         thread::Builder::new()
             .name("outbox".into())
             .stack_size(WRITER_STACK)
             .spawn(move || drain(&writer, pending))?;
-        Ok(Outbox { queue, stream })
+        Ok(Outbox {
+            queue,
+            capacity,
+            stream,
+        })
     }
 
     /// Queues `message` without blocking. A full queue cuts the client off.
-    pub fn push(&self, message: Message) -> Result<(), Overflow> {
-        match self.queue.try_send(message) {
-            Ok(()) => Ok(()),
-            // The writer is gone: the connection is already closing, nothing to do.
-            Err(TrySendError::Disconnected(_)) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.cut_off();
-                Err(Overflow)
-            }
+    pub fn push(&self, message: Message) {
+        if self.queue.len() >= self.capacity {
+            return self.cut_off();
         }
+        // An error means the writer is gone: the connection is already closing.
+        let _ = self.queue.send(message);
+    }
+
+    /// Queues `message`, waiting up to `patience` for room in a full queue. Flow control
+    /// for a broadcast: the sender's connection thread waits here, so it stops reading the
+    /// sender's socket, and TCP slows the sender down to the pace of the slowest reader that
+    /// is still reading. A queue that stays full all that time belongs to a reader that has
+    /// stopped: it is cut off.
+    pub fn push_patiently(&self, message: Message, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while self.queue.len() >= self.capacity {
+            if Instant::now() >= deadline {
+                return self.cut_off();
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        let _ = self.queue.send(message);
     }
 
     /// Queues `message` only while the queue is less than half full, and otherwise drops it.
     /// For best-effort traffic whose sender retransmits (relayed chat datagrams): a flood of
     /// it can never fill a queue and get its recipient cut off.
     pub fn offer(&self, message: Message) -> bool {
-        let half = self.queue.capacity().unwrap_or(usize::MAX) / 2;
-        self.queue.len() < half && self.queue.try_send(message).is_ok()
+        self.queue.len() < self.capacity / 2 && self.queue.send(message).is_ok()
     }
 
     /// Queues one text line (a newline is added).
-    pub fn push_line(&self, line: &str) -> Result<(), Overflow> {
+    pub fn push_line(&self, line: &str) {
         self.push(line_message(line))
     }
 

@@ -109,10 +109,11 @@ fn serve_client(
 ) {
     // One socket: this thread reads it, the outbox's writer thread writes it.
     let stream = Arc::new(stream);
-    let Ok(outbox) = Outbox::share(stream.clone(), QUEUE) else {
+    let Ok(outbox) = Outbox::start(stream.clone(), QUEUE) else {
         return;
     };
-    let mut reader = LineReader::new(&*stream, MAX_LINE);
+    // A request cut short by the end of the stream is not acted on.
+    let mut reader = LineReader::new(&*stream, MAX_LINE).complete_lines_only();
     let Some((id, conn)) = register(&mut reader, &outbox, registry, register_timeout) else {
         return;
     };
@@ -122,7 +123,7 @@ fn serve_client(
             Ok(Some(line)) => line,
             Ok(None) | Err(LineError::Io(_)) => break LeaveReason::Disconnected,
             Err(e @ LineError::TooLong { .. }) => {
-                let _ = outbox.push_line(&format!("ERROR {e}; closing the connection"));
+                outbox.push_line(&format!("ERROR {e}; closing the connection"));
                 break LeaveReason::Disconnected;
             }
         };
@@ -133,7 +134,7 @@ fn serve_client(
                 }
             }
             Err(e) => {
-                let _ = outbox.push_line(&format!("ERROR {e}"));
+                outbox.push_line(&format!("ERROR {e}"));
             }
         }
     };
@@ -161,7 +162,7 @@ fn register(
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero());
         let Some(left) = left else {
-            let _ = outbox.push_line("ERROR no REGISTER within the registration time; closing");
+            outbox.push_line("ERROR no REGISTER within the registration time; closing");
             return None;
         };
         let _ = reader.get_ref().set_read_timeout(Some(left));
@@ -171,7 +172,7 @@ fn register(
             Err(LineError::Io(e)) if is_timeout(&e) => continue,
             Err(LineError::Io(_)) => return None,
             Err(e @ LineError::TooLong { .. }) => {
-                let _ = outbox.push_line(&format!("ERROR {e}; closing the connection"));
+                outbox.push_line(&format!("ERROR {e}; closing the connection"));
                 return None;
             }
         };
@@ -180,20 +181,20 @@ fn register(
                 let claimed = registry.lock().register(&id, private, outbox.clone());
                 return match claimed {
                     Ok((conn, secret)) => {
-                        let _ = outbox.push_line(&Event::Welcome { secret }.to_string());
+                        outbox.push_line(&Event::Welcome { secret }.to_string());
                         Some((id, conn))
                     }
                     Err(why) => {
-                        let _ = outbox.push_line(&Event::Error { message: why }.to_string());
+                        outbox.push_line(&Event::Error { message: why }.to_string());
                         None
                     }
                 };
             }
             Ok(_) => {
-                let _ = outbox.push_line("ERROR register first: REGISTER <id> <private-ip:port>");
+                outbox.push_line("ERROR register first: REGISTER <id> <private-ip:port>");
             }
             Err(e) => {
-                let _ = outbox.push_line(&format!("ERROR {e}"));
+                outbox.push_line(&format!("ERROR {e}"));
             }
         }
     }
@@ -210,7 +211,7 @@ fn is_timeout(e: &io::Error) -> bool {
 /// as itself: the ID comes from its own registration, never from the request.
 fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared) -> bool {
     let refuse = |message: String| {
-        let _ = outbox.push_line(&Event::Error { message }.to_string());
+        outbox.push_line(&Event::Error { message }.to_string());
     };
     match request {
         Request::Punch { peer } => {

@@ -134,7 +134,7 @@ impl Registry {
         );
         list.push(Event::ListEnd);
         let text: String = list.iter().map(|event| format!("{event}\n")).collect();
-        let _ = member.outbox.push(text.into_bytes().into());
+        member.outbox.push(text.into_bytes().into());
     }
 
     /// Removes `id` if connection `conn` still owns it, and tells everyone else.
@@ -183,7 +183,7 @@ impl Registry {
         let message = line_message(&event.to_string());
         for (id, member) in &self.members {
             if id != except && member.public.is_some() {
-                let _ = member.outbox.push(message.clone());
+                member.outbox.push(message.clone());
             }
         }
     }
@@ -191,7 +191,7 @@ impl Registry {
     /// Queues `event` for `id`, if it is registered.
     pub fn send(&self, id: &str, event: &Event) {
         if let Some(member) = self.members.get(id) {
-            let _ = member.outbox.push_line(&event.to_string());
+            member.outbox.push_line(&event.to_string());
         }
     }
 

@@ -244,3 +244,26 @@ pub fn p2p_client(id: &str, port: u16) -> Proc {
     client.wait_for("Commands:");
     client
 }
+
+/// A chat room server on a free port of 127.0.0.1, with `extra` options. Returns it and its
+/// port.
+pub fn room_server(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["room-server", "127.0.0.1", "0"];
+    args.extend_from_slice(extra);
+    let server = Proc::spawn("room-server", &args);
+    let line = server.wait_for("Chat Server started on port");
+    let port = line
+        .trim_end_matches('.')
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in the started line");
+    (server, port)
+}
+
+/// A room client called `name` (in test output) in the room on `port`, greeted.
+pub fn room_client(name: &str, port: u16) -> Proc {
+    let client = Proc::spawn(name, &["room-client", "127.0.0.1", &port.to_string()]);
+    client.wait_for("Connected to the chat server");
+    client
+}

@@ -1,0 +1,203 @@
+//! `natchat room-client`: sends what the user types, prints what the server sends.
+//!
+//! ```text
+//!  stdin thread ── lines ──▶ main thread ──▶ socket: messages, and #upload files streamed
+//!  socket thread ──────────▶ stdout: every line from the server, cleaned
+//!                └─ `closed` disconnects when the server closes ──▶ main thread
+//! ```
+//!
+//! The socket thread prints on its own, so lines keep arriving while the main thread is busy
+//! streaming a file: a long upload cannot make this client a reader too slow for the room.
+//!
+//! Endings: end of input (Ctrl+D) leaves the room and exits 0, after the server's last lines;
+//! Ctrl+C prints `exit` and exits 0; when the server goes, `server closed` is the one
+//! error line and the exit status is 1, as for any session that ended against the user's will.
+
+use super::upload::{command_argument, Header};
+use super::MAX_LINE;
+use crate::failure::Failure;
+use crate::lines::{clean, LineError, LineReader};
+use crossbeam_channel::{bounded, select, Receiver};
+use std::fs::File;
+use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+/// The longest line accepted from the server: a message of [`MAX_LINE`] bytes can triple
+/// when each control character or invalid byte becomes a three-byte U+FFFD, plus its prefix.
+const MAX_SERVER_LINE: usize = 4 * MAX_LINE;
+
+/// How long leaving waits for the server's last lines (the echo of our own last message).
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
+/// Connects, then relays between the user and the server until one of them ends.
+pub fn run(host: &str, port: u16) -> Result<(), Failure> {
+    let stream = TcpStream::connect((host, port)).map_err(|e| {
+        Failure::runtime(format!(
+            "cannot reach the chat server at {host}:{port}: {e}. Is 'natchat room-server' running there?"
+        ))
+    })?;
+    super::exit_on_interrupt(|| {})?;
+    let reader = stream
+        .try_clone()
+        .map_err(|e| Failure::runtime(format!("cannot read from the chat server: {e}")))?;
+    let closed = spawn_printer(reader)?;
+    let input = spawn_input()?;
+    loop {
+        select! {
+            recv(input) -> line => match line {
+                Ok(line) => act(&stream, &line)?,
+                Err(_) => return leave(&stream, &closed),
+            },
+            recv(closed) -> _ => return Err(server_closed()),
+        }
+    }
+}
+
+/// One line typed by the user: a message, or `#upload <path>`.
+fn act(mut stream: &TcpStream, line: &str) -> Result<(), Failure> {
+    if let Some(path) = command_argument(line) {
+        return upload(stream, path);
+    }
+    if line.trim().is_empty() {
+        return Ok(());
+    }
+    if line.len() > MAX_LINE {
+        println!(
+            "Message too long ({} bytes; at most {MAX_LINE}); not sent.",
+            line.len()
+        );
+        return Ok(());
+    }
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|_| server_closed())
+}
+
+/// Streams the file at `path`: the header, then its bytes. A file that cannot be opened is
+/// reported here, and nothing is sent.
+fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
+    if path.is_empty() {
+        println!("Usage: #upload <path>");
+        return Ok(());
+    }
+    let (mut file, bytes) = match open_regular(path) {
+        Ok(opened) => opened,
+        Err(e) => {
+            println!("Cannot upload {path}: {e}");
+            return Ok(());
+        }
+    };
+    let name = Path::new(path)
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let header = Header {
+        bytes,
+        name: clean(&name),
+    };
+    stream
+        .write_all(format!("{header}\n").as_bytes())
+        .map_err(|_| server_closed())?;
+
+    let mut buf = vec![0; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let read = match file.read(&mut buf[..want]) {
+            Ok(0) => Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the file got shorter",
+            )),
+            Ok(read) => Ok(read),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+        // The server expects the announced bytes: the only way out is to hang up, and
+        // then it drops the partial file.
+        let read = read.map_err(|e| {
+            Failure::runtime(format!(
+                "reading {path} failed after {} of {bytes} bytes were sent ({e}); \
+                 disconnected, so that the server drops the partial upload",
+                bytes - left
+            ))
+        })?;
+        stream
+            .write_all(&buf[..read])
+            .map_err(|_| server_closed())?;
+        left -= read as u64;
+    }
+    Ok(())
+}
+
+/// The file at `path` and its size, if it is a regular file that can be read.
+fn open_regular(path: &str) -> io::Result<(File, u64)> {
+    let file = File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, metadata.len()))
+}
+
+/// End of input: says so, tells the server (by ending our side of the stream), and waits a
+/// little for the lines still on their way, until the server closes its side.
+fn leave(stream: &TcpStream, closed: &Receiver<()>) -> Result<(), Failure> {
+    println!("exit");
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = closed.recv_timeout(LEAVE_WAIT);
+    Ok(())
+}
+
+fn server_closed() -> Failure {
+    Failure::runtime("server closed".into())
+}
+
+/// The socket thread: prints every line from the server, cleaned. The channel it returns
+/// never carries anything: it disconnects when the server's stream ends.
+fn spawn_printer(stream: TcpStream) -> Result<Receiver<()>, Failure> {
+    let (closed, on_close) = bounded::<()>(0);
+    spawn("server", move || {
+        let _closed = closed;
+        let mut reader = LineReader::new(stream, MAX_SERVER_LINE).complete_lines_only();
+        loop {
+            match reader.read_line() {
+                Ok(Some(line)) => println!("{}", clean(&line)),
+                Ok(None) | Err(LineError::Io(_)) => return,
+                Err(e @ LineError::TooLong { .. }) => {
+                    eprintln!("natchat: the server sent a {e}; hanging up");
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(on_close)
+}
+
+/// The stdin thread: each line typed, without its line ending. Disconnects at end of input.
+fn spawn_input() -> Result<Receiver<String>, Failure> {
+    let (lines, typed) = bounded(16);
+    spawn("input", move || {
+        for line in io::stdin().lock().split(b'\n') {
+            let Ok(line) = line else { return };
+            let line = String::from_utf8_lossy(&line);
+            if lines.send(line.trim_end_matches('\r').to_string()).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(typed)
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Failure> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {e}")))
+}

@@ -1,0 +1,75 @@
+//! `natchat room-server` and `natchat room-client`: a chat room where every line goes to
+//! everyone.
+//!
+//! ```text
+//!  accept ──spawn──▶ connection thread (one per user): reads lines, receives uploads
+//!                     │  join / leave: under the lock, queue a line for everyone
+//!                     │  message: clone the member list, queue a line for everyone
+//!                     ▼
+//!              Room: Mutex<Arc<Vec<Member>>> ──▶ each member's Outbox ──▶ its writer thread
+//! ```
+//!
+//! # The protocol
+//!
+//! Text lines over TCP, each ended by `\n` or `\r\n`, at most [`MAX_LINE`] bytes: `nc HOST PORT`
+//! is a complete client.
+//!
+//! From a client:
+//! - `<text>`: a message for everyone. Empty or whitespace-only lines are ignored. A line over
+//!   [`MAX_LINE`] bytes gets `Error: line longer than 8192 bytes; closing the connection.`
+//!   A last line that the end of the connection cuts short is dropped: it may be half of one.
+//! - `#upload <bytes> <name>`, then exactly `<bytes>` raw bytes: a file (see `upload`).
+//!
+//! From the server, one line per event (`<n users online>` reads `1 user online` for one,
+//! `<n> users online` for any other number, this user included):
+//! - to a newcomer, first: `Connected to the chat server (<n users online>)`
+//! - to everyone else: `New user <ip>:<port> entered (<n users online>)`
+//! - a message, to everyone else: `[<ip>:<port>] <text>`; to its sender: `[You] <text>`
+//! - `The user <ip>:<port> left (<n users online>)`, however the user went
+//! - an upload, to everyone else: `User <ip>:<port> has uploaded a file <name> (<bytes> bytes)`;
+//!   to the uploader: `File <name> has uploaded!`, or one line saying why it was refused.
+//!
+//! The server prints the same lines everyone else receives. Control characters in what users
+//! send are replaced (see [`clean`](crate::lines::clean)) before anyone else sees it.
+
+pub mod client;
+mod registry;
+pub mod server;
+mod upload;
+
+use crate::failure::Failure;
+
+/// The longest line a user may send, without its line ending.
+pub const MAX_LINE: usize = 8192;
+
+/// `1 user online`, or `<n> users online` for any other `n` (0 included).
+fn online(n: usize) -> String {
+    match n {
+        1 => "1 user online".to_string(),
+        n => format!("{n} users online"),
+    }
+}
+
+/// On Ctrl+C: run `tidy`, print `exit` and end at once, with status 0. Nothing else needs
+/// doing: the OS closes the sockets, and whoever is at the other end of each one sees an
+/// ordinary end of stream (the server: a user left; a client: the server closed).
+fn exit_on_interrupt(tidy: impl Fn() + Send + 'static) -> Result<(), Failure> {
+    ctrlc::set_handler(move || {
+        tidy();
+        println!("exit");
+        std::process::exit(0);
+    })
+    .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::online;
+
+    #[test]
+    fn one_user_is_singular_and_every_other_count_plural() {
+        assert_eq!(online(0), "0 users online");
+        assert_eq!(online(1), "1 user online");
+        assert_eq!(online(2), "2 users online");
+    }
+}

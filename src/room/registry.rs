@@ -1,0 +1,101 @@
+//! Who is in the room, and how a line reaches all of them.
+//!
+//! The members sit in a copy-on-write list, `Mutex<Arc<Vec<Member>>>`:
+//! - a join or a leave changes the list under the lock, and queues its line for everyone
+//!   under the lock too, so every user sees joins and leaves in the same order, each with the
+//!   count of that moment. The list is copied only when a broadcast still holds the old one;
+//! - a message takes the lock only to clone the `Arc`, then queues one shared line on every
+//!   member's [`Outbox`]. Many users' messages go out at once, each user's in the order it
+//!   sent them (its connection thread sends them one after another). When a member's queue
+//!   is full, the message waits for room a little ([`PATIENCE`]): a flood is slowed to the
+//!   pace of its slowest reader rather than lost.
+//!
+//! Nothing here writes to a socket: a line is only *queued*. A member whose queue stays full
+//! has stopped reading; its [`Outbox`] cuts it off, and its own connection thread then sees
+//! the end of its stream and leaves like anyone else.
+
+use super::online;
+use crate::outbox::{line_message, Outbox};
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a message waits for room in a full queue before its reader counts as stopped.
+/// A reader that is only slow frees a slot within microseconds; a stopped one frees none.
+const PATIENCE: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+struct Member {
+    /// Unique among the open connections: the OS never has two with the same address pair,
+    /// and the server's side of every pair is the same.
+    addr: SocketAddr,
+    outbox: Outbox,
+}
+
+#[derive(Default)]
+pub struct Room {
+    members: Mutex<Arc<Vec<Member>>>,
+}
+
+/// A member's place in the room. Dropping it is leaving, so a member leaves however its
+/// connection thread ends.
+pub struct Presence<'a> {
+    room: &'a Room,
+    addr: SocketAddr,
+}
+
+impl Drop for Presence<'_> {
+    fn drop(&mut self) {
+        self.room.leave(self.addr);
+    }
+}
+
+impl Room {
+    /// Lets `addr` in. Its first line is `Connected to the chat server (...)`; everyone
+    /// already here is told `New user ... entered (...)`.
+    pub fn join(&self, addr: SocketAddr, outbox: Outbox) -> Presence<'_> {
+        let mut members = self.members.lock();
+        let count = online(members.len() + 1);
+        outbox.push_line(&format!("Connected to the chat server ({count})"));
+        tell(&members, &format!("New user {addr} entered ({count})"));
+        Arc::make_mut(&mut members).push(Member { addr, outbox });
+        Presence { room: self, addr }
+    }
+
+    fn leave(&self, addr: SocketAddr) {
+        let mut members = self.members.lock();
+        let list = Arc::make_mut(&mut members);
+        let Some(index) = list.iter().position(|m| m.addr == addr) else {
+            return;
+        };
+        list.swap_remove(index);
+        tell(
+            &members,
+            &format!("The user {addr} left ({})", online(members.len())),
+        );
+    }
+
+    /// Prints `for_others` and queues it for every member but `from`, who gets `for_sender`.
+    pub fn relay(&self, from: SocketAddr, for_others: &str, for_sender: &str) {
+        let members = Arc::clone(&self.members.lock());
+        println!("{for_others}");
+        let shared = line_message(for_others);
+        for member in members.iter() {
+            let message = match member.addr == from {
+                true => line_message(for_sender),
+                false => shared.clone(),
+            };
+            member.outbox.push_patiently(message, PATIENCE);
+        }
+    }
+}
+
+/// Prints `line` and queues it for each of `members`: one message, shared by all.
+fn tell(members: &[Member], line: &str) {
+    println!("{line}");
+    let message = line_message(line);
+    for member in members {
+        member.outbox.push(message.clone());
+    }
+}

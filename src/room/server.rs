@@ -1,0 +1,171 @@
+//! `natchat room-server`: accepts users, relays every line to everyone, stores uploads.
+//!
+//! Each connection has one thread that reads it (and receives its uploads, so a long upload
+//! holds up no one else) and one [`Outbox`] writer thread: one socket, shared by the two.
+
+use super::registry::Room;
+use super::upload::{self, Header, Received, Store};
+use super::MAX_LINE;
+use crate::failure::Failure;
+use crate::lines::{clean, LineError, LineReader};
+use crate::listener;
+use crate::outbox::Outbox;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the server runs: from the command line.
+#[derive(Debug)]
+pub struct Config {
+    pub host: String,
+    /// 0 picks a free port.
+    pub port: u16,
+    /// Where uploaded files are stored; created when the first one arrives.
+    pub upload_dir: PathBuf,
+    pub max_upload_bytes: u64,
+    /// Connections beyond this are refused.
+    pub max_users: usize,
+    /// An upload that sends nothing for this long is dropped, and its connection closed.
+    pub upload_idle: Duration,
+}
+
+/// How many lines may wait for one user before it counts as not reading and is cut off.
+/// Generous, because a burst (five users pasting a thousand lines each) queues every line for
+/// everyone at once, faster than a thousand writer threads can be scheduled on two cores.
+/// An idle user costs nothing for it: the queue allocates as lines arrive. A user that has
+/// stopped reading holds at most this many lines (each shared with every other queue), on top
+/// of the few megabytes its socket buffers take.
+pub const QUEUE: usize = 8192;
+
+/// Listens, prints `Chat Server started on port <port>.`, and serves for ever.
+pub fn run(config: Config) -> Result<(), Failure> {
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .and_then(|listener| Ok((listener.local_addr()?.port(), listener)));
+    let (port, listener) = listener.map_err(|e| {
+        let hint = match e.kind() {
+            ErrorKind::AddrInUse => " Is another server running there? Choose another PORT.",
+            _ => "",
+        };
+        Failure::runtime(format!(
+            "cannot listen on {}:{}: {e}.{hint}",
+            config.host, config.port
+        ))
+    })?;
+    let upload_dir = config.upload_dir.clone();
+    super::exit_on_interrupt(move || upload::remove_partials(&upload_dir))?;
+    println!("Chat Server started on port {port}.");
+
+    let refusal = format!(
+        "The chat room is full ({}); try again later.",
+        super::online(config.max_users)
+    );
+    let server = Server {
+        room: Room::default(),
+        store: Store {
+            dir: config.upload_dir,
+            max_bytes: config.max_upload_bytes,
+        },
+        upload_idle: config.upload_idle,
+    };
+    listener::serve(listener, config.max_users, refusal, move |stream, addr| {
+        serve_user(stream, addr, &server)
+    });
+    Ok(())
+}
+
+/// What every connection thread shares.
+struct Server {
+    room: Room,
+    store: Store,
+    upload_idle: Duration,
+}
+
+/// One user's connection, from joining to leaving.
+fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
+    let stream = Arc::new(stream);
+    let outbox = match Outbox::start(stream.clone(), QUEUE) {
+        Ok(outbox) => outbox,
+        Err(e) => {
+            eprintln!("cannot start a writer thread for {addr}: {e}; closing its connection");
+            return;
+        }
+    };
+    let mut reader = LineReader::new(&*stream, MAX_LINE).complete_lines_only();
+    let _presence = server.room.join(addr, outbox.clone());
+    loop {
+        let line = match reader.read_line() {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(LineError::Io(_)) => break,
+            Err(e @ LineError::TooLong { .. }) => {
+                outbox.push_line(&format!("Error: {e}; closing the connection."));
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Header::parse(&line) {
+            None => {
+                let text = clean(&line);
+                let for_others = format!("[{addr}] {text}");
+                server
+                    .room
+                    .relay(addr, &for_others, &format!("[You] {text}"));
+            }
+            Some(Err(usage)) => {
+                outbox.push_line(&usage);
+            }
+            Some(Ok(header)) => {
+                if !receive_upload(&mut reader, &header, addr, &outbox, server) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Receives the file that follows `header`, on this connection's own thread. Returns false
+/// when the connection must end: the uploader went, or stalled, before the end of the file.
+fn receive_upload(
+    reader: &mut LineReader<&TcpStream>,
+    header: &Header,
+    addr: SocketAddr,
+    outbox: &Outbox,
+    server: &Server,
+) -> bool {
+    // Chat may idle for ever, but an upload that stops half way must not hold its file open.
+    let stream = *reader.get_ref();
+    let idle = server.upload_idle;
+    let _ = stream.set_read_timeout(Some(idle));
+    let received = server.store.receive(reader.raw(), header);
+    let _ = stream.set_read_timeout(None);
+    match received {
+        Ok(Received::Stored(name)) => {
+            let bytes = header.bytes;
+            let others = format!("User {addr} has uploaded a file {name} ({bytes} bytes)");
+            server
+                .room
+                .relay(addr, &others, &format!("File {name} has uploaded!"));
+            true
+        }
+        Ok(Received::Refused(why)) => {
+            outbox.push_line(&why);
+            true
+        }
+        Err(e) => {
+            let why = match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                    format!("nothing arrived for {} s", idle.as_secs_f64())
+                }
+                _ => e.to_string(),
+            };
+            let name = upload::sanitize(&header.name);
+            outbox.push_line(&format!(
+                "Upload of {name} failed: {why}; closing the connection."
+            ));
+            false
+        }
+    }
+}
