@@ -5,6 +5,7 @@
 //! 2 for a mistake on the command line, 1 for everything that went wrong while running.
 
 use std::fmt;
+use std::thread;
 
 #[derive(Debug)]
 pub struct Failure {
@@ -28,4 +29,13 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// Starts a named thread; failing to is a runtime failure, said in one line.
+pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Failure> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {e}")))
 }

@@ -205,7 +205,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             return Ok(());
         }
         "--version" | "-V" => {
-            println!("natchat {}", env!("CARGO_PKG_VERSION"));
+            natchat::say!("natchat {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
         _ => {}
@@ -270,7 +270,7 @@ fn run_server(m: &Matches) -> Result<(), Failure> {
     };
     let port = config.port;
     ctrlc::set_handler(|| {
-        println!("Server stopped.");
+        natchat::say!("Server stopped.");
         std::process::exit(0);
     })
     .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;

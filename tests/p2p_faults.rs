@@ -274,3 +274,30 @@ fn running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_server() 
     alice.wait_for("Registered as alice");
     assert!(server.is_running());
 }
+
+#[test]
+fn a_server_whose_output_is_gone_keeps_serving() {
+    // `head -1` reads the first line and exits: every later line the server prints fails.
+    let sh = format!(
+        "{} server --bind 127.0.0.1 --port 0 --timeout-secs 3 | head -1",
+        env!("CARGO_BIN_EXE_natchat")
+    );
+    let server = Proc::spawn_command("server", std::process::Command::new("sh").args(["-c", &sh]));
+    let line = server.wait_for("listening on");
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    alice.send("@chat bob the server prints into the void");
+    bob.wait_for("From alice [the server prints into the void]");
+    drop(bob);
+    alice.wait_for("bob left (disconnected)");
+}

@@ -25,7 +25,7 @@ pub use suite::run as all;
 pub fn room(server: SocketAddr, run: &RoomRun, server_pid: Option<u32>) -> Result<(), String> {
     ensure_threads(run.clients)?;
     let report = room::run(server, run, &Monitor::start(server_pid))?;
-    println!("{}\n{}", header(), report.row());
+    crate::say!("{}\n{}", header(), report.row());
     Ok(())
 }
 
@@ -33,10 +33,12 @@ pub fn room(server: SocketAddr, run: &RoomRun, server_pid: Option<u32>) -> Resul
 pub fn p2p(server: SocketAddr, run: &P2pRun, server_pid: Option<u32>) -> Result<(), String> {
     ensure_threads(run.clients)?;
     let result = p2p::run(server, run, &Monitor::start(server_pid))?;
-    println!("{}\n{}", header(), result.report.row());
-    println!(
+    crate::say!("{}\n{}", header(), result.report.row());
+    crate::say!(
         "one more join: {} bytes sent by the server, heard by {} of {} clients",
-        result.bytes_per_join, result.heard, run.clients
+        result.bytes_per_join,
+        result.heard,
+        run.clients
     );
     Ok(())
 }
@@ -44,7 +46,7 @@ pub fn p2p(server: SocketAddr, run: &P2pRun, server_pid: Option<u32>) -> Result<
 /// `bench chat`: two client processes against a running server; prints the table.
 pub fn chat(server: SocketAddr, run: &ChatRun, server_pid: Option<u32>) -> Result<(), String> {
     let report = chat::run(server, run, &Monitor::start(server_pid))?;
-    println!("{}\n{}", header(), report.row());
+    crate::say!("{}\n{}", header(), report.row());
     Ok(())
 }
 

@@ -101,8 +101,8 @@ fn room_run(
 /// Runs the standard set, printing each row as it completes, then the notes.
 pub fn run() -> Result<(), String> {
     let mut notes = Vec::new();
-    println!("{}", header());
-    let print = |report: &Report| println!("{}", report.row());
+    crate::say!("{}", header());
+    let print = |report: &Report| crate::say!("{}", report.row());
 
     let runs = [
         room_run("room flood", 100, 10, 5000, 0.0, 0),
@@ -158,9 +158,9 @@ pub fn run() -> Result<(), String> {
     };
     print(&chat::run(server.addr, &chat_run, &server.monitor())?);
 
-    println!();
+    crate::say!();
     for note in notes {
-        println!("{note}");
+        crate::say!("{note}");
     }
     Ok(())
 }

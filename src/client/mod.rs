@@ -59,12 +59,13 @@ pub fn run(config: Config) -> Result<(), Failure> {
             client.peers.insert(info);
         }
     }
-    println!(
+    crate::say!(
         "Registered as {}; public endpoint {}.",
-        client.id, client.peers.me.public
+        client.id,
+        client.peers.me.public
     );
     client.show_list();
-    println!("Commands: {COMMANDS}");
+    crate::say!("Commands: {COMMANDS}");
     client.run(session.input, session.from_server, session.from_peers)
 }
 
@@ -130,10 +131,10 @@ impl Client {
             "@chat" => self.chat(rest.trim_start())?,
             "@awake" => {
                 self.announce(AnnounceKind::Awake);
-                println!("Announced our UDP endpoint to the server again.");
+                crate::say!("Announced our UDP endpoint to the server again.");
             }
             "@exit" => return Ok(false),
-            other => println!("Unknown command '{}'. Commands: {COMMANDS}", clean(other)),
+            other => crate::say!("Unknown command '{}'. Commands: {COMMANDS}", clean(other)),
         }
         Ok(true)
     }
@@ -141,16 +142,16 @@ impl Client {
     fn chat(&mut self, args: &str) -> Result<(), Failure> {
         let (to, text) = args.split_once(' ').unwrap_or((args, ""));
         if to.is_empty() || text.is_empty() {
-            println!("Usage: @chat <id> <message>");
+            crate::say!("Usage: @chat <id> <message>");
         } else if to == self.id {
-            println!("That is you; @show_list shows who else is online.");
+            crate::say!("That is you; @show_list shows who else is online.");
         } else if !self.peers.contains(to) {
-            println!(
+            crate::say!(
                 "No client named '{}' is online; @show_list shows who is.",
                 clean(to)
             );
         } else if text.len() > MAX_TEXT {
-            println!(
+            crate::say!(
                 "Message too long: {} bytes, at most {MAX_TEXT}.",
                 text.len()
             );
@@ -193,17 +194,17 @@ impl Client {
     fn on_event(&mut self, event: Event) -> Result<(), Failure> {
         match event {
             Event::Joined(info) => {
-                println!("{} joined ({})", info.id, info.public);
+                crate::say!("{} joined ({})", info.id, info.public);
                 self.peers.insert(info);
             }
             Event::Left { id, reason } => {
                 self.peers.remove(&id);
                 report_undelivered(self.outgoing.forget(&id));
-                println!("{id} left ({})", reason.as_str());
+                crate::say!("{id} left ({})", reason.as_str());
             }
             Event::Moved { id, public } => {
                 if let Some(peer) = self.peers.remove(&id) {
-                    println!("{id} moved to {public}");
+                    crate::say!("{id} moved to {public}");
                     self.peers.insert(PeerInfo {
                         public,
                         ..peer.info
@@ -216,7 +217,7 @@ impl Client {
                 }
             }
             Event::Relayed { datagram } => self.on_datagram(datagram, Via::Relay)?,
-            Event::Error { message } => println!("Server: {}", clean(&message)),
+            Event::Error { message } => crate::say!("Server: {}", clean(&message)),
             // Only valid during registration; a server that sends them later is ignored.
             Event::Welcome { .. } | Event::Ready { .. } | Event::Peer(_) | Event::ListEnd => {}
         }
@@ -239,7 +240,7 @@ impl Client {
         match datagram {
             Datagram::Chat { seq, text, .. } => {
                 if peer.received.first_time(seq) {
-                    println!("From {from} [{}]", clean(&text));
+                    crate::say!("From {from} [{}]", clean(&text));
                 }
                 self.reply(
                     Datagram::Ack {
@@ -308,11 +309,11 @@ impl Client {
 
     fn show_list(&self) {
         let me = &self.peers.me;
-        println!("Online ({}):", self.peers.len() + 1);
-        println!("{} {}  private={}  (you)", me.id, me.public, me.private);
+        crate::say!("Online ({}):", self.peers.len() + 1);
+        crate::say!("{} {}  private={}  (you)", me.id, me.public, me.private);
         for peer in self.peers.iter() {
             let info = &peer.info;
-            println!(
+            crate::say!(
                 "{} {}  private={}  path={}",
                 info.id,
                 info.public,
@@ -362,14 +363,14 @@ impl Client {
         {
             report_undelivered(self.outgoing.forget(&peer));
         }
-        println!("Successfully Terminated");
+        crate::say!("Successfully Terminated");
         Ok(())
     }
 }
 
 fn report_undelivered(failed: Vec<Undelivered>) {
     for Undelivered { to, text } in failed {
-        println!(
+        crate::say!(
             "Message to {to} was not delivered (no acknowledgement): [{}]",
             clean(&text)
         );

@@ -13,7 +13,7 @@
 //! ```
 
 use super::Config;
-use crate::failure::Failure;
+use crate::failure::{spawn, Failure};
 use crate::lines::{LineError, LineReader};
 use crate::wire::{
     check_id, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_LINE,
@@ -21,7 +21,6 @@ use crate::wire::{
 use crossbeam_channel::{bounded, Receiver};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// A line from the user, or the reason there will be no more.
@@ -198,7 +197,7 @@ fn bind_udp(port: u16) -> Result<UdpSocket, Failure> {
             let udp = UdpSocket::bind(("0.0.0.0", 0))
                 .map_err(|e| Failure::runtime(format!("cannot open a UDP socket: {e}")))?;
             let actual = udp.local_addr().map(|a| a.port()).unwrap_or(0);
-            println!("UDP port {port} is in use; using port {actual} instead.");
+            crate::say!("UDP port {port} is in use; using port {actual} instead.");
             Ok(udp)
         }
         Err(e) => Err(Failure::runtime(format!(
@@ -295,12 +294,4 @@ fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromPeer>, Failure> {
         }
     })?;
     Ok(rx)
-}
-
-fn spawn(name: &str, body: impl FnOnce() + std::marker::Send + 'static) -> Result<(), Failure> {
-    thread::Builder::new()
-        .name(name.into())
-        .spawn(body)
-        .map(drop)
-        .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {e}")))
 }

@@ -15,14 +15,13 @@
 
 use super::upload::{command_argument, Header};
 use super::MAX_LINE;
-use crate::failure::Failure;
+use crate::failure::{spawn, Failure};
 use crate::lines::{clean, LineError, LineReader};
 use crossbeam_channel::{bounded, select, Receiver};
 use std::fs::File;
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::thread;
 use std::time::Duration;
 
 /// The longest line accepted from the server: a message of [`MAX_LINE`] bytes can triple
@@ -65,7 +64,7 @@ fn act(mut stream: &TcpStream, line: &str) -> Result<(), Failure> {
         return Ok(());
     }
     if line.len() > MAX_LINE {
-        println!(
+        crate::say!(
             "Message too long ({} bytes; at most {MAX_LINE}); not sent.",
             line.len()
         );
@@ -80,13 +79,13 @@ fn act(mut stream: &TcpStream, line: &str) -> Result<(), Failure> {
 /// reported here, and nothing is sent.
 fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
     if path.is_empty() {
-        println!("Usage: #upload <path>");
+        crate::say!("Usage: #upload <path>");
         return Ok(());
     }
     let (mut file, bytes) = match open_regular(path) {
         Ok(opened) => opened,
         Err(e) => {
-            println!("Cannot upload {path}: {e}");
+            crate::say!("Cannot upload {path}: {e}");
             return Ok(());
         }
     };
@@ -148,7 +147,7 @@ fn open_regular(path: &str) -> io::Result<(File, u64)> {
 /// End of input: says so, tells the server (by ending our side of the stream), and waits a
 /// little for the lines still on their way, until the server closes its side.
 fn leave(stream: &TcpStream, closed: &Receiver<()>) -> Result<(), Failure> {
-    println!("exit");
+    crate::say!("exit");
     let _ = stream.shutdown(Shutdown::Write);
     let _ = closed.recv_timeout(LEAVE_WAIT);
     Ok(())
@@ -167,7 +166,7 @@ fn spawn_printer(stream: TcpStream) -> Result<Receiver<()>, Failure> {
         let mut reader = LineReader::new(stream, MAX_SERVER_LINE).complete_lines_only();
         loop {
             match reader.read_line() {
-                Ok(Some(line)) => println!("{}", clean(&line)),
+                Ok(Some(line)) => crate::say!("{}", clean(&line)),
                 Ok(None) | Err(LineError::Io(_)) => return,
                 Err(e @ LineError::TooLong { .. }) => {
                     eprintln!("natchat: the server sent a {e}; hanging up");
@@ -192,12 +191,4 @@ fn spawn_input() -> Result<Receiver<String>, Failure> {
         }
     })?;
     Ok(typed)
-}
-
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Failure> {
-    thread::Builder::new()
-        .name(name.into())
-        .spawn(body)
-        .map(drop)
-        .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {e}")))
 }

@@ -56,7 +56,7 @@ fn online(n: usize) -> String {
 fn exit_on_interrupt(tidy: impl Fn() + Send + 'static) -> Result<(), Failure> {
     ctrlc::set_handler(move || {
         tidy();
-        println!("exit");
+        crate::say!("exit");
         std::process::exit(0);
     })
     .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))

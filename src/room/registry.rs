@@ -79,7 +79,7 @@ impl Room {
     /// Prints `for_others` and queues it for every member but `from`, who gets `for_sender`.
     pub fn relay(&self, from: SocketAddr, for_others: &str, for_sender: &str) {
         let members = Arc::clone(&self.members.lock());
-        println!("{for_others}");
+        crate::say!("{for_others}");
         let shared = line_message(for_others);
         for member in members.iter() {
             let message = match member.addr == from {
@@ -93,7 +93,7 @@ impl Room {
 
 /// Prints `line` and queues it for each of `members`: one message, shared by all.
 fn tell(members: &[Member], line: &str) {
-    println!("{line}");
+    crate::say!("{line}");
     let message = line_message(line);
     for member in members {
         member.outbox.push(message.clone());

@@ -55,7 +55,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
     })?;
     let upload_dir = config.upload_dir.clone();
     super::exit_on_interrupt(move || upload::remove_partials(&upload_dir))?;
-    println!("Chat Server started on port {port}.");
+    crate::say!("Chat Server started on port {port}.");
 
     let refusal = format!(
         "The chat room is full ({}); try again later.",

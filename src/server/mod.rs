@@ -50,7 +50,7 @@ type Shared = Arc<Mutex<Registry>>;
 pub fn run(config: Config) -> io::Result<()> {
     let (listener, udp) = bind_pair(config.bind, config.port)?;
     let port = listener.local_addr()?.port();
-    println!(
+    crate::say!(
         "natchat server listening on {}:{port} (TCP registration, UDP keep-alive)",
         config.bind
     );
@@ -141,8 +141,8 @@ fn serve_client(
     let mut members = registry.lock();
     if let Some(public) = members.remove(&id, conn, reason) {
         match public {
-            Some(public) => println!("{id} is {} {public}", reason.as_str()),
-            None => println!("{id} left before announcing its UDP endpoint ({addr})"),
+            Some(public) => crate::say!("{id} is {} {public}", reason.as_str()),
+            None => crate::say!("{id} left before announcing its UDP endpoint ({addr})"),
         }
     }
 }
@@ -261,9 +261,9 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
         let mut members = registry.lock();
         let id = &announce.id;
         match members.announce(&announce, from) {
-            Announced::Ready(public) => println!("{id} {public}"),
-            Announced::Awake(public) => println!("{id} is awake {public}"),
-            Announced::Moved(public) => println!("{id} moved to {public}"),
+            Announced::Ready(public) => crate::say!("{id} {public}"),
+            Announced::Awake(public) => crate::say!("{id} is awake {public}"),
+            Announced::Moved(public) => crate::say!("{id} moved to {public}"),
             Announced::Refreshed | Announced::Rejected => {}
         }
     }
@@ -278,8 +278,8 @@ fn reap_silent(registry: Shared, timeout: Duration) {
         for (id, conn) in members.silent(timeout) {
             let outbox = members.get(&id).map(|m| m.outbox.clone());
             match members.remove(&id, conn, LeaveReason::Disappeared) {
-                Some(Some(public)) => println!("{id} is disappeared {public}"),
-                Some(None) => println!("{id} never announced its UDP endpoint; closed"),
+                Some(Some(public)) => crate::say!("{id} is disappeared {public}"),
+                Some(None) => crate::say!("{id} never announced its UDP endpoint; closed"),
                 None => {}
             }
             if let Some(outbox) = outbox {
