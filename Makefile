@@ -9,6 +9,9 @@ ID        ?=
 # Chat room: host and port.
 HOST      ?= 127.0.0.1
 ROOM_PORT ?= 8888
+# The NAT lab: home, bare or symmetric NATs. It needs root: sudo unless already root.
+MODE      ?= home
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench mininet test-nat clean
 
@@ -21,6 +24,9 @@ help:
 	@echo "make demo                        a scripted P2P session on loopback, as a transcript"
 	@echo "make test                        every test (the NAT lab too when run as root)"
 	@echo "make lint                        rustfmt and clippy, warnings are errors"
+	@echo "make bench                       the standard benchmark set, as one table (root for 10,000 clients)"
+	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
+	@echo "make test-nat                    the NAT lab scenarios, unattended (root)"
 
 build:
 	$(CARGO) build --release --quiet
@@ -60,8 +66,14 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
 
+bench: build
+	$(BIN) bench all
+
+mininet: build
+	$(SUDO) bash mininet/execute_mn.sh --mode $(MODE)
+
 test-nat: build
-	@echo "NAT lab: not yet wired in."
+	$(SUDO) bash mininet/execute_mn.sh --test
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The natchat NAT lab (topology and NAT modes: mininet/topo.py).
+#
+#   sudo bash mininet/execute_mn.sh [--mode home|bare|symmetric]   open the lab in the Mininet CLI
+#   sudo bash mininet/execute_mn.sh --test [-v] [SCENARIO...]      run the scenarios unattended
+#
+# Installs the Debian packages it needs when they are missing, builds natchat (cargo build
+# --release; NATCHAT=/path/to/natchat skips that), and leaves no lab behind: the Python side
+# stops the lab in a finally block, and the EXIT trap below removes whatever a crash or a
+# kill left, with `mn -c` as the last resort.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+usage="usage: $0 [--mode home|bare|symmetric] | --test [-v] [SCENARIO...]"
+mode_given=0
+
+args=("$@")
+test_mode=0
+mode=home
+passthrough=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --test) test_mode=1 ;;
+        --mode) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; mode=$2; mode_given=1; shift ;;
+        --mode=*) mode=${1#--mode=}; mode_given=1 ;;
+        -h|--help) echo "$usage"; exit 0 ;;
+        *) passthrough+=("$1") ;;
+    esac
+    shift
+done
+case "$mode" in
+    home|bare|symmetric) ;;
+    *) echo "execute_mn.sh: unknown NAT mode '$mode'; $usage" >&2; exit 2 ;;
+esac
+if [ "$test_mode" = 1 ] && [ "$mode_given" = 1 ]; then
+    echo "execute_mn.sh: --mode is for the CLI; --test sets each scenario's NAT mode itself" >&2
+    exit 2
+fi
+if [ "$test_mode" = 0 ] && [ ${#passthrough[@]} -gt 0 ]; then
+    echo "$usage" >&2
+    exit 2
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "execute_mn.sh: Mininet needs root: sudo bash $0${args[*]:+ ${args[*]}}" >&2
+    exit 1
+fi
+
+# Mininet and the router commands live in sbin, which a user's PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# --- Debian packages ------------------------------------------------------------------
+# mininet (with /usr/bin/python3), iptables for the routers, iproute2 for the links,
+# bridge-utils for the Linux-bridge switches, ping for the lab's own reachability checks.
+packages_missing() {
+    for tool in mn mnexec iptables ip brctl ping; do
+        command -v "$tool" >/dev/null || return 0
+    done
+    /usr/bin/python3 -c 'import mininet.net' 2>/dev/null || return 0
+    return 1
+}
+if packages_missing; then
+    echo "*** Installing Debian packages: mininet iptables iproute2 bridge-utils iputils-ping"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q mininet iptables iproute2 bridge-utils iputils-ping
+fi
+
+# --- natchat --------------------------------------------------------------------------
+# cargo decides whether anything is out of date (a build with nothing to do takes a moment).
+# Under sudo it builds as the calling user, so that target/ does not become root's.
+find_cargo() {
+    if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        local home
+        home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+        if [ -x "$home/.cargo/bin/cargo" ]; then echo "$home/.cargo/bin/cargo"; return; fi
+    fi
+    if command -v cargo; then return; fi
+    if [ -x /root/.cargo/bin/cargo ]; then echo /root/.cargo/bin/cargo; fi
+}
+natchat=${NATCHAT:-$repo/target/release/natchat}
+if [ -z "${NATCHAT:-}" ]; then
+    cargo=$(find_cargo)
+    if [ -n "$cargo" ]; then
+        as_user=()
+        if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+            as_user=(runuser -u "$SUDO_USER" --)
+        fi
+        echo "*** Building natchat: cargo build --release"
+        (cd "$repo" && "${as_user[@]}" env PATH="$(dirname "$cargo"):$PATH" \
+            "$cargo" build --release --quiet)
+    elif [ -x "$natchat" ]; then
+        echo "*** No cargo found: using natchat as built at $natchat"
+    fi
+fi
+if [ ! -x "$natchat" ]; then
+    echo "execute_mn.sh: no natchat at $natchat, and no cargo to build it" >&2
+    exit 1
+fi
+
+# --- Cleanup --------------------------------------------------------------------------
+# A lab stopped by Mininet leaves nothing. One whose Python was killed leaves its three
+# Linux bridges (its node shells exit when their terminal closes, and the natchat processes
+# die with the Python that started them): remove those. Anything else of the lab that is
+# still there, a node shell or an interface, calls for `mn -c`, the last resort (it also
+# kills every ping and controller on the machine and deletes /tmp/*.log and /tmp/*.out).
+lab_nodes='server|nat[12]|h[1-4]|s[0-2]'
+lab_left_over() {
+    pgrep -f "^bash --norc --noediting -is mininet:($lab_nodes)\$" >/dev/null && return 0
+    grep -Eq " ($lab_nodes)-eth[0-9]+[:@]" <<<"$(ip -o link show)" && return 0
+    return 1
+}
+clean_lab() {
+    for bridge in s0 s1 s2; do
+        if grep -qw bridge <<<"$(ip -d link show "$bridge" 2>/dev/null)"; then
+            ip link del "$bridge" 2>/dev/null || true
+        fi
+    done
+    if lab_left_over; then
+        echo "*** Parts of a lab are still there: mn -c" >&2
+        mn -c >/dev/null 2>&1 || true
+    fi
+}
+clean_lab   # what a killed run left would make this one fail
+trap clean_lab EXIT
+
+export PATH="$(dirname "$natchat"):$PATH"   # so that the lab's hosts find `natchat`
+export PYTHONDONTWRITEBYTECODE=1             # no root-owned __pycache__ in the work tree
+if [ "$test_mode" = 1 ]; then
+    # In the background, so that a signal sent to this script alone (a CI timeout, a kill)
+    # is passed on: the Python stops the lab and exits, and only then does the EXIT trap
+    # look for leftovers. (Ctrl+C at a terminal reaches this script too: it is passed on
+    # the same way.)
+    /usr/bin/python3 "$here/scenarios.py" --natchat "$natchat" "${passthrough[@]}" &
+    child=$!
+    trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM HUP
+    while true; do
+        status=0
+        wait "$child" || status=$?
+        kill -0 "$child" 2>/dev/null || break   # wait was cut short by a signal: wait again
+    done
+    exit "$status"
+else
+    # In the foreground: the CLI needs the terminal, and Ctrl+C belongs to it. A SIGTERM to
+    # this script waits until the CLI has ended, so that the trap never tears down a lab
+    # that is still running.
+    trap 'true' TERM HUP
+    /usr/bin/python3 "$here/topo.py" --mode "$mode"
+fi

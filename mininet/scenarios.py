@@ -1,0 +1,455 @@
+#!/usr/bin/python3
+"""Unattended checks of natchat across the NAT lab of topo.py: `execute_mn.sh --test`.
+
+Each scenario builds a fresh lab in the NAT mode it needs (that takes well under a second),
+so nothing carries over from one scenario to the next: no conntrack entry in a router, no
+registration on the server, no link left down. Each one starts `natchat server` on the
+server host and `natchat client` processes on the client hosts, types commands into their
+stdin and waits, with a deadline, for the lines they print.
+
+Prints one line per scenario, `PASS name (x.x s)` or `FAIL name: reason` (followed on a
+failure by what every process printed and the routers' conntrack tables, indented), then
+`N passed, N failed`. Exits 0 only when every scenario passed.
+
+Usage (as root): scenarios.py [--natchat PATH] [-v] [NAME ...]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from subprocess import PIPE, STDOUT, TimeoutExpired
+
+from mininet.log import setLogLevel
+
+from topo import SERVER_IP, client_command, server_command, start_lab, stop_lab
+
+# The server forgets a client silent this long; clients send a keep-alive this often. Short,
+# so that the link-cut scenario takes seconds, not the 30 s of the defaults.
+TIMEOUT_SECS = 5
+KEEPALIVE_SECS = 1
+# The deadline for anything that should happen "at once". Generous: a loaded 2-core machine
+# can stall a process for a second or two, and a deadline only costs time when it fails.
+SOON = 10.0
+# No scenario may take longer than this, whatever hangs (a stuck Mininet command included).
+SCENARIO_LIMIT = 60
+
+# Ask the kernel to kill each natchat process if this script dies without cleaning up
+# (even by SIGKILL): setpriv (util-linux) sets the parent-death signal, then runs natchat.
+PDEATHSIG = ['setpriv', '--pdeathsig', 'KILL', '--'] if shutil.which('setpriv') else []
+
+
+class Failed(Exception):
+    """A scenario's expectation was not met; the message says which, in one line."""
+
+
+class Proc:
+    """A natchat process on a lab host, with everything it prints collected by a thread."""
+
+    def __init__(self, host, name, argv):
+        self.name = name
+        self.host = host
+        self.lines = []  # (seconds since start, line)
+        self.lock = threading.Lock()
+        self.eof = threading.Event()
+        self.start = time.monotonic()
+        self.popen = host.popen(PDEATHSIG + argv, stdin=PIPE, stdout=PIPE, stderr=STDOUT,
+                                text=True, bufsize=1)
+        threading.Thread(target=self._read, name=f'read-{name}', daemon=True).start()
+
+    def _read(self):
+        for line in self.popen.stdout:
+            with self.lock:
+                self.lines.append((time.monotonic() - self.start, line.rstrip('\n')))
+        self.eof.set()
+
+    def mark(self):
+        """A position in the output: wait_for(..., since=mark) looks only at what follows."""
+        with self.lock:
+            return len(self.lines)
+
+    def output(self, since=0):
+        with self.lock:
+            return [line for _, line in self.lines[since:]]
+
+    def type(self, line):
+        """One line on the process's stdin, as a person would type it."""
+        try:
+            self.popen.stdin.write(line + '\n')
+            self.popen.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise Failed(f'{self.name} is no longer running (typed {line!r})')
+
+    def wait_for(self, pattern, timeout=SOON, since=0):
+        """Waits for a line (after `since`) that matches the regular expression `pattern`;
+        returns its match. Fails when the deadline passes or the process ends first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = self.eof.is_set()  # before reading, so that no last line is missed
+            for line in self.output(since):
+                match = regex.search(line)
+                if match:
+                    return match
+            if ended:
+                raise Failed(f'{self.name} ended (exit code {self.popen.wait()}) '
+                             f'without printing a line matching {pattern!r}')
+            if time.monotonic() > deadline:
+                raise Failed(f'{self.name} printed no line matching {pattern!r} '
+                             f'within {timeout:.0f} s')
+            time.sleep(0.05)
+
+    def exit_code(self, timeout=SOON):
+        try:
+            return self.popen.wait(timeout)
+        except TimeoutExpired:
+            raise Failed(f'{self.name} still running {timeout:.0f} s after it was asked to exit')
+
+    def kill(self):
+        """SIGKILL: the process gets no chance to say goodbye; its kernel closes its sockets."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(SOON)
+
+    def transcript(self):
+        with self.lock:
+            return [f'{self.name:>6} {t:6.2f}s | {line}' for t, line in self.lines]
+
+
+class Lab:
+    """A running lab and the natchat processes started in it."""
+
+    def __init__(self, net):
+        self.net = net
+        self.procs = []
+
+    def server(self):
+        server = self._spawn('server', server_command(NATCHAT, timeout_secs=TIMEOUT_SECS))
+        server.wait_for(r'^natchat server listening on ')
+        return server
+
+    def client(self, host):
+        """Starts natchat client `host` on host `host`; returns it once it is registered, with
+        the public endpoint the server saw as `.public`."""
+        self.reachable(host)
+        client = self._spawn(host, client_command(host, NATCHAT, keepalive_secs=KEEPALIVE_SECS))
+        registered = client.wait_for(rf'^Registered as {host}; public endpoint (\S+)\.$')
+        client.public = registered.group(1)
+        client.wait_for(r'^Commands: ')
+        return client
+
+    def _spawn(self, name, argv):
+        proc = Proc(self.net[name], name, argv)
+        self.procs.append(proc)
+        return proc
+
+    def reachable(self, host):
+        """Fails early, and says so, when the lab itself cannot carry a packet to the server:
+        then a natchat failure would say nothing about natchat."""
+        if ' 0% packet loss' not in self.net[host].cmd(f'ping -c1 -W2 {SERVER_IP}'):
+            raise Failed(f'lab: {host} cannot ping the server {SERVER_IP}')
+
+    def conntrack(self):
+        """Both routers' connection-tracking (NAT) tables, for a failure report."""
+        lines = []
+        for router in ('nat1', 'nat2'):
+            table = self.net[router].cmd('cat /proc/net/nf_conntrack').splitlines()
+            lines += [f'{router:>6} conntrack | {entry.strip()}'
+                      for entry in table if ' udp ' in entry]
+        return lines
+
+    def stop(self):
+        for proc in self.procs:
+            try:
+                proc.kill()
+            except TimeoutExpired:
+                pass
+
+
+@contextmanager
+def lab(mode):
+    net = start_lab(mode)
+    running = Lab(net)
+    try:
+        yield running
+    finally:
+        # Whatever ended the scenario, the lab is stopped whole: a Ctrl+C or SIGTERM arriving
+        # now waits until it is, and the scenario's time limit no longer applies.
+        signal.alarm(0)
+        with signals_deferred():
+            running.stop()
+            stop_lab(net)
+
+
+@contextmanager
+def signals_deferred():
+    """Holds Ctrl+C and SIGTERM back until the block is done, then delivers them."""
+    pending = []
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: pending.append(signum)) for s in deferred}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in pending:
+            signal.raise_signal(signum)
+
+
+# What the client prints, as patterns.
+
+def from_line(sender, text):
+    return rf'^From {re.escape(sender)} \[{re.escape(text)}\]$'
+
+
+def left_line(who, reason):
+    return rf'^{re.escape(who)} left \({reason}\)$'
+
+
+def chat(sender, receiver, text):
+    """`sender` sends `text` to `receiver`, which must show it. (Through the relay, a message
+    arrives after the 1 s punch attempt: still well inside SOON.)"""
+    since = receiver.mark()
+    sender.type(f'@chat {receiver.name} {text}')
+    receiver.wait_for(from_line(sender.name, text), since=since)
+
+
+# A row of @show_list: `<id> <public>  private=<private>  path=<path>` (`(you)` for oneself).
+# Older clients printed `<id> <public> private <private> <path>`: both are read.
+LIST_ROW = re.compile(r'^(\S+) (\S+)\s+private[= ](\S+)\s+(?:path=)?(\S+)$')
+
+
+def show_list(client):
+    """Types @show_list; returns {id: path} from the list it prints."""
+    since = client.mark()
+    client.type('@show_list')
+    count = int(client.wait_for(r'^Online \((\d+)\):$', since=since).group(1))
+    deadline = time.monotonic() + SOON
+    while time.monotonic() < deadline:
+        lines = client.output(since)
+        start = max(i for i, line in enumerate(lines) if re.match(r'^Online \(\d+\):$', line))
+        rows = [LIST_ROW.match(line) for line in lines[start + 1:start + 1 + count]]
+        if len(rows) == count:
+            if not all(rows):
+                raise Failed(f'{client.name}: @show_list printed a row this script cannot read: '
+                             f'{lines[start + 1 + rows.index(None)]!r}')
+            return {row.group(1): row.group(4) for row in rows}
+        time.sleep(0.05)
+    raise Failed(f'{client.name}: @show_list printed fewer than {count} rows')
+
+
+def expect_path(client, peer, path):
+    seen = show_list(client).get(peer.name)
+    if seen != path:
+        raise Failed(f'{client.name} lists {peer.name} as {seen or "absent"}, expected {path}')
+
+
+def known(client, peer):
+    """Waits until `client` knows `peer`: in its initial list, or from a later join."""
+    client.wait_for(rf'^{re.escape(peer.name)} ({re.escape(peer.public)}\s|joined \()')
+
+
+def pair(lab, a, b):
+    """Starts clients `a` then `b` and waits until each knows the other."""
+    first, second = lab.client(a), lab.client(b)
+    known(first, second)
+    known(second, first)
+    return first, second
+
+
+# The scenarios. Each takes a running lab in the mode it is listed with.
+
+def home_nat_direct(lab):
+    """Home routers on both sides: the server coordinates a punch, and the path goes direct."""
+    lab.server()
+    h1, h3 = pair(lab, 'h1', 'h3')
+    chat(h1, h3, 'hello from behind nat1')
+    chat(h3, h1, 'hello back from behind nat2')
+    expect_path(h1, h3, 'direct')
+    expect_path(h3, h1, 'direct')
+
+
+def bare_masquerade(lab):
+    """No input filter: a probe that arrives first breaks the far side's mapping (see
+    topo.py), so the punch may fail; the relay must still deliver, both ways."""
+    lab.server()
+    h1, h3 = pair(lab, 'h1', 'h3')
+    chat(h1, h3, 'across bare masquerade')
+    chat(h3, h1, 'and back across it')
+    for client in (h1, h3):
+        show_list(client)  # not checked, only shown (-v): which path did each side end on?
+
+
+def symmetric_nat_relay(lab):
+    """A new public port per destination: no punch can work, the server relays."""
+    lab.server()
+    h1, h3 = pair(lab, 'h1', 'h3')
+    chat(h1, h3, 'through the relay')
+    chat(h3, h1, 'through the relay, back')
+    expect_path(h1, h3, 'relayed')
+    expect_path(h3, h1, 'relayed')
+
+
+def same_nat_private(lab):
+    """Two clients behind one NAT, which does not hairpin: they must use private addresses."""
+    lab.server()
+    h1, h2 = pair(lab, 'h1', 'h2')
+    if h1.public.split(':')[0] != h2.public.split(':')[0]:
+        raise Failed(f'lab: h1 and h2 should share nat1\'s address; '
+                     f'the server saw {h1.public} and {h2.public}')
+    chat(h1, h2, 'next door')
+    chat(h2, h1, 'next door, back')
+    expect_path(h1, h2, 'private')
+    expect_path(h2, h1, 'private')
+
+
+def link_cut_disappears(lab):
+    """A host whose cable is pulled goes silent: the server's timeout removes it, and the
+    others are told. Nothing else can notice: the host says nothing, its TCP stays open."""
+    server = lab.server()
+    h1 = lab.client('h1')
+    h3 = lab.client('h3')
+    h4 = lab.client('h4')
+    for client in (h1, h3):
+        known(client, h4)
+    lab.net.configLinkStatus('h4', 's2', 'down')
+    server.wait_for(rf'^h4 is disappeared {re.escape(h4.public)}$', timeout=TIMEOUT_SECS + SOON)
+    for client in (h1, h3):
+        client.wait_for(left_line('h4', 'disappeared'))
+        listed = show_list(client)
+        if 'h4' in listed:
+            raise Failed(f'{client.name} still lists h4 after it disappeared')
+
+
+def exit_and_kill(lab):
+    """Leaving with @exit (deregistered) and being killed (disconnected), across the NATs."""
+    server = lab.server()
+    h1 = lab.client('h1')
+    h2 = lab.client('h2')
+    h3 = lab.client('h3')
+    for client in (h2, h3):
+        known(client, h1)
+    known(h2, h3)
+
+    h1.type('@exit')
+    h1.wait_for(r'^Successfully Terminated$')
+    if h1.exit_code() != 0:
+        raise Failed(f'h1 exited with code {h1.exit_code()} after @exit')
+    server.wait_for(rf'^h1 is deregistered {re.escape(h1.public)}$')
+    h3.wait_for(left_line('h1', 'deregistered'))
+
+    h3.kill()
+    server.wait_for(rf'^h3 is disconnected {re.escape(h3.public)}$')
+    h2.wait_for(left_line('h3', 'disconnected'))
+
+
+SCENARIOS = [
+    ('home-nat-direct', 'home', home_nat_direct),
+    ('bare-masquerade', 'bare', bare_masquerade),
+    ('symmetric-nat-relay', 'symmetric', symmetric_nat_relay),
+    ('same-nat-private', 'home', same_nat_private),
+    ('link-cut-disappears', 'home', link_cut_disappears),
+    ('exit-and-kill', 'home', exit_and_kill),
+]
+
+
+class TooLong(Exception):
+    """A scenario ran past SCENARIO_LIMIT."""
+
+
+def on_alarm(_signum, _frame):
+    raise TooLong()
+
+
+class Stopped(BaseException):
+    """Ctrl+C or SIGTERM: stop the lab and end the run. (Not an Exception, so that no
+    scenario can mistake it for a failure of its own.)"""
+
+
+def on_stop(signum, _frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+def run(name, mode, scenario, verbose):
+    """Runs one scenario in a fresh lab; prints its line; returns whether it passed."""
+    started = time.monotonic()
+    report = []
+    signal.alarm(SCENARIO_LIMIT)
+    try:
+        with lab(mode) as running:
+            try:
+                scenario(running)
+                passed, reason = True, None
+            except Failed as e:
+                passed, reason = False, str(e)
+            except TooLong:
+                passed, reason = False, f'took longer than {SCENARIO_LIMIT} s'
+            except Exception as e:  # a bug in this script: still a failure, still cleaned up
+                passed, reason = False, f'{type(e).__name__}: {e}'
+            if verbose or not passed:
+                for proc in running.procs:
+                    report += proc.transcript()
+                report += running.conntrack()
+    except TooLong:
+        passed, reason = False, f'took longer than {SCENARIO_LIMIT} s'
+    finally:
+        signal.alarm(0)
+    elapsed = time.monotonic() - started
+    if passed:
+        print(f'PASS {name} ({elapsed:.1f} s)', flush=True)
+    else:
+        print(f'FAIL {name}: {reason}', flush=True)
+    for line in report:
+        print(f'    {line}')
+    return passed
+
+
+def main():
+    global NATCHAT
+    parser = argparse.ArgumentParser(description='natchat scenarios in the NAT lab (needs root).')
+    parser.add_argument('--natchat', default='natchat',
+                        help='the natchat binary (default: on PATH)')
+    parser.add_argument('-v', '--verbose', action='store_true',
+                        help='print every process\'s output also when a scenario passes')
+    parser.add_argument('names', nargs='*', metavar='NAME',
+                        help='run only these scenarios: ' + ', '.join(n for n, _, _ in SCENARIOS))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit('scenarios.py: Mininet needs root; run: sudo bash mininet/execute_mn.sh --test')
+    unknown = set(args.names) - {n for n, _, _ in SCENARIOS}
+    if unknown:
+        sys.exit(f'scenarios.py: unknown scenario(s): {", ".join(sorted(unknown))}')
+    NATCHAT = shutil.which(args.natchat)
+    if not NATCHAT:
+        sys.exit(f'scenarios.py: no natchat binary at {args.natchat}')
+
+    # Mininet's own chatter (and its warning about bridge netfilter, harmless here) would
+    # drown the one line per scenario.
+    setLogLevel('error')
+    # Ctrl+C and SIGTERM end the run through the finally blocks that stop the lab. (SIGINT
+    # stays ignored when the parent ignores it, as a shell does for a background job.)
+    signal.signal(signal.SIGTERM, on_stop)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGALRM, on_alarm)
+
+    chosen = [s for s in SCENARIOS if not args.names or s[0] in args.names]
+    try:
+        results = [run(name, mode, scenario, args.verbose) for name, mode, scenario in chosen]
+    except Stopped as e:
+        print(f'Stopped by {e}; the lab is stopped.')
+        sys.exit(130)
+    passed = sum(results)
+    print(f'{passed} passed, {len(results) - passed} failed')
+    sys.exit(0 if all(results) else 1)
+
+
+NATCHAT = 'natchat'
+
+if __name__ == '__main__':
+    main()

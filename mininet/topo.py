@@ -1,0 +1,350 @@
+#!/usr/bin/python3
+"""The natchat NAT lab: two home networks behind NAT routers, and a server on the "internet".
+
+                        public LAN 10.0.0.0/24 (switch s0)
+        +--------------------------+--------------------------+
+        |                          |                          |
+     server 10.0.0.3          nat1-wan 10.0.0.1          nat2-wan 10.0.0.2
+     natchat server             [ nat1 ]                   [ nat2 ]
+     TCP+UDP 10080            nat1-lan 192.168.1.1       nat2-lan 192.168.2.1
+                                   |  (switch s1)              |  (switch s2)
+                            +------+------+             +------+------+
+                            |             |             |             |
+                           h1            h2            h3            h4
+                      192.168.1.2   192.168.1.3   192.168.2.2   192.168.2.3
+
+nat1 and nat2 are plain hosts that forward (ip_forward=1) and rewrite with iptables inside
+their own network namespaces, like a Linux home router. Nothing here is connected to the
+machine's real network: the lab only ever talks to its own addresses. (Mininet's addNAT()
+would do exactly that, so it is never used.)
+
+NAT modes, the same for both routers:
+  home       MASQUERADE, and unsolicited inbound traffic is dropped (what home routers do).
+             Coordinated hole punching works: the path between h1 and h3 goes direct.
+  bare       MASQUERADE only, no input filter. A probe that arrives before the far side
+             has sent is delivered to the router itself and leaves a conntrack entry that
+             makes the far client's own mapping collide: punching fails, the relay is needed.
+  symmetric  MASQUERADE --random-fully, plus the home filter: a new public port for every
+             destination, so the port the server saw is useless to peers. Only the relay works.
+
+Run as root: `python3 topo.py [--mode home|bare|symmetric]` opens the Mininet CLI
+(mininet/execute_mn.sh does that, and builds natchat first).
+"""
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+
+from mininet.cli import CLI
+from mininet.log import error, info, setLogLevel
+from mininet.net import Mininet
+from mininet.node import Node
+from mininet.nodelib import LinuxBridge
+from mininet.term import makeTerm
+from mininet.topo import Topo
+from mininet.util import quietRun
+
+MODES = ('home', 'bare', 'symmetric')
+
+# The addresses natchat uses in the lab.
+SERVER_IP = '10.0.0.3'
+SERVER_PORT = 10080
+CLIENT_UDP_PORT = 10081
+
+# Each router: its public (WAN) address and its address on the home LAN it serves.
+ROUTERS = {
+    'nat1': ('10.0.0.1', '192.168.1.1'),
+    'nat2': ('10.0.0.2', '192.168.2.1'),
+}
+# Each client host: its private address, and the router it sits behind.
+CLIENTS = {
+    'h1': ('192.168.1.2', 'nat1'),
+    'h2': ('192.168.1.3', 'nat1'),
+    'h3': ('192.168.2.2', 'nat2'),
+    'h4': ('192.168.2.3', 'nat2'),
+}
+
+
+class NatRouter(Node):
+    """A Linux box with a WAN and a LAN interface that forwards and masquerades.
+
+    Its interfaces are named <router>-wan and <router>-lan, so that the iptables rules below
+    read like what they mean.
+    """
+
+    def config(self, mode='home', **params):
+        super().config(**params)
+        # A router forwards between its interfaces; a host does not.
+        self.cmd('sysctl -qw net.ipv4.ip_forward=1')
+        self.set_mode(mode)
+
+    @property
+    def wan(self):
+        return f'{self.name}-wan'
+
+    def set_mode(self, mode):
+        """Installs the NAT rules of `mode`, replacing any others.
+
+        The rules decide how a flow is translated when it starts; a flow already in the
+        router's conntrack table keeps its translation whatever the rules say later.
+        """
+        if mode not in MODES:
+            raise ValueError(f'unknown NAT mode {mode!r}; one of {", ".join(MODES)}')
+        self.cmd('iptables -t nat -F POSTROUTING; iptables -F INPUT; iptables -F FORWARD')
+        # Everything leaving through the WAN gets the router's public address. MASQUERADE keeps
+        # the client's source port when it is free; --random-fully picks a random port for
+        # every new flow, which is what makes a NAT "symmetric".
+        masquerade = f'iptables -t nat -A POSTROUTING -o {self.wan} -j MASQUERADE'
+        if mode == 'symmetric':
+            masquerade += ' --random-fully'
+        self.cmd(masquerade)
+        if mode in ('home', 'symmetric'):
+            # A home router answers nothing it was not asked for: a packet from the WAN that
+            # matches no flow started from inside is dropped, both the ones addressed to the
+            # router itself (INPUT: a peer's probe to our public port before we have sent to
+            # that peer) and the ones addressed to the LAN behind it (FORWARD).
+            for chain in ('INPUT', 'FORWARD'):
+                self.cmd(f'iptables -A {chain} -i {self.wan} -m conntrack --ctstate NEW -j DROP')
+
+    def rules(self):
+        """The router's NAT and filter rules, for a person to read."""
+        return self.cmd('iptables -t nat -S POSTROUTING; iptables -S INPUT; iptables -S FORWARD')
+
+
+class NatLab(Topo):
+    """The diagram at the top of this file, as Mininet nodes and links."""
+
+    def build(self, mode='home'):
+        # Three Ethernet segments: the public one, and one home LAN behind each router.
+        public = self.addSwitch('s0')
+        home_lan = {'nat1': self.addSwitch('s1'), 'nat2': self.addSwitch('s2')}
+
+        # The "internet": the registration server and the routers' WAN sides. The server
+        # needs no route: every client reaches it from a public address on this LAN.
+        server = self.addHost('server', ip=f'{SERVER_IP}/24')
+        self.addLink(server, public)
+
+        for name, (wan_ip, lan_ip) in ROUTERS.items():
+            router = self.addHost(name, cls=NatRouter, mode=mode, ip=f'{wan_ip}/24')
+            self.addLink(router, public,
+                         intfName1=f'{name}-wan', params1={'ip': f'{wan_ip}/24'})
+            self.addLink(router, home_lan[name],
+                         intfName1=f'{name}-lan', params1={'ip': f'{lan_ip}/24'})
+
+        # The home hosts reach the internet through their router. Nothing routes to
+        # 192.168.x.0/24 from outside, so a private address is only reachable on its own LAN.
+        for name, (ip, router) in CLIENTS.items():
+            gateway = ROUTERS[router][1]
+            host = self.addHost(name, ip=f'{ip}/24', defaultRoute=f'via {gateway}')
+            self.addLink(host, home_lan[router])
+
+
+class LabCLI(CLI):
+    """Mininet's CLI, with two changes so that a natchat client can run in it.
+
+    - A command line that runs natchat is passed on as typed. The CLI replaces every word
+      that names a node by that node's IP address (so that `h1 ping h3` works), which would
+      turn `server natchat server` into `natchat 10.0.0.3`, and `--id h1` into
+      `--id 192.168.1.2`.
+    - What is typed while a command runs reaches it at once. The CLI reads one character per
+      keystroke from a buffered stdin, so a pasted line sits in the buffer, unseen, until the
+      next key is pressed.
+    """
+
+    def __init__(self, net, **kwargs):
+        stdin = TypedKeys(sys.stdin) if sys.stdin.isatty() else sys.stdin
+        super().__init__(net, stdin=stdin, **kwargs)
+
+    def default(self, line):
+        first, args, line = self.parseline(line)
+        runs_natchat = args and any(os.path.basename(w) == 'natchat' for w in args.split())
+        if first in self.mn and runs_natchat:
+            node = self.mn[first]
+            node.sendCmd(args)
+            self.waitForNode(node)
+        else:
+            super().default(line)
+
+
+class TypedKeys:
+    """The terminal, read as the CLI passes keys to a running command: whatever has been
+    typed so far, in one read, straight from the file descriptor."""
+
+    def __init__(self, terminal):
+        self.terminal = terminal
+
+    def fileno(self):
+        return self.terminal.fileno()
+
+    def isatty(self):
+        return True
+
+    def read(self, _size):
+        return os.read(self.fileno(), 4096).decode(errors='replace')
+
+
+def start_lab(mode='home'):
+    """Builds and starts the lab. The caller must call stop_lab(net), also on failure."""
+    # No controller and Linux bridges: this machine has no Open vSwitch datapath, and three
+    # plain learning switches are all the lab needs. Mininet then warns "Linux bridge may not
+    # work with net.bridge.bridge-nf-call-iptables = 1": with that setting, frames crossing
+    # the bridges also pass the iptables of the machine itself, harmless as long as its
+    # FORWARD chain lets them through (see bridged_traffic_blocked).
+    blocked = bridged_traffic_blocked()
+    if blocked:
+        error(f'*** Warning: {blocked}\n')
+    net = Mininet(topo=NatLab(mode=mode), controller=None, switch=LinuxBridge,
+                  autoSetMacs=True, waitConnected=False)
+    try:
+        net.start()
+    except BaseException:
+        stop_lab(net)
+        raise
+    return net
+
+
+def bridged_traffic_blocked():
+    """Why the machine's own firewall would drop the lab's bridged traffic, or None."""
+    try:
+        with open('/proc/sys/net/bridge/bridge-nf-call-iptables') as f:
+            if f.read().strip() != '1':
+                return None
+    except OSError:
+        return None  # br_netfilter is not loaded: bridged frames skip iptables
+    forward = quietRun('iptables -S FORWARD').splitlines()
+    if '-P FORWARD DROP' not in forward:
+        return None
+    if any('--physdev-is-bridged' in rule and '-j ACCEPT' in rule for rule in forward):
+        return None
+    return ('this machine\'s iptables FORWARD policy is DROP (Docker sets it) and '
+            'bridge-nf-call-iptables is 1, so frames between lab hosts may be dropped; '
+            'allow them with: iptables -I FORWARD -m physdev --physdev-is-bridged -j ACCEPT')
+
+
+def stop_lab(net):
+    """Ends every process still running inside a lab host, then stops Mininet.
+
+    Mininet only ends each host's shell; a program started in a host some other way (from
+    another terminal with mnexec, say) would live on in a namespace without interfaces.
+    """
+    shells = {host.pid for host in net.hosts if host.pid}
+    namespaces = {netns(pid) for pid in shells} - {None, netns(os.getpid())}
+    inside = [pid for pid in all_pids() if pid not in shells and netns(pid) in namespaces]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in inside:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(os.path.exists(f'/proc/{pid}') for pid in inside):
+            time.sleep(0.05)
+    net.stop()
+
+
+def netns(pid):
+    """The network namespace of process `pid` (an inode number), or None when it is gone."""
+    try:
+        return os.stat(f'/proc/{pid}/ns/net').st_ino
+    except OSError:
+        return None
+
+
+def all_pids():
+    return [int(entry) for entry in os.listdir('/proc') if entry.isdigit()]
+
+
+def server_command(natchat='natchat', timeout_secs=None):
+    argv = [natchat, 'server', '--port', str(SERVER_PORT)]
+    if timeout_secs is not None:
+        argv += ['--timeout-secs', str(timeout_secs)]
+    return argv
+
+
+def client_command(host, natchat='natchat', keepalive_secs=None):
+    argv = [natchat, 'client', '--server', SERVER_IP, '--port', str(SERVER_PORT),
+            '--udp-port', str(CLIENT_UDP_PORT), '--id', host]
+    if keepalive_secs is not None:
+        argv += ['--keepalive-secs', str(keepalive_secs)]
+    return argv
+
+
+def open_xterms(net, natchat):
+    """One xterm for the server and one per client, each already running natchat. Each
+    window stays open after natchat ends, so that its last words can be read."""
+    def term(node, argv):
+        hold = f'{shlex.join(argv)}; echo; read -p "natchat ended; press Enter to close. " _'
+        net.terms += makeTerm(node, title='natchat', cmd=f'bash -c {shlex.quote(hold)}')
+
+    term(net['server'], server_command(natchat))
+    # A client that starts before the server listens gives up at once: wait for it.
+    deadline = time.monotonic() + 10
+    while f':{SERVER_PORT} ' not in net['server'].cmd(f'ss -Htln sport = :{SERVER_PORT}'):
+        if time.monotonic() > deadline:
+            info('*** The server did not start listening; start the clients by hand\n')
+            return
+        time.sleep(0.2)
+    for host in CLIENTS:
+        term(net[host], client_command(host, natchat))
+
+
+def print_commands(net, natchat):
+    """What to type to run natchat in the lab when no xterm can be opened."""
+    server = shlex.join(server_command())
+    print(f"""
+*** No display for xterms. Run natchat in the lab in either of two ways.
+  At the mininet> prompt, one command in the foreground at a time (Ctrl+C ends it):
+    server {server} > /tmp/natchat-server.txt 2>&1 &""")
+    for host, (_, router) in CLIENTS.items():
+        print(f'    {host} {shlex.join(client_command(host))}    # behind {router}')
+    print('  Or each in a terminal of its own (tmux, another ssh session), inside the host:')
+    print(f'    sudo mnexec -a {net["server"].pid} {shlex.join(server_command(natchat))}')
+    for host in CLIENTS:
+        print(f'    sudo mnexec -a {net[host].pid} {shlex.join(client_command(host, natchat))}')
+    print("""  Look inside a router:
+    nat1 iptables -t nat -S            its NAT rules
+    nat1 cat /proc/net/nf_conntrack    its translation table (conntrack -L, from package conntrack)
+    nat1 tcpdump -ni nat1-wan udp      the traffic on its public side (package tcpdump)
+""")
+
+
+def main():
+    parser = argparse.ArgumentParser(description='The natchat NAT lab, with the Mininet CLI.')
+    parser.add_argument('--mode', choices=MODES, default='home',
+                        help='NAT behaviour of both routers')
+    parser.add_argument('--natchat', default='natchat',
+                        help='the natchat binary (default: on PATH)')
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit('topo.py: Mininet needs root; run: sudo bash mininet/execute_mn.sh')
+    if not shutil.which(args.natchat):
+        sys.exit(f'topo.py: no {args.natchat} on PATH; build it (cargo build --release) and add '
+                 'target/release to PATH, or pass --natchat PATH')
+
+    setLogLevel('info')
+    net = start_lab(args.mode)
+    try:
+        info(f'*** NAT mode: {args.mode}\n')
+        for router in ('nat1', 'nat2'):
+            info(f'*** {router} rules:\n{net[router].rules()}')
+        # Mininet opens an xterm on a local display after allowing root in with xhost.
+        x11_tools = [tool for tool in ('xterm', 'xhost') if not shutil.which(tool)]
+        if os.environ.get('DISPLAY') and not x11_tools:
+            open_xterms(net, args.natchat)
+            info('*** xterms opened: the server, and a client on each of h1..h4\n')
+        else:
+            if os.environ.get('DISPLAY'):
+                info(f'*** No xterms: {" and ".join(x11_tools)} missing '
+                     '(apt-get install xterm x11-xserver-utils)\n')
+            print_commands(net, shutil.which(args.natchat))
+        LabCLI(net)
+    finally:
+        stop_lab(net)
+
+
+if __name__ == '__main__':
+    main()
