@@ -715,3 +715,48 @@ fn stopping_the_server_mid_upload_leaves_no_temporary_file() {
     assert!(server.wait_exit(SOON).success());
     assert_eq!(uploads.files(), Vec::<String>::new());
 }
+
+#[test]
+fn garbage_reaches_no_one_and_takes_nothing_down() {
+    let uploads = TempDir::new("garbage");
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    let watcher = room_client("watcher", port);
+
+    let noisy = RawUser::join(port);
+    noisy.send_bytes(b"\xff\xfe invalid \xc3\x28 utf-8\n");
+    noisy.send_bytes(b"nul\x00byte\n");
+    noisy.wait_for("[You] \u{FFFD}\u{FFFD} invalid \u{FFFD}( utf-8");
+    noisy.wait_for("[You] nul\u{FFFD}byte");
+    for bad in [
+        "#upload",
+        "#upload abc x",
+        "#upload -5 x",
+        "#upload 99999999999999999999999 x",
+    ] {
+        noisy.send(bad);
+    }
+    wait_until("four usage lines", SOON, || {
+        noisy
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("Usage: #upload"))
+            .count()
+            == 4
+    });
+
+    // Random bytes, then a 10 MB line with no newline: the server closes the connection
+    // (its error line may be lost to the reset that closing on unread input causes).
+    let flood = RawUser::join(port);
+    let random: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let _ = (&flood.stream).write_all(&random);
+    let _ = (&flood.stream).write_all(&vec![b'x'; 10 << 20]);
+    flood.wait_ended();
+
+    let mut watcher = watcher;
+    watcher.send("still standing");
+    noisy.wait_for("] still standing");
+    assert!(server.output().iter().all(|l| !l.contains("panicked")));
+    assert_eq!(uploads.files(), Vec::<String>::new());
+}
