@@ -1,15 +1,20 @@
 //! `natchat bench p2p`: P2P clients registering with the server, at a steady pace.
 //!
-//! Each simulated client speaks the real protocol (`REGISTER`, `HELLO` over UDP, the list),
-//! and then a thread of its own counts the bytes the server sends it. All announce from one
+//! Each simulated client speaks the real protocol (`REGISTER`, `HELLO` over UDP, the list).
+//! Once registered, its connection is handed to one of a few drain threads, which read every
+//! connection in turn without blocking and count the bytes the server sends. A thread per
+//! client would measure ten thousand wake-ups of the bench itself for every join; a few
+//! threads that each read many sockets measure the server. All clients announce from one
 //! shared UDP socket, so that ten thousand clients cost ten thousand sockets, not twenty.
-//! The run reports how long registration took per client, and what one more join costs the
-//! server in bytes, which must grow linearly with the number of clients.
+//!
+//! The run reports how long each registration took, how long all of them took, and what one
+//! more join then costs the server in bytes (it must grow linearly with the clients).
 
 use super::stats::Histogram;
 use super::{connect_paced, Monitor, Report};
 use crate::wire::{Event, Request, Secret};
-use std::io::{BufRead, BufReader, Write};
+use crossbeam_channel::{unbounded, Receiver};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,45 +36,63 @@ pub struct Registered {
     pub heard: usize,
 }
 
-/// Shared by every client's reader thread.
+/// Shared by the drain threads.
 #[derive(Default)]
 struct Totals {
     bytes: AtomicU64,
     heard_last: AtomicU64,
+    stop: AtomicBool,
 }
 
+/// The ID of the one join that is measured alone.
 const LAST: &str = "bench-last";
-const READER_STACK: usize = 64 * 1024;
+const DRAIN_THREADS: usize = 2;
+const REGISTERING_THREADS: usize = 16;
 
 pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Registered, String> {
-    let udp = Arc::new(
-        UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("cannot open a UDP socket: {e}"))?,
-    );
+    let udp =
+        UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("cannot open a UDP socket: {e}"))?;
     let totals = Arc::new(Totals::default());
-    // Each client registers on its own thread, as independent clients would: connections
-    // open at a steady pace, registrations overlap.
-    let (done, registered) = crossbeam_channel::unbounded();
+    let mut drains = Vec::new();
+    let mut handoff = Vec::new();
+    for _ in 0..DRAIN_THREADS {
+        let (give, take) = unbounded();
+        let totals = totals.clone();
+        drains.push(thread::spawn(move || drain(take, &totals)));
+        handoff.push(give);
+    }
+
+    // Registrations overlap, as those of independent clients do: connections open at a
+    // steady pace, and a pool of threads takes each through registration.
+    let udp = Arc::new(udp);
+    let (connected, to_register) = unbounded::<(usize, TcpStream)>();
+    let (done, registered) = unbounded();
+    for _ in 0..REGISTERING_THREADS {
+        let (to_register, done, udp, handoff) = (
+            to_register.clone(),
+            done.clone(),
+            udp.clone(),
+            handoff.clone(),
+        );
+        thread::spawn(move || {
+            for (index, stream) in to_register {
+                let id = format!("bench-{index}");
+                let began = Instant::now();
+                let outcome = register(stream, &id, &udp, server).map(|(stream, secret, _)| {
+                    let _ = handoff[index % DRAIN_THREADS].send(stream);
+                    (id, secret, began.elapsed())
+                });
+                let _ = done.send(outcome);
+            }
+        });
+    }
     let start = Instant::now();
     let mut index = 0;
     connect_paced(server, run.clients, |stream| {
         index += 1;
-        let (id, udp, totals, done) = (
-            format!("bench-{index}"),
-            udp.clone(),
-            totals.clone(),
-            done.clone(),
-        );
-        spawn_client(move || {
-            let began = Instant::now();
-            let outcome = register(stream, &id, &udp, server);
-            let (reader, secret) = match outcome {
-                Ok(ok) => ok,
-                Err(e) => return drop(done.send(Err(e))),
-            };
-            let _ = done.send(Ok((id, secret, began.elapsed())));
-            watch(reader, &totals);
-        })
+        connected.send((index, stream)).map_err(|e| e.to_string())
     })?;
+    drop(connected);
     let mut latency = Histogram::default();
     let mut secrets = Vec::new();
     for _ in 0..run.clients {
@@ -83,11 +106,10 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
     monitor.sample();
 
     // Keep everyone alive while the run lasts.
-    let stop = Arc::new(AtomicBool::new(false));
     let keepalive = {
-        let (udp, stop) = (udp.try_clone().map_err(|e| e.to_string())?, stop.clone());
+        let (udp, totals) = (udp.try_clone().map_err(|e| e.to_string())?, totals.clone());
         thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !totals.stop.load(Ordering::Relaxed) {
                 for (id, secret) in &secrets {
                     let _ = udp.send_to(format!("ALIVE {id} {secret}").as_bytes(), server);
                 }
@@ -99,13 +121,15 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
     // One more join, alone: what it costs is what everyone receives because of it.
     let before = settle(&totals.bytes);
     let stream = TcpStream::connect(server).map_err(|e| e.to_string())?;
-    let (reader, _) = register(stream, LAST, &udp, server)?;
-    let totals_for_last = totals.clone();
-    spawn_client(move || watch(reader, &totals_for_last))?;
-    let bytes_per_join = settle(&totals.bytes) - before;
+    let (stream, _, list_bytes) = register(stream, LAST, &udp, server)?;
+    let _ = handoff[0].send(stream);
+    let bytes_per_join = settle(&totals.bytes) - before + list_bytes;
     monitor.sample();
-    stop.store(true, Ordering::Relaxed);
+    totals.stop.store(true, Ordering::Relaxed);
     let _ = keepalive.join();
+    for drain in drains {
+        let _ = drain.join();
+    }
 
     Ok(Registered {
         report: Report {
@@ -125,12 +149,14 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
 }
 
 /// Registers `id` on `stream`: `REGISTER`, `WELCOME`, `HELLO` until `READY`, the list.
+/// Returns the reader (which may hold the start of what followed the list), the secret, and
+/// the bytes of the registration.
 fn register(
     stream: TcpStream,
     id: &str,
     udp: &UdpSocket,
     server: SocketAddr,
-) -> Result<(BufReader<TcpStream>, Secret), String> {
+) -> Result<(BufReader<TcpStream>, Secret, u64), String> {
     let fail = |what: String| format!("registering {id}: {what}");
     let private = udp.local_addr().map_err(|e| fail(e.to_string()))?;
     let register = Request::Register {
@@ -141,55 +167,76 @@ fn register(
         .write_all(format!("{register}\n").as_bytes())
         .map_err(|e| fail(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut reader = BufReader::with_capacity(16 * 1024, stream);
-    let mut secret = None;
+    let mut reader = BufReader::new(stream);
+    let hello = |secret: &Secret| udp.send_to(format!("HELLO {id} {secret}").as_bytes(), server);
+    let (mut secret, mut ready) = (None, false);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut line = String::new();
+    let mut received = 0;
     while Instant::now() < deadline {
-        if let Some(secret) = &secret {
-            let _ = udp.send_to(format!("HELLO {id} {secret}").as_bytes(), server);
-        }
-        line.clear();
         match reader.read_line(&mut line) {
             Ok(0) => return Err(fail("the server closed the connection".into())),
-            Ok(_) => {}
-            Err(_) => continue, // timed out: announce again
+            Ok(n) => received += n as u64,
+            // Timed out, keeping any part of a line in `line`: announce again until READY.
+            Err(_) => {
+                if let (Some(secret), false) = (&secret, ready) {
+                    let _ = hello(secret);
+                }
+                continue;
+            }
         }
         match line.trim_end().parse::<Event>() {
-            Ok(Event::Welcome { secret: s }) => secret = Some(s),
+            Ok(Event::Welcome { secret: s }) => {
+                let _ = hello(&s);
+                secret = Some(s);
+            }
+            Ok(Event::Ready { .. }) => ready = true,
             Ok(Event::ListEnd) => {
-                let _ = reader.get_ref().set_read_timeout(None);
-                return secret
-                    .map(|s| (reader, s))
-                    .ok_or_else(|| fail("no WELCOME".into()));
+                let secret = secret.ok_or_else(|| fail("no WELCOME".into()))?;
+                return Ok((reader, secret, received));
             }
             Ok(Event::Error { message }) => return Err(fail(message)),
             _ => {}
         }
+        line.clear();
     }
     Err(fail("no list within 30 s".into()))
 }
 
-fn spawn_client(body: impl FnOnce() + Send + 'static) -> Result<(), String> {
-    thread::Builder::new()
-        .stack_size(READER_STACK)
-        .spawn(body)
-        .map(drop)
-        .map_err(|e| format!("cannot start a client thread: {e}"))
-}
-
-/// Counts every byte the server sends this client, and notes the last join, until the
-/// connection ends.
-fn watch(mut reader: BufReader<TcpStream>, totals: &Totals) {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => totals.bytes.fetch_add(n as u64, Ordering::Relaxed),
-        };
-        if line.starts_with(format!("JOIN {LAST} ").as_bytes()) {
-            totals.heard_last.fetch_add(1, Ordering::Relaxed);
+/// A drain thread: takes connections as they are registered, and reads all of them in turn
+/// without blocking, counting bytes and noting who heard of the last join, until told to stop.
+fn drain(new: Receiver<BufReader<TcpStream>>, totals: &Totals) {
+    let heard = format!("JOIN {LAST} ");
+    // Each connection, and the end of what it last read (a line may span two reads).
+    let mut connections: Vec<(BufReader<TcpStream>, Vec<u8>)> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !totals.stop.load(Ordering::Relaxed) {
+        for reader in new.try_iter() {
+            if reader.get_ref().set_nonblocking(true).is_ok() {
+                connections.push((reader, Vec::new()));
+            }
+        }
+        let mut read_any = false;
+        for (stream, tail) in &mut connections {
+            loop {
+                let n = match stream.read(&mut buf) {
+                    Ok(n) if n > 0 => n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    _ => break,
+                };
+                read_any = true;
+                totals.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                tail.extend_from_slice(&buf[..n]);
+                if tail.windows(heard.len()).any(|w| w == heard.as_bytes()) {
+                    totals.heard_last.fetch_add(1, Ordering::Relaxed);
+                    tail.clear();
+                }
+                let keep = tail.len().saturating_sub(heard.len());
+                tail.drain(..keep);
+            }
+        }
+        if !read_any {
+            thread::sleep(Duration::from_millis(2));
         }
     }
 }
