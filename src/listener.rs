@@ -16,6 +16,42 @@ const CONNECTION_STACK: usize = 128 * 1024;
 /// so that closing connections can free some.
 const BACKOFF: Duration = Duration::from_millis(100);
 
+/// Threads per connection: its reader, and its outbox's writer.
+const THREADS_PER_CONNECTION: usize = 2;
+/// Memory mappings per thread: its stack and guard page, and the signal stack and guard page
+/// that Rust gives every thread to report stack overflows (measured: about 4).
+const MAPPINGS_PER_THREAD: usize = 4;
+/// Mappings and threads kept for everything else: the program, its libraries, the heap.
+const RESERVE: usize = 2000;
+
+/// How many connections this machine lets one process serve, at most `requested`.
+///
+/// Each connection costs two threads, and each thread about four memory mappings. Linux
+/// caps both: `vm.max_map_count` (65530 by default) mappings per process and
+/// `kernel.pid_max` (32768) threads in all. Past either, starting a thread fails, and Rust
+/// aborts the whole process when a new thread cannot get its signal stack. So the cap is
+/// worked out here, at start-up, and said in one line when it is lower than asked.
+pub fn affordable(requested: usize) -> usize {
+    let read =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let by_mappings = read("/proc/sys/vm/max_map_count")
+        .map(|maps| maps.saturating_sub(RESERVE) / (THREADS_PER_CONNECTION * MAPPINGS_PER_THREAD));
+    let by_threads = read("/proc/sys/kernel/pid_max")
+        .map(|pids| pids.saturating_sub(RESERVE) / THREADS_PER_CONNECTION);
+    let limit = by_mappings
+        .into_iter()
+        .chain(by_threads)
+        .fold(requested, usize::min);
+    if limit < requested {
+        crate::say!(
+            "Serving at most {limit} connections, not {requested}: each takes two threads, and this \
+             machine's vm.max_map_count and kernel.pid_max allow no more. As root, \
+             'sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304' raises them."
+        );
+    }
+    limit
+}
+
 /// Accepts connections for ever, running `handle` on a thread of its own for each one.
 ///
 /// Beyond `max_connections` open at once, a newcomer is sent `refusal` (one line) and closed.

@@ -23,7 +23,7 @@ pub use suite::run as all;
 
 /// `bench room`: one run against a running room server; prints the table.
 pub fn room(server: SocketAddr, run: &RoomRun, server_pid: Option<u32>) -> Result<(), String> {
-    ensure_threads(run.clients)?;
+    ensure_limits(run.clients)?;
     let report = room::run(server, run, &Monitor::start(server_pid))?;
     crate::say!("{}\n{}", header(), report.row());
     Ok(())
@@ -31,7 +31,7 @@ pub fn room(server: SocketAddr, run: &RoomRun, server_pid: Option<u32>) -> Resul
 
 /// `bench p2p`: registration against a running server; prints the table and the join cost.
 pub fn p2p(server: SocketAddr, run: &P2pRun, server_pid: Option<u32>) -> Result<(), String> {
-    ensure_threads(run.clients)?;
+    ensure_limits(run.clients)?;
     let result = p2p::run(server, run, &Monitor::start(server_pid))?;
     crate::say!("{}\n{}", header(), result.report.row());
     crate::say!(
@@ -208,26 +208,38 @@ fn record(pid: u32, kib: &AtomicU64, threads: &AtomicU64) {
     }
 }
 
-/// Threads this machine allows in all (`kernel.pid_max`) must cover the server's two per
-/// client and the bench's one per client. When they do not and we are root, raise the limit
-/// (and say so); otherwise explain.
-pub fn ensure_threads(clients: usize) -> Result<(), String> {
-    const PID_MAX: &str = "/proc/sys/kernel/pid_max";
-    let needed = clients * 3 + 2000;
-    let current: usize = std::fs::read_to_string(PID_MAX)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(usize::MAX);
-    if current >= needed {
-        return Ok(());
-    }
-    match std::fs::write(PID_MAX, "4194304") {
-        Ok(()) => {
-            eprintln!("raised kernel.pid_max from {current} to 4194304 for {clients} clients");
-            Ok(())
+/// The server takes two threads per client and the bench one, and each thread about four
+/// memory mappings: `kernel.pid_max` and `vm.max_map_count` must allow that. When they do
+/// not and we are root, raise them (and say so); otherwise explain.
+pub fn ensure_limits(clients: usize) -> Result<(), String> {
+    let limits = [
+        (
+            "kernel.pid_max",
+            "/proc/sys/kernel/pid_max",
+            clients * 3 + 5000,
+            4_194_304,
+        ),
+        (
+            "vm.max_map_count",
+            "/proc/sys/vm/max_map_count",
+            clients * 2 * 4 + 5000,
+            262_144,
+        ),
+    ];
+    for (name, path, needed, raised) in limits {
+        let current: usize = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(usize::MAX);
+        if current >= needed {
+            continue;
         }
-        Err(e) => Err(format!(
-            "{clients} clients need about {needed} threads, but kernel.pid_max is {current} and it cannot be raised ({e}); run as root or with fewer clients"
-        )),
+        std::fs::write(path, raised.to_string()).map_err(|e| {
+            format!(
+                "{clients} clients need {name} of at least {needed}, but it is {current} and cannot be raised ({e}); run as root or with fewer clients"
+            )
+        })?;
+        eprintln!("raised {name} from {current} to {raised} for {clients} clients");
     }
+    Ok(())
 }

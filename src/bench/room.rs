@@ -8,8 +8,10 @@
 
 use super::stats::Histogram;
 use super::{connect_paced, epoch_nanos, Monitor, Report};
+use crossbeam_channel::{unbounded, Sender};
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,58 +43,54 @@ struct Seen {
 const READER_STACK: usize = 64 * 1024;
 
 pub fn run(server: SocketAddr, run: &RoomRun, monitor: &Monitor) -> Result<Report, String> {
-    let users = connect_paced(server, run.clients, |stream| {
-        let mut reader = BufReader::with_capacity(32 * 1024, stream);
-        let mut line = Vec::new();
-        // The server greets each user first: then it is in the room.
-        loop {
-            line.clear();
-            if reader
-                .read_until(b'\n', &mut line)
-                .ok()
-                .filter(|n| *n > 0)
-                .is_none()
-            {
-                return Err("the room server closed a connection during the join".to_string());
-            }
-            if line.starts_with(b"Connected to the chat server") {
-                return Ok(reader);
-            }
-        }
-    })?;
-    let stalled = connect_paced(server, run.stalled, Ok)?;
-    monitor.sample();
-
     let expected_from_others = |index: usize| {
         let senders = run.senders.min(run.clients);
         let own = usize::from(index < senders);
         ((senders - own) * run.messages) as u64
     };
+    // Each user reads from the moment it connects: the join notices of everyone after it
+    // are part of the load. The deadline is set once sending starts.
+    let deadline: Arc<OnceLock<Instant>> = Arc::default();
+    let (joined, all_joined) = unbounded();
+    let mut readers = Vec::new();
+    let mut sending = Vec::new();
+    connect_paced(server, run.clients, |stream| {
+        let index = readers.len();
+        if index < run.senders {
+            sending.push(stream.try_clone().map_err(|e| e.to_string())?);
+        }
+        let (expected, size) = (expected_from_others(index), run.size);
+        let (joined, deadline) = (joined.clone(), deadline.clone());
+        let spawned = thread::Builder::new()
+            .stack_size(READER_STACK)
+            .spawn(move || receive(stream, index, expected, size, &joined, &deadline));
+        readers.push(spawned.map_err(|e| format!("cannot start a reader thread: {e}"))?);
+        Ok(())
+    })?;
+    for _ in 0..run.clients {
+        all_joined
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| "users stopped joining the room".to_string())?;
+    }
+    let stalled = connect_paced(server, run.stalled, Ok)?;
+    monitor.sample();
+
     let per_sender_gap = match run.rate {
         r if r > 0.0 => Some(Duration::from_secs_f64(run.senders as f64 / r)),
         _ => None,
     };
     let sending_time =
         per_sender_gap.map_or(Duration::from_secs(30), |gap| gap * run.messages as u32);
-    let deadline = Instant::now() + sending_time + Duration::from_secs(30);
-
     let start = Instant::now();
-    let mut readers = Vec::new();
-    let mut senders = Vec::new();
-    for (index, reader) in users.into_iter().enumerate() {
-        if index < run.senders {
-            let stream = reader.get_ref().try_clone().map_err(|e| e.to_string())?;
+    let _ = deadline.set(start + sending_time + Duration::from_secs(30));
+    let senders: Vec<_> = sending
+        .into_iter()
+        .enumerate()
+        .map(|(index, stream)| {
             let (messages, size) = (run.messages, run.size);
-            senders.push(thread::spawn(move || {
-                send(stream, index, messages, size, per_sender_gap)
-            }));
-        }
-        let (expected, size) = (expected_from_others(index), run.size);
-        let spawned = thread::Builder::new()
-            .stack_size(READER_STACK)
-            .spawn(move || receive(reader, index, expected, size, deadline));
-        readers.push(spawned.map_err(|e| format!("cannot start a reader thread: {e}"))?);
-    }
+            thread::spawn(move || send(stream, index, messages, size, per_sender_gap))
+        })
+        .collect();
     for sender in senders {
         let _ = sender.join();
     }
@@ -152,27 +150,38 @@ fn filler(seq: usize, size: usize) -> String {
     std::iter::repeat_n(letter, size).collect()
 }
 
-/// Reads until `expected` messages from others arrived, or the deadline.
+/// Waits for the greeting and says so on `joined`, then reads until `expected` messages from
+/// others arrived, or the deadline (once there is one) has passed.
 fn receive(
-    mut reader: BufReader<TcpStream>,
+    stream: TcpStream,
     me: usize,
     expected: u64,
     size: usize,
-    deadline: Instant,
+    joined: &Sender<()>,
+    deadline: &OnceLock<Instant>,
 ) -> Seen {
     let mut seen = Seen::default();
     let mut next_seq: Vec<usize> = Vec::new();
+    let mut reader = BufReader::with_capacity(32 * 1024, stream);
     let mut line = Vec::new();
+    let mut greeted = false;
     // Wake up at least once a second to check the deadline.
     let _ = reader
         .get_ref()
         .set_read_timeout(Some(Duration::from_secs(1)));
-    while seen.intact + seen.corrupted < expected && Instant::now() < deadline {
+    while seen.intact + seen.corrupted < expected || !greeted {
+        if deadline.get().is_some_and(|d| Instant::now() >= *d) {
+            break;
+        }
         // A read that times out leaves what it got of a line in `line`; the next goes on.
         match reader.read_until(b'\n', &mut line) {
             Ok(_) if line.ends_with(b"\n") => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Ok(_) | Err(_) => break,
+        }
+        if !greeted && line.starts_with(b"Connected to the chat server") {
+            greeted = true;
+            let _ = joined.send(());
         }
         tally(&line, me, size, &mut next_seq, &mut seen);
         line.clear();

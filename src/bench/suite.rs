@@ -1,7 +1,7 @@
 //! `natchat bench all` (`make bench`): the standard set of runs, each against a fresh server
 //! that the bench starts (so each run's peak RSS is its own), printed as one table.
 
-use super::{chat, ensure_threads, header, p2p, room, ChatRun, Monitor, P2pRun, Report, RoomRun};
+use super::{chat, ensure_limits, header, p2p, room, ChatRun, Monitor, P2pRun, Report, RoomRun};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -122,7 +122,7 @@ pub fn run() -> Result<(), String> {
     ));
 
     for clients in [10, 100, 1000, 10_000] {
-        if let Err(why) = ensure_threads(clients) {
+        if let Err(why) = ensure_limits(clients) {
             notes.push(format!("room scale {clients}: skipped: {why}"));
             continue;
         }
@@ -132,7 +132,7 @@ pub fn run() -> Result<(), String> {
     }
 
     for clients in [100, 1000, 10_000] {
-        if let Err(why) = ensure_threads(clients) {
+        if let Err(why) = ensure_limits(clients) {
             notes.push(format!("p2p register {clients}: skipped: {why}"));
             continue;
         }

@@ -35,7 +35,7 @@
 pub mod client;
 mod registry;
 pub mod server;
-mod upload;
+pub mod upload;
 
 use crate::failure::Failure;
 

@@ -57,9 +57,10 @@ pub fn run(config: Config) -> Result<(), Failure> {
     super::exit_on_interrupt(move || upload::remove_partials(&upload_dir))?;
     crate::say!("Chat Server started on port {port}.");
 
+    let max_users = listener::affordable(config.max_users);
     let refusal = format!(
         "The chat room is full ({}); try again later.",
-        super::online(config.max_users)
+        super::online(max_users)
     );
     let server = Server {
         room: Room::default(),
@@ -69,7 +70,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         },
         upload_idle: config.upload_idle,
     };
-    listener::serve(listener, config.max_users, refusal, move |stream, addr| {
+    listener::serve(listener, max_users, refusal, move |stream, addr| {
         serve_user(stream, addr, &server)
     });
     Ok(())

@@ -66,19 +66,14 @@ pub fn run(config: Config) -> io::Result<()> {
         .name("reaper".into())
         .spawn(move || reap_silent(shared, timeout))?;
 
-    let refusal = format!(
-        "{}",
-        Event::Error {
-            message: format!(
-                "server full ({} clients); try again later",
-                config.max_clients
-            )
-        }
-    );
+    let max_clients = listener::affordable(config.max_clients);
+    let refusal = Event::Error {
+        message: format!("server full ({max_clients} clients); try again later"),
+    };
     listener::serve(
         listener,
-        config.max_clients,
-        refusal,
+        max_clients,
+        refusal.to_string(),
         move |stream, addr| serve_client(stream, addr, &registry, config.register_timeout),
     );
     Ok(())
