@@ -234,9 +234,8 @@ pub fn sanitize(name: &str) -> String {
         .map(|c| if c.is_control() { '_' } else { c })
         .collect();
     let mut safe = cleaned
-        .trim()
-        .trim_start_matches('.')
-        .trim_start()
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end()
         .to_string();
     if safe.len() > MAX_NAME {
         let mut end = MAX_NAME;
@@ -294,6 +293,8 @@ mod tests {
         assert_eq!(sanitize("dir/"), "upload");
         assert_eq!(sanitize(""), "upload");
         assert_eq!(sanitize("...bashrc"), "bashrc");
+        // Found by the fuzzer: dots and spaces in turn once made ". .x" a hidden file.
+        assert_eq!(sanitize(". . .upload-1-1.partial"), "upload-1-1.partial");
         assert_eq!(sanitize(" a\x1b[2J\nb.txt "), "a_[2J_b.txt");
         let long = "é".repeat(150);
         assert!(sanitize(&long).len() <= MAX_NAME && sanitize(&long).starts_with('é'));
