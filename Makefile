@@ -1,12 +1,14 @@
 # natchat: every command a student or an instructor needs. `make help` lists them.
 
+SHELL     := /bin/bash
 CARGO     ?= cargo
 BIN       := target/release/natchat
 # P2P chat: server address and port, and the client's ID (asked for when empty).
 SERVER    ?= 127.0.0.1
 PORT      ?= 10080
 ID        ?=
-# Chat room: host and port.
+# Chat room: the address the server listens on, the host clients connect to, and the port.
+BIND      ?= 0.0.0.0
 HOST      ?= 127.0.0.1
 ROOM_PORT ?= 8888
 # The NAT lab: home, bare or symmetric NATs. It needs root: sudo unless already root.
@@ -19,7 +21,7 @@ help:
 	@echo "make build                       build natchat (release)"
 	@echo "make run-server [PORT=10080]     the P2P registration server"
 	@echo "make run-client ID=alice [SERVER=127.0.0.1 PORT=10080]"
-	@echo "make run-room-server [ROOM_PORT=8888]"
+	@echo "make run-room-server [BIND=0.0.0.0 ROOM_PORT=8888]"
 	@echo "make run-room-client [HOST=127.0.0.1 ROOM_PORT=8888]"
 	@echo "make demo                        a scripted P2P session on loopback, as a transcript"
 	@echo "make test                        every test (the NAT lab too when run as root)"
@@ -38,7 +40,7 @@ run-client: build
 	$(BIN) client --server $(SERVER) --port $(PORT) $(if $(ID),--id $(ID))
 
 run-room-server: build
-	$(BIN) room-server $(HOST) $(ROOM_PORT)
+	$(BIN) room-server $(BIND) $(ROOM_PORT)
 
 run-room-client: build
 	$(BIN) room-client $(HOST) $(ROOM_PORT)
@@ -46,16 +48,16 @@ run-room-client: build
 # A server and two scripted clients on a free loopback port; every line they print, tagged
 # with who printed it, in order. Everything is stopped at the end, also on failure.
 demo: build
-	@set -e; dir=$$(mktemp -d); trap 'kill $$server 2>/dev/null; rm -rf $$dir' EXIT; \
+	@set -e; trap 'kill $$server 2>/dev/null' EXIT; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	tag() { while IFS= read -r line; do printf '%-8s %s\n' "[$$1]" "$$line"; done; }; \
-	$(BIN) server --bind 127.0.0.1 --port $$port 2>&1 | tag server & server=$$!; sleep 0.5; \
+	$(BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
 	{ sleep 1; echo "@show_list"; sleep 1; echo "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
 	  sleep 1.5; echo "@exit"; } | $(BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
 	sleep 0.5; \
 	{ sleep 2; echo "@chat alice Hello Alice!"; sleep 2; echo "@show_list"; echo "@exit"; } \
 	  | $(BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
-	sleep 0.5; pkill -f "natchat server --bind 127.0.0.1 --port $$port" || true
+	sleep 0.5
 
 test:
 	$(CARGO) test --quiet

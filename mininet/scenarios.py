@@ -219,9 +219,8 @@ def chat(sender, receiver, text):
     receiver.wait_for(from_line(sender.name, text), since=since)
 
 
-# A row of @show_list: `<id> <public>  private=<private>  path=<path>` (`(you)` for oneself).
-# Older clients printed `<id> <public> private <private> <path>`: both are read.
-LIST_ROW = re.compile(r'^(\S+) (\S+)\s+private[= ](\S+)\s+(?:path=)?(\S+)$')
+# A row of @show_list: `<id> <public>  private=<private>  path=<path>`, or `(you)` for oneself.
+LIST_ROW = re.compile(r'^(\S+) (\S+)  private=(\S+)  (?:path=(\S+)|\(you\))$')
 
 
 def show_list(client):

@@ -5,7 +5,9 @@
 //! 2 for a mistake on the command line, 1 for everything that went wrong while running.
 
 use std::fmt;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::thread;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Failure {
@@ -38,4 +40,26 @@ pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Fai
         .spawn(body)
         .map(drop)
         .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {e}")))
+}
+
+/// Connects to `natchat <command>` (whose user-facing name is `what`) at `host:port`, giving
+/// up after ten seconds, so that a wrong address is one clear line rather than a long hang.
+pub fn connect(
+    host: &str,
+    port: u16,
+    what: &str,
+    command: &str,
+) -> Result<(TcpStream, SocketAddr), Failure> {
+    let cannot = |why: String| Failure::runtime(format!("cannot resolve {what} '{host}': {why}"));
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| cannot(e.to_string()))?
+        .next()
+        .ok_or_else(|| cannot("no address".into()))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| {
+        Failure::runtime(format!(
+            "cannot reach the {what} at {addr}: {e}. Is 'natchat {command}' running there?"
+        ))
+    })?;
+    Ok((stream, addr))
 }

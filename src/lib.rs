@@ -7,17 +7,6 @@
 //! Blocking `std::net` I/O and a thread per connection throughout; threads talk over
 //! crossbeam channels; shared state sits behind a `parking_lot::Mutex`.
 
-/// Prints a line on stdout like `println!`, but never panics. `println!` panics when stdout
-/// is gone (`natchat server | head -3`, a closed terminal); a server must go on serving and
-/// a client must end the usual way, so every line natchat prints goes through this.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -25,6 +14,7 @@ pub mod failure;
 pub mod lines;
 pub mod listener;
 pub mod outbox;
+pub mod output;
 pub mod room;
 pub mod server;
 pub mod wire;

@@ -37,6 +37,14 @@ impl From<io::Error> for LineError {
     }
 }
 
+/// Whether `e` is a read timeout running out (which Linux reports as `WouldBlock`).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// A buffered reader that yields lines of at most `max` bytes.
 pub struct LineReader<R> {
     inner: BufReader<R>,
@@ -69,7 +77,7 @@ impl<R: Read> LineReader<R> {
     /// A last line without a newline still counts as a line, unless
     /// [`complete_lines_only`](Self::complete_lines_only) was asked for.
     pub fn read_line(&mut self) -> Result<Option<String>, LineError> {
-        self.line.clear();
+        // `self.line` holds what a call that timed out had read of a line: go on from there.
         loop {
             let available = match self.inner.fill_buf() {
                 Ok(bytes) => bytes,
@@ -78,6 +86,7 @@ impl<R: Read> LineReader<R> {
             };
             if available.is_empty() {
                 if self.line.is_empty() || self.complete_only {
+                    self.line.clear();
                     return Ok(None);
                 }
                 break;
@@ -88,6 +97,7 @@ impl<R: Read> LineReader<R> {
             };
             // The cap counts a possible trailing '\r' as part of the line ending.
             if self.line.len() + chunk.len() > self.max + 1 {
+                self.line.clear();
                 return Err(LineError::TooLong { max: self.max });
             }
             self.line.extend_from_slice(chunk);
@@ -97,13 +107,14 @@ impl<R: Read> LineReader<R> {
                 break;
             }
         }
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
         }
-        if self.line.len() > self.max {
+        if line.len() > self.max {
             return Err(LineError::TooLong { max: self.max });
         }
-        Ok(Some(String::from_utf8_lossy(&self.line).into_owned()))
+        Ok(Some(String::from_utf8_lossy(&line).into_owned()))
     }
 
     /// The buffered reader underneath, for reading raw bytes (a file upload) that follow
@@ -163,6 +174,44 @@ mod tests {
                 Ok("three".into())
             ]
         );
+    }
+
+    /// A stream that fails with `WouldBlock` (a read timeout) between its pieces.
+    struct Stalling(Vec<&'static [u8]>, bool);
+
+    impl Read for Stalling {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 = !self.1;
+            if self.1 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let Some(piece) = self.0.first_mut() else {
+                return Ok(0);
+            };
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            *piece = &piece[n..];
+            if piece.is_empty() {
+                self.0.remove(0);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_timeout_in_the_middle_of_a_line_loses_nothing() {
+        let mut reader =
+            LineReader::new(Stalling(vec![b"READY 1.2", b".3.4:5\nnext\n"], false), 50);
+        let mut lines = Vec::new();
+        for _ in 0..10 {
+            match reader.read_line() {
+                Ok(Some(line)) => lines.push(line),
+                Ok(None) => break,
+                Err(LineError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(lines, ["READY 1.2.3.4:5", "next"]);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use std::time::Duration;
 /// ample, and lets ten thousand connections fit in a small machine.
 const CONNECTION_STACK: usize = 128 * 1024;
 
+/// How long one write to a client may block before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long to pause accepting when the process is out of file descriptors or threads,
 /// so that closing connections can free some.
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -26,11 +29,12 @@ const RESERVE: usize = 2000;
 
 /// How many connections this machine lets one process serve, at most `requested`.
 ///
-/// Each connection costs two threads, and each thread about four memory mappings. Linux
-/// caps both: `vm.max_map_count` (65530 by default) mappings per process and
-/// `kernel.pid_max` (32768) threads in all. Past either, starting a thread fails, and Rust
-/// aborts the whole process when a new thread cannot get its signal stack. So the cap is
-/// worked out here, at start-up, and said in one line when it is lower than asked.
+/// Each connection costs two threads, and each thread about four memory mappings. Linux caps
+/// both: `vm.max_map_count` mappings per process (65530) and `kernel.pid_max` threads in all
+/// (32768). Past either, starting a thread fails, and Rust aborts the whole process when a
+/// new thread cannot get its signal stack. So the cap is worked out here, at start-up, and
+/// said in one line when it is lower than asked. (Running out of file descriptors, one per
+/// connection, is different: `accept` fails, and [`serve`] pauses until some close.)
 pub fn affordable(requested: usize) -> usize {
     let read =
         |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
@@ -38,14 +42,14 @@ pub fn affordable(requested: usize) -> usize {
         .map(|maps| maps.saturating_sub(RESERVE) / (THREADS_PER_CONNECTION * MAPPINGS_PER_THREAD));
     let by_threads = read("/proc/sys/kernel/pid_max")
         .map(|pids| pids.saturating_sub(RESERVE) / THREADS_PER_CONNECTION);
-    let limit = by_mappings
+    let limit = [by_mappings, by_threads]
         .into_iter()
-        .chain(by_threads)
+        .flatten()
         .fold(requested, usize::min);
     if limit < requested {
         crate::say!(
-            "Serving at most {limit} connections, not {requested}: each takes two threads, and this \
-             machine's vm.max_map_count and kernel.pid_max allow no more. As root, \
+            "Serving at most {limit} connections, not {requested}: each takes two threads, and \
+             this machine's vm.max_map_count and kernel.pid_max allow no more. As root, \
              'sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304' raises them."
         );
     }
@@ -83,6 +87,9 @@ where
         // Chat lines are small and latency matters: send each batch at once rather than
         // wait for the peer's acknowledgement of the previous one (Nagle's algorithm).
         let _ = stream.set_nodelay(true);
+        // A peer that stops reading must not hold a writer thread for ever, and with it a
+        // file descriptor, after its connection has otherwise ended.
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         if open.load(Ordering::SeqCst) >= max_connections {
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = writeln!(stream, "{refusal}");

@@ -181,7 +181,17 @@ const BENCH: Command = Command {
     ],
 };
 
-const SUBCOMMANDS: &[&Command] = &[&SERVER, &CLIENT, &ROOM_SERVER, &ROOM_CLIENT, &BENCH];
+/// What runs a subcommand once its command line is parsed.
+type Runner = fn(&Matches) -> Result<(), Failure>;
+
+/// Every subcommand, with the function that runs it.
+const SUBCOMMANDS: &[(&Command, Runner)] = &[
+    (&SERVER, run_server),
+    (&CLIENT, run_client),
+    (&ROOM_SERVER, run_room_server),
+    (&ROOM_CLIENT, run_room_client),
+    (&BENCH, run_bench),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -210,11 +220,14 @@ fn run(args: &[String]) -> Result<(), Failure> {
         }
         _ => {}
     }
-    let command = SUBCOMMANDS.iter().find(|c| c.name == name).ok_or_else(|| {
-        Failure::usage(format!(
-            "unknown subcommand '{name}'. Try 'natchat --help'."
-        ))
-    })?;
+    let (command, run_command) = SUBCOMMANDS
+        .iter()
+        .find(|(c, _)| c.name == name)
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "unknown subcommand '{name}'. Try 'natchat --help'."
+            ))
+        })?;
     let matches = match command.parse(&args[1..]) {
         Ok(matches) => matches,
         Err(CliError::Help(text)) => {
@@ -223,14 +236,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         }
         Err(e) => return Err(Failure::usage(e.to_string())),
     };
-    match command.name {
-        "server" => run_server(&matches),
-        "client" => run_client(&matches),
-        "room-server" => run_room_server(&matches),
-        "room-client" => run_room_client(&matches),
-        "bench" => run_bench(&matches),
-        other => unreachable!("subcommand '{other}' is in SUBCOMMANDS but has no arm here"),
-    }
+    run_command(&matches)
 }
 
 fn overview() -> String {
@@ -239,7 +245,7 @@ fn overview() -> String {
          Usage: natchat <SUBCOMMAND> [OPTIONS]\n\nSubcommands:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for command in SUBCOMMANDS {
+    for (command, _) in SUBCOMMANDS {
         text += &format!("  {:<14} {}\n", command.name, command.about);
     }
     text += "\n'natchat <SUBCOMMAND> --help' describes each one. 'natchat --version' prints the version.\n";
@@ -313,6 +319,11 @@ fn run_bench(m: &Matches) -> Result<(), Failure> {
     let clients: usize = m.value("clients").map_err(usage)?;
     let messages: usize = m.value("messages").map_err(usage)?;
     let rate: f64 = m.value("rate").map_err(usage)?;
+    if !(0.0..=1e7).contains(&rate) {
+        return Err(Failure::usage(
+            "--rate must be from 0 to 10000000 messages per second".into(),
+        ));
+    }
     let result = match m.positional::<String>(0, "KIND").map_err(usage)?.as_str() {
         "room" => {
             let run = bench::RoomRun {

@@ -77,9 +77,13 @@ impl Outbox {
     /// sender's socket, and TCP slows the sender down to the pace of the slowest reader that
     /// is still reading. A queue that stays full all that time belongs to a reader that has
     /// stopped: it is cut off.
+    ///
+    /// It waits while the queue is seven eighths full, not full: the last eighth is kept for
+    /// the lines that are pushed without waiting (joins and leaves, under the room's lock),
+    /// so that a reader kept busy by a flood is never cut off for being one line short.
     pub fn push_patiently(&self, message: Message, patience: Duration) {
         let deadline = Instant::now() + patience;
-        while self.queue.len() >= self.capacity {
+        while self.queue.len() >= self.capacity - self.capacity / 8 {
             if Instant::now() >= deadline {
                 return self.cut_off();
             }

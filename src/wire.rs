@@ -83,7 +83,7 @@ impl<'a> Words<'a> {
     fn parse<T: FromStr>(&mut self, what: &str) -> Result<T, WireError> {
         let word = self.word(what)?;
         word.parse()
-            .map_err(|_| WireError(format!("bad {what} '{word}'")))
+            .map_err(|_| WireError(format!("bad {what} {}", quoted(word))))
     }
 
     fn secret(&mut self) -> Result<Secret, WireError> {
@@ -106,7 +106,7 @@ impl<'a> Words<'a> {
     fn end(self) -> Result<(), WireError> {
         match self.rest {
             "" => Ok(()),
-            extra => Err(WireError(format!("unexpected '{extra}'"))),
+            extra => Err(WireError(format!("unexpected {}", quoted(extra)))),
         }
     }
 }
@@ -456,11 +456,18 @@ impl FromStr for Datagram {
 }
 
 fn unknown(word: &str, expected: &str) -> WireError {
-    let shown: String = word.chars().take(20).collect();
     WireError(format!(
-        "unknown message '{}' (expected {expected})",
-        shown.escape_default()
+        "unknown message {} (expected {expected})",
+        quoted(word)
     ))
+}
+
+/// Some of what the peer sent, quoted for an error line: at most 20 characters, escaped, so
+/// that an error can be neither long nor a way to send control characters back.
+fn quoted(text: &str) -> String {
+    let shown: String = text.chars().take(20).collect();
+    let more = if text.chars().count() > 20 { "..." } else { "" };
+    format!("'{}{more}'", shown.escape_default())
 }
 
 #[cfg(test)]

@@ -72,7 +72,11 @@ fn chat_goes_both_ways_with_unicode_and_shows_each_message_once() {
         alice.send(&format!("@chat bob burst {i}"));
     }
     bob.wait_for("From alice [burst 19]");
-    std::thread::sleep(Duration::from_millis(600)); // room for any stray retransmission
+    // Leaving reports every message still unacknowledged, and comes after all of alice's
+    // datagrams: then bob has seen everything it will see.
+    alice.send("@exit");
+    assert!(alice.wait_exit(SOON).success());
+    bob.wait_for("alice left (deregistered)");
     for i in 0..20 {
         assert_eq!(
             bob.count(&format!("From alice [burst {i}]")),

@@ -9,6 +9,10 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use support::{p2p_client, p2p_server, Proc, SOON};
 
+/// Hand-driven clients send no keep-alives: a server timeout long enough that none of them
+/// disappears during a test.
+const QUIET_RAW: &[&str] = &["--timeout-secs", "60"];
+
 /// A hand-driven protocol client: a TCP connection to the server and a UDP socket.
 struct Raw {
     tcp: TcpStream,
@@ -102,7 +106,7 @@ fn own_endpoint(client: &Proc, id: &str) -> SocketAddr {
 
 #[test]
 fn garbage_on_the_registration_port_gets_errors_and_disturbs_no_one() {
-    let (server, port) = p2p_server(&[]);
+    let (server, port) = p2p_server(QUIET_RAW);
     let mut alice = p2p_client("alice", port);
     let bob = p2p_client("bob", port);
     alice.wait_for("bob joined");
@@ -155,14 +159,14 @@ fn garbage_on_the_registration_port_gets_errors_and_disturbs_no_one() {
 
 #[test]
 fn nobody_can_announce_move_or_speak_for_someone_else() {
-    let (server, port) = p2p_server(&[]);
+    let (server, port) = p2p_server(QUIET_RAW);
     let mut alice = p2p_client("alice", port);
     let bob = p2p_client("bob", port);
     alice.wait_for("bob joined");
     let bob_endpoint = own_endpoint(&bob, "bob");
     let alice_endpoint = own_endpoint(&alice, "alice");
 
-    let (mallory, _secret) = Raw::register(port, "mallory");
+    let (mallory, mallory_secret) = Raw::register(port, "mallory");
     alice.wait_for("mallory joined");
     let server_addr: SocketAddr = ([127, 0, 0, 1], port).into();
     // Keep-alives and announcements for bob without bob's secret.
@@ -178,11 +182,16 @@ fn nobody_can_announce_move_or_speak_for_someone_else() {
     // And one from an ID alice does not know.
     mallory.udp_to("CHAT nobody 1 boo", alice_endpoint);
 
-    // Bob really speaks: it arrives, and only it.
+    // Barriers: mallory's own announcement and chat, sent after the forgeries, arrive; so
+    // the forgeries had their chance before them.
+    mallory.udp_to(&format!("AWAKE mallory {mallory_secret}"), server_addr);
+    server.wait_for("mallory is awake");
+    mallory.udp_to("CHAT mallory 1 barrier", alice_endpoint);
+    alice.wait_for("From mallory [barrier]");
+    // Bob really speaks: it arrives.
     let mut bob = bob;
     bob.send("@chat alice the real bob");
     alice.wait_for("From bob [the real bob]");
-    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(alice.count("send me your password"), 0);
     assert_eq!(alice.count("boo"), 0);
     assert_eq!(server.count("bob is awake"), 0);
@@ -194,7 +203,7 @@ fn nobody_can_announce_move_or_speak_for_someone_else() {
 
 #[test]
 fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
-    let (_server, port) = p2p_server(&[]);
+    let (_server, port) = p2p_server(QUIET_RAW);
     let alice = p2p_client("alice", port);
     let (raw, _) = Raw::register(port, "raw");
     alice.wait_for("raw joined");
@@ -203,12 +212,14 @@ fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
         raw.udp_to("CHAT raw 1 only once", alice_endpoint);
     }
     raw.udp_to("CHAT raw 2 \u{1b}[2Jno escapes", alice_endpoint);
-    let replies = raw.datagrams(Duration::from_secs(2));
-    assert_eq!(
-        replies.iter().filter(|d| *d == "ACK alice 1").count(),
-        3,
-        "{replies:?}"
-    );
+    // Every copy is acknowledged: wait for three ACKs of message 1.
+    let acks = |replies: &[String]| replies.iter().filter(|d| *d == "ACK alice 1").count();
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + SOON;
+    while acks(&replies) < 3 && Instant::now() < deadline {
+        replies.extend(raw.datagrams(Duration::from_millis(200)));
+    }
+    assert_eq!(acks(&replies), 3, "{replies:?}");
     alice.wait_for("From raw [\u{FFFD}[2Jno escapes]");
     assert_eq!(alice.count("From raw [only once]"), 1);
 }
@@ -254,16 +265,7 @@ fn running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_server() 
     );
     let mut server =
         Proc::spawn_command("server", std::process::Command::new("sh").args(["-c", &sh]));
-    let line = server.wait_for("listening on");
-    let port: u16 = line
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = support::port_in(&server.wait_for("listening on"));
     let hogs: Vec<TcpStream> = (0..20)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -277,22 +279,25 @@ fn running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_server() 
 
 #[test]
 fn a_server_whose_output_is_gone_keeps_serving() {
-    // `head -1` reads the first line and exits: every later line the server prints fails.
-    let sh = format!(
-        "{} server --bind 127.0.0.1 --port 0 --timeout-secs 3 | head -1",
-        env!("CARGO_BIN_EXE_natchat")
-    );
-    let server = Proc::spawn_command("server", std::process::Command::new("sh").args(["-c", &sh]));
-    let line = server.wait_for("listening on");
-    let port: u16 = line
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
+    let mut child = support::natchat()
+        .args([
+            "server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--timeout-secs",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = support::KillOnDrop(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    // The read end is gone now: every line the server prints from here on fails.
+    let port = support::port_in(&first);
     let mut alice = p2p_client("alice", port);
     let bob = p2p_client("bob", port);
     alice.wait_for("bob joined");
@@ -300,4 +305,5 @@ fn a_server_whose_output_is_gone_keeps_serving() {
     bob.wait_for("From alice [the server prints into the void]");
     drop(bob);
     alice.wait_for("bob left (disconnected)");
+    drop(server);
 }

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{p2p_server, Proc};
+use support::{p2p_server, room_server, Proc};
 
 /// Threads, open file descriptors and resident KiB of a process, from /proc.
 fn usage(pid: u32) -> (usize, usize, u64) {
@@ -47,8 +47,16 @@ fn settles_back(pid: u32, threads: usize, fds: usize) -> u64 {
 /// up), every round must end with the same threads and fds, and memory within a margin.
 fn soak(server: &Proc, rounds: usize, round: impl Fn(usize)) {
     let pid = server.pid();
-    thread::sleep(Duration::from_millis(300));
-    let (threads, fds, _) = usage(pid);
+    // At rest: two readings a little apart agree.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (threads, fds) = loop {
+        let (t, f, _) = usage(pid);
+        thread::sleep(Duration::from_millis(200));
+        let (t2, f2, _) = usage(pid);
+        if (t, f) == (t2, f2) || Instant::now() > deadline {
+            break (t2, f2);
+        }
+    };
     round(0);
     let warm = settles_back(pid, threads, fds);
     for n in 1..rounds {
@@ -123,18 +131,7 @@ fn the_registration_server_returns_to_its_resting_state_after_every_round() {
 fn the_room_server_returns_to_its_resting_state_after_every_round() {
     let dir = std::env::temp_dir().join(format!("natchat-soak-{}", std::process::id()));
     let dir_arg = dir.to_string_lossy().into_owned();
-    let server = Proc::spawn(
-        "room",
-        &["room-server", "127.0.0.1", "0", "--upload-dir", &dir_arg],
-    );
-    let started = server.wait_for("Chat Server started on port");
-    let port: u16 = started
-        .trim_end_matches('.')
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (server, port) = room_server(&["--upload-dir", &dir_arg]);
     soak(&server, 4, |round| {
         let workers: Vec<_> = (0..8)
             .map(|worker| {

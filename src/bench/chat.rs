@@ -6,10 +6,10 @@
 //! acknowledgement bookkeeping.
 
 use super::stats::Histogram;
-use super::{Monitor, Report};
+use super::{KillOnDrop, Monitor, Report};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -22,17 +22,7 @@ pub struct ChatRun {
     pub rate: f64,
 }
 
-/// A client process that is killed when dropped, whatever happened.
-struct ClientProcess(Child);
-
-impl Drop for ClientProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_client(server: SocketAddr, id: &str) -> Result<ClientProcess, String> {
+fn spawn_client(server: SocketAddr, id: &str) -> Result<KillOnDrop, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     Command::new(exe)
         .args([
@@ -47,7 +37,7 @@ fn spawn_client(server: SocketAddr, id: &str) -> Result<ClientProcess, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map(ClientProcess)
+        .map(KillOnDrop)
         .map_err(|e| format!("cannot start a client: {e}"))
 }
 

@@ -52,6 +52,7 @@ pub fn chat(server: SocketAddr, run: &ChatRun, server_pid: Option<u32>) -> Resul
 
 use stats::{ms, process_usage, Histogram};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -111,6 +112,16 @@ impl Report {
             rss,
             threads
         )
+    }
+}
+
+/// A process the bench started, killed when dropped, whatever happened.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

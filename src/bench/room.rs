@@ -8,8 +8,9 @@
 
 use super::stats::Histogram;
 use super::{connect_paced, epoch_nanos, Monitor, Report};
+use crate::lines::is_timeout;
 use crossbeam_channel::{unbounded, Sender};
-use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -176,7 +177,7 @@ fn receive(
         // A read that times out leaves what it got of a line in `line`; the next goes on.
         match reader.read_until(b'\n', &mut line) {
             Ok(_) if line.ends_with(b"\n") => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if is_timeout(&e) => continue,
             Ok(_) | Err(_) => break,
         }
         if !greeted && line.starts_with(b"Connected to the chat server") {

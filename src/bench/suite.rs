@@ -1,36 +1,32 @@
 //! `natchat bench all` (`make bench`): the standard set of runs, each against a fresh server
 //! that the bench starts (so each run's peak RSS is its own), printed as one table.
 
-use super::{chat, ensure_limits, header, p2p, room, ChatRun, Monitor, P2pRun, Report, RoomRun};
+use super::{
+    chat, ensure_limits, header, p2p, room, ChatRun, KillOnDrop, Monitor, P2pRun, Report, RoomRun,
+};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// A server started by the bench; killed when dropped, whatever happened.
 struct Server {
-    child: Child,
+    process: KillOnDrop,
     addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     /// Starts `natchat <args>` and reads its port from the first line that `port_of` accepts.
     fn start(args: &[&str], port_of: fn(&str) -> Option<u16>) -> Result<Server, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
+        let mut process = Command::new(exe)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
+            .map(KillOnDrop)
             .map_err(|e| format!("cannot start a server: {e}"))?;
-        let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let mut lines = BufReader::new(process.0.stdout.take().ok_or("no stdout")?).lines();
         let port = lines
             .by_ref()
             .map_while(Result::ok)
@@ -39,7 +35,7 @@ impl Server {
         // Keep reading its output, so that its event lines never fill the pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Ok(Server {
-            child,
+            process,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         })
     }
@@ -75,7 +71,7 @@ impl Server {
     }
 
     fn monitor(&self) -> Monitor {
-        Monitor::start(Some(self.child.id()))
+        Monitor::start(Some(self.process.0.id()))
     }
 }
 

@@ -16,7 +16,7 @@ mod session;
 
 use crate::failure::Failure;
 use crate::lines::clean;
-use crate::wire::{Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_TEXT};
+use crate::wire::{Announce, AnnounceKind, Datagram, Event, Request, Secret, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver};
 use delivery::{Outgoing, Send, Undelivered};
 use peers::{Peers, Route};
@@ -203,12 +203,10 @@ impl Client {
                 crate::say!("{id} left ({})", reason.as_str());
             }
             Event::Moved { id, public } => {
-                if let Some(peer) = self.peers.remove(&id) {
+                let my_public = self.peers.me.public;
+                if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} moved to {public}");
-                    self.peers.insert(PeerInfo {
-                        public,
-                        ..peer.info
-                    });
+                    peer.moved(public, my_public);
                 }
             }
             Event::Punch { peer } => {

@@ -77,8 +77,22 @@ impl Peer {
     }
 
     /// Whether a datagram from `addr` can be from this peer.
+    ///
+    /// Only the direct address counts: a private address means something only behind the
+    /// same NAT (another LAN may well use the same 192.168.1.x), and a peer behind the same
+    /// NAT is never heard from at its public address (no hairpinning).
     pub fn sent_from(&self, addr: SocketAddr) -> bool {
-        addr == self.info.public || addr == self.info.private
+        addr == self.direct_addr()
+    }
+
+    /// The peer's NAT gave it a new public endpoint: every path must be found again, but
+    /// what it already sent stays known, so that its retransmissions are not shown twice.
+    pub fn moved(&mut self, public: SocketAddr, my_public: SocketAddr) {
+        self.info.public = public;
+        self.same_nat = public.ip() == my_public.ip();
+        self.path = Path::Untried;
+        self.punch_asked = false;
+        self.burst = None;
     }
 
     /// The path, in a word, for `@show_list`.
@@ -259,6 +273,29 @@ mod tests {
         far.confirm_direct();
         assert_eq!(far.path_label(), "direct");
         assert_eq!(far.route(Duration::ZERO, now), (public, false));
+    }
+
+    #[test]
+    fn only_the_direct_address_speaks_for_a_peer_and_a_move_keeps_what_was_seen() {
+        let me = info("me", "10.0.0.1:10081", "192.168.1.2:10081");
+        let mut peer = Peer::new(
+            info("far", "10.0.0.2:10081", "192.168.1.3:10081"),
+            me.public,
+        );
+        assert!(peer.sent_from("10.0.0.2:10081".parse().unwrap()));
+        assert!(
+            !peer.sent_from("192.168.1.3:10081".parse().unwrap()),
+            "a LAN neighbour's address"
+        );
+        assert!(peer.received.first_time(1));
+        peer.confirm_direct();
+        peer.moved("10.0.0.2:40000".parse().unwrap(), me.public);
+        assert_eq!(peer.path, Path::Untried);
+        assert!(peer.sent_from("10.0.0.2:40000".parse().unwrap()));
+        assert!(
+            !peer.received.first_time(1),
+            "a retransmission after the move is no news"
+        );
     }
 
     #[test]

@@ -13,14 +13,14 @@
 //! ```
 
 use super::Config;
-use crate::failure::{spawn, Failure};
-use crate::lines::{LineError, LineReader};
+use crate::failure::{connect, spawn, Failure};
+use crate::lines::{is_timeout, LineError, LineReader};
 use crate::wire::{
     check_id, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_LINE,
 };
 use crossbeam_channel::{bounded, Receiver};
 use std::io::{self, BufRead, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// A line from the user, or the reason there will be no more.
@@ -72,12 +72,7 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
     };
     check_id(&id).map_err(|why| Failure::usage(format!("invalid ID '{id}': {why}")))?;
 
-    let server_addr = resolve(&config.server, config.port)?;
-    let tcp = TcpStream::connect_timeout(&server_addr, STEP_TIMEOUT).map_err(|e| {
-        Failure::runtime(format!(
-            "cannot reach the server at {server_addr}: {e}. Is 'natchat server' running there?"
-        ))
-    })?;
+    let (tcp, server_addr) = connect(&config.server, config.port, "server", "server")?;
     let _ = tcp.set_nodelay(true);
     let udp = bind_udp(config.udp_port)?;
     let lost =
@@ -127,11 +122,7 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
                 Event::Ready { public } => break public,
                 other => return Err(confused(server_addr, &other)),
             },
-            Err(LineError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(LineError::Io(e)) if is_timeout(&e) => {}
             Ok(None) | Err(_) => return Err(closed_during_registration(server_addr)),
         }
     };
@@ -177,15 +168,6 @@ fn ask_id(stdin: &io::Stdin) -> Result<String, Failure> {
         )),
         Ok(_) => Ok(line.trim().to_string()),
     }
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, Failure> {
-    let cannot = |why: String| Failure::runtime(format!("cannot resolve server '{host}': {why}"));
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| cannot(e.to_string()))?
-        .next()
-        .ok_or_else(|| cannot("no address".into()))
 }
 
 /// Binds the UDP port asked for; when it is taken (several clients on one machine), any free
@@ -249,8 +231,13 @@ fn spawn_input(stdin: io::Stdin) -> Result<Receiver<Input>, Failure> {
     })
     .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;
     spawn("input", move || {
-        for line in stdin.lock().lines() {
+        // Split on newlines and decode leniently: a stray invalid byte typed or piped in
+        // must not end the session as if the input had ended.
+        for line in stdin.lock().split(b'\n') {
             let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string();
             if tx.send(Input::Line(line)).is_err() {
                 return;
             }

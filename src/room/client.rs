@@ -15,7 +15,7 @@
 
 use super::upload::{command_argument, Header};
 use super::MAX_LINE;
-use crate::failure::{spawn, Failure};
+use crate::failure::{connect, spawn, Failure};
 use crate::lines::{clean, LineError, LineReader};
 use crossbeam_channel::{bounded, select, Receiver};
 use std::fs::File;
@@ -33,11 +33,7 @@ const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Connects, then relays between the user and the server until one of them ends.
 pub fn run(host: &str, port: u16) -> Result<(), Failure> {
-    let stream = TcpStream::connect((host, port)).map_err(|e| {
-        Failure::runtime(format!(
-            "cannot reach the chat server at {host}:{port}: {e}. Is 'natchat room-server' running there?"
-        ))
-    })?;
+    let (stream, _) = connect(host, port, "chat server", "room-server")?;
     super::exit_on_interrupt(|| {})?;
     let reader = stream
         .try_clone()

@@ -27,62 +27,45 @@ const PATIENCE: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 struct Member {
-    /// Unique among the open connections: the OS never has two with the same address pair,
-    /// and the server's side of every pair is the same.
-    addr: SocketAddr,
+    /// Which connection: numbered as they join, so never mistaken for another.
+    id: u64,
     outbox: Outbox,
 }
 
 #[derive(Default)]
 pub struct Room {
-    members: Mutex<Arc<Vec<Member>>>,
+    members: Mutex<Members>,
+}
+
+#[derive(Default)]
+struct Members {
+    list: Arc<Vec<Member>>,
+    joined: u64,
 }
 
 /// A member's place in the room. Dropping it is leaving, so a member leaves however its
 /// connection thread ends.
 pub struct Presence<'a> {
     room: &'a Room,
+    id: u64,
     addr: SocketAddr,
 }
 
 impl Drop for Presence<'_> {
     fn drop(&mut self) {
-        self.room.leave(self.addr);
+        self.room.leave(self.id, self.addr);
     }
 }
 
-impl Room {
-    /// Lets `addr` in. Its first line is `Connected to the chat server (...)`; everyone
-    /// already here is told `New user ... entered (...)`.
-    pub fn join(&self, addr: SocketAddr, outbox: Outbox) -> Presence<'_> {
-        let mut members = self.members.lock();
-        let count = online(members.len() + 1);
-        outbox.push_line(&format!("Connected to the chat server ({count})"));
-        tell(&members, &format!("New user {addr} entered ({count})"));
-        Arc::make_mut(&mut members).push(Member { addr, outbox });
-        Presence { room: self, addr }
-    }
-
-    fn leave(&self, addr: SocketAddr) {
-        let mut members = self.members.lock();
-        let list = Arc::make_mut(&mut members);
-        let Some(index) = list.iter().position(|m| m.addr == addr) else {
-            return;
-        };
-        list.swap_remove(index);
-        tell(
-            &members,
-            &format!("The user {addr} left ({})", online(members.len())),
-        );
-    }
-
-    /// Prints `for_others` and queues it for every member but `from`, who gets `for_sender`.
-    pub fn relay(&self, from: SocketAddr, for_others: &str, for_sender: &str) {
-        let members = Arc::clone(&self.members.lock());
-        crate::say!("{for_others}");
+impl Presence<'_> {
+    /// Prints `for_others` and queues it for every member but this one, who gets
+    /// `for_sender`.
+    pub fn relay(&self, for_others: &str, for_sender: &str) {
+        let members = Arc::clone(&self.room.members.lock().list);
+        crate::event!("{for_others}");
         let shared = line_message(for_others);
         for member in members.iter() {
-            let message = match member.addr == from {
+            let message = match member.id == self.id {
                 true => line_message(for_sender),
                 false => shared.clone(),
             };
@@ -91,9 +74,39 @@ impl Room {
     }
 }
 
+impl Room {
+    /// Lets `addr` in. Its first line is `Connected to the chat server (...)`; everyone
+    /// already here is told `New user ... entered (...)`.
+    pub fn join(&self, addr: SocketAddr, outbox: Outbox) -> Presence<'_> {
+        let mut members = self.members.lock();
+        let count = online(members.list.len() + 1);
+        outbox.push_line(&format!("Connected to the chat server ({count})"));
+        tell(&members.list, &format!("New user {addr} entered ({count})"));
+        members.joined += 1;
+        let id = members.joined;
+        Arc::make_mut(&mut members.list).push(Member { id, outbox });
+        Presence {
+            room: self,
+            id,
+            addr,
+        }
+    }
+
+    fn leave(&self, id: u64, addr: SocketAddr) {
+        let mut members = self.members.lock();
+        let list = Arc::make_mut(&mut members.list);
+        let Some(index) = list.iter().position(|m| m.id == id) else {
+            return;
+        };
+        list.swap_remove(index);
+        let count = online(list.len());
+        tell(&members.list, &format!("The user {addr} left ({count})"));
+    }
+}
+
 /// Prints `line` and queues it for each of `members`: one message, shared by all.
 fn tell(members: &[Member], line: &str) {
-    crate::say!("{line}");
+    crate::event!("{line}");
     let message = line_message(line);
     for member in members {
         member.outbox.push(message.clone());

@@ -3,11 +3,11 @@
 //! Each connection has one thread that reads it (and receives its uploads, so a long upload
 //! holds up no one else) and one [`Outbox`] writer thread: one socket, shared by the two.
 
-use super::registry::Room;
+use super::registry::{Presence, Room};
 use super::upload::{self, Header, Received, Store};
 use super::MAX_LINE;
 use crate::failure::Failure;
-use crate::lines::{clean, LineError, LineReader};
+use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::listener;
 use crate::outbox::Outbox;
 use std::io::ErrorKind;
@@ -56,6 +56,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let upload_dir = config.upload_dir.clone();
     super::exit_on_interrupt(move || upload::remove_partials(&upload_dir))?;
     crate::say!("Chat Server started on port {port}.");
+    crate::output::start();
 
     let max_users = listener::affordable(config.max_users);
     let refusal = format!(
@@ -94,7 +95,7 @@ fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
         }
     };
     let mut reader = LineReader::new(&*stream, MAX_LINE).complete_lines_only();
-    let _presence = server.room.join(addr, outbox.clone());
+    let presence = server.room.join(addr, outbox.clone());
     loop {
         let line = match reader.read_line() {
             Ok(Some(line)) => line,
@@ -110,16 +111,13 @@ fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
         match Header::parse(&line) {
             None => {
                 let text = clean(&line);
-                let for_others = format!("[{addr}] {text}");
-                server
-                    .room
-                    .relay(addr, &for_others, &format!("[You] {text}"));
+                presence.relay(&format!("[{addr}] {text}"), &format!("[You] {text}"));
             }
             Some(Err(usage)) => {
                 outbox.push_line(&usage);
             }
             Some(Ok(header)) => {
-                if !receive_upload(&mut reader, &header, addr, &outbox, server) {
+                if !receive_upload(&mut reader, &header, &presence, addr, &outbox, server) {
                     break;
                 }
             }
@@ -132,6 +130,7 @@ fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
 fn receive_upload(
     reader: &mut LineReader<&TcpStream>,
     header: &Header,
+    presence: &Presence,
     addr: SocketAddr,
     outbox: &Outbox,
     server: &Server,
@@ -146,9 +145,7 @@ fn receive_upload(
         Ok(Received::Stored(name)) => {
             let bytes = header.bytes;
             let others = format!("User {addr} has uploaded a file {name} ({bytes} bytes)");
-            server
-                .room
-                .relay(addr, &others, &format!("File {name} has uploaded!"));
+            presence.relay(&others, &format!("File {name} has uploaded!"));
             true
         }
         Ok(Received::Refused(why)) => {
@@ -156,11 +153,9 @@ fn receive_upload(
             true
         }
         Err(e) => {
-            let why = match e.kind() {
-                ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                    format!("nothing arrived for {} s", idle.as_secs_f64())
-                }
-                _ => e.to_string(),
+            let why = match is_timeout(&e) {
+                true => format!("nothing arrived for {} s", idle.as_secs_f64()),
+                false => e.to_string(),
             };
             let name = upload::sanitize(&header.name);
             outbox.push_line(&format!(

@@ -14,10 +14,10 @@
 
 mod registry;
 
-use crate::lines::{LineError, LineReader};
+use crate::lines::{is_timeout, LineError, LineReader};
 use crate::listener;
 use crate::outbox::Outbox;
-use crate::wire::{Announce, Event, LeaveReason, Request, MAX_LINE};
+use crate::wire::{Announce, Event, LeaveReason, Request, Secret, MAX_LINE};
 use parking_lot::Mutex;
 use registry::{Announced, Registry};
 use std::io;
@@ -54,6 +54,7 @@ pub fn run(config: Config) -> io::Result<()> {
         "natchat server listening on {}:{port} (TCP registration, UDP keep-alive)",
         config.bind
     );
+    crate::output::start();
     let registry: Shared = Arc::default();
 
     let shared = registry.clone();
@@ -136,8 +137,8 @@ fn serve_client(
     let mut members = registry.lock();
     if let Some(public) = members.remove(&id, conn, reason) {
         match public {
-            Some(public) => crate::say!("{id} is {} {public}", reason.as_str()),
-            None => crate::say!("{id} left before announcing its UDP endpoint ({addr})"),
+            Some(public) => crate::event!("{id} is {} {public}", reason.as_str()),
+            None => crate::event!("{id} left before announcing its UDP endpoint ({addr})"),
         }
     }
 }
@@ -173,10 +174,23 @@ fn register(
         };
         match line.parse::<Request>() {
             Ok(Request::Register { id, private }) => {
-                let claimed = registry.lock().register(&id, private, outbox.clone());
+                // Made before taking the lock: it reads /dev/urandom.
+                let secret = match Secret::random() {
+                    Ok(secret) => secret,
+                    Err(e) => {
+                        outbox.push_line(&format!("ERROR server cannot make a secret: {e}"));
+                        return None;
+                    }
+                };
+                let welcome = Event::Welcome {
+                    secret: secret.clone(),
+                };
+                let claimed = registry
+                    .lock()
+                    .register(&id, private, outbox.clone(), secret);
                 return match claimed {
-                    Ok((conn, secret)) => {
-                        outbox.push_line(&Event::Welcome { secret }.to_string());
+                    Ok(conn) => {
+                        outbox.push_line(&welcome.to_string());
                         Some((id, conn))
                     }
                     Err(why) => {
@@ -195,13 +209,6 @@ fn register(
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 /// A request from registered client `id`; false when it asks to leave. It can only ever act
 /// as itself: the ID comes from its own registration, never from the request.
 fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared) -> bool {
@@ -210,18 +217,14 @@ fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared
     };
     match request {
         Request::Punch { peer } => {
-            let members = registry.lock();
+            let mut members = registry.lock();
             if peer == id || !members.is_listed(&peer) || !members.is_listed(id) {
                 refuse(format!("cannot punch to '{peer}': not online"));
-            } else {
+            } else if members.may_punch(id) {
                 // Both at once: each side's probes open its own NAT for the other's.
-                members.send(
-                    &peer,
-                    &Event::Punch {
-                        peer: id.to_string(),
-                    },
-                );
-                members.send(id, &Event::Punch { peer });
+                let requester = id.to_string();
+                members.offer(&peer, &Event::Punch { peer: requester });
+                members.offer(id, &Event::Punch { peer });
             }
         }
         Request::Relay { to, datagram } => {
@@ -229,7 +232,7 @@ fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared
                 refuse(format!("relay: a datagram you send must be from '{id}'"));
             } else {
                 // Best effort: a dropped relay is retransmitted by its sender.
-                registry.lock().relay(&to, &Event::Relayed { datagram });
+                registry.lock().offer(&to, &Event::Relayed { datagram });
             }
         }
         Request::Register { .. } => refuse(format!("already registered as '{id}'")),
@@ -256,9 +259,9 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
         let mut members = registry.lock();
         let id = &announce.id;
         match members.announce(&announce, from) {
-            Announced::Ready(public) => crate::say!("{id} {public}"),
-            Announced::Awake(public) => crate::say!("{id} is awake {public}"),
-            Announced::Moved(public) => crate::say!("{id} moved to {public}"),
+            Announced::Ready(public) => crate::event!("{id} {public}"),
+            Announced::Awake(public) => crate::event!("{id} is awake {public}"),
+            Announced::Moved(public) => crate::event!("{id} moved to {public}"),
             Announced::Refreshed | Announced::Rejected => {}
         }
     }
@@ -273,8 +276,8 @@ fn reap_silent(registry: Shared, timeout: Duration) {
         for (id, conn) in members.silent(timeout) {
             let outbox = members.get(&id).map(|m| m.outbox.clone());
             match members.remove(&id, conn, LeaveReason::Disappeared) {
-                Some(Some(public)) => crate::say!("{id} is disappeared {public}"),
-                Some(None) => crate::say!("{id} never announced its UDP endpoint; closed"),
+                Some(Some(public)) => crate::event!("{id} is disappeared {public}"),
+                Some(None) => crate::event!("{id} never announced its UDP endpoint; closed"),
                 None => {}
             }
             if let Some(outbox) = outbox {

@@ -22,6 +22,8 @@ pub struct Member {
     pub public: Option<SocketAddr>,
     secret: Secret,
     last_heard: Instant,
+    /// When it last asked for a hole punch: see [`Registry::may_punch`].
+    last_punch: Option<Instant>,
 }
 
 impl Member {
@@ -32,6 +34,18 @@ impl Member {
             private: self.private,
         })
     }
+}
+
+/// How often one client may ask for a hole punch.
+const PUNCH_EVERY: Duration = Duration::from_millis(100);
+
+/// How an event is queued.
+#[derive(Clone, Copy)]
+pub enum Delivery {
+    /// Joins and leaves: a client that cannot take them is cut off.
+    Reliable,
+    /// Hints (moves): dropped for a client whose queue is half full.
+    BestEffort,
 }
 
 /// What a UDP announcement changed.
@@ -56,18 +70,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Claims `id` for a new connection; the caller sends `WELCOME <secret>`.
-    /// Refuses an ID that someone already holds: its owner keeps it.
+    /// Claims `id` for a new connection, which will announce itself with `secret`; the
+    /// caller sends `WELCOME <secret>`. Refuses an ID that someone already holds: its owner
+    /// keeps it. Returns the connection's number.
     pub fn register(
         &mut self,
         id: &str,
         private: SocketAddr,
         outbox: Outbox,
-    ) -> Result<(u64, Secret), String> {
+        secret: Secret,
+    ) -> Result<u64, String> {
         if self.members.contains_key(id) {
             return Err(format!("ID '{id}' is already in use; choose another"));
         }
-        let secret = Secret::random().map_err(|e| format!("server cannot make a secret: {e}"))?;
         self.next_conn += 1;
         self.members.insert(
             id.to_string(),
@@ -76,11 +91,12 @@ impl Registry {
                 outbox,
                 private,
                 public: None,
-                secret: secret.clone(),
+                secret,
                 last_heard: Instant::now(),
+                last_punch: None,
             },
         );
-        Ok((self.next_conn, secret))
+        Ok(self.next_conn)
     }
 
     /// Applies a UDP announcement that came from `from`. Only one carrying the ID's secret
@@ -100,7 +116,7 @@ impl Registry {
                 self.send_list(&announce.id, from);
                 let info = self.members[&announce.id].info(&announce.id);
                 if let Some(info) = info {
-                    self.broadcast(&announce.id, &Event::Joined(info));
+                    self.broadcast(&announce.id, &Event::Joined(info), Delivery::Reliable);
                 }
                 return Announced::Ready(from);
             }
@@ -109,7 +125,9 @@ impl Registry {
                     id: announce.id.clone(),
                     public: from,
                 };
-                self.broadcast(&announce.id, &moved);
+                // A hint, not a must: a client whose endpoint keeps changing must not be able
+                // to fill everyone's queue with it.
+                self.broadcast(&announce.id, &moved, Delivery::BestEffort);
                 if announce.kind != AnnounceKind::Awake {
                     return Announced::Moved(from);
                 }
@@ -154,7 +172,7 @@ impl Registry {
                 id: id.to_string(),
                 reason,
             };
-            self.broadcast(id, &left);
+            self.broadcast(id, &left, Delivery::Reliable);
         }
         Some(member.public)
     }
@@ -178,28 +196,45 @@ impl Registry {
     }
 
     /// Queues `event` for every listed client but `except`. One encoded message is shared by
-    /// all. A client whose queue is full is cut off; its connection thread then removes it.
-    pub fn broadcast(&self, except: &str, event: &Event) {
+    /// all. Reliably, a client whose queue is full is cut off (its connection thread then
+    /// removes it); best effort, the event is dropped for that client instead.
+    fn broadcast(&self, except: &str, event: &Event, delivery: Delivery) {
         let message = line_message(&event.to_string());
         for (id, member) in &self.members {
             if id != except && member.public.is_some() {
-                member.outbox.push(message.clone());
+                match delivery {
+                    Delivery::Reliable => member.outbox.push(message.clone()),
+                    Delivery::BestEffort => {
+                        member.outbox.offer(message.clone());
+                    }
+                }
             }
         }
     }
 
-    /// Queues `event` for `id`, if it is registered.
-    pub fn send(&self, id: &str, event: &Event) {
-        if let Some(member) = self.members.get(id) {
-            member.outbox.push_line(&event.to_string());
+    /// Offers `event` to listed client `id`, best effort: hole-punch requests and relayed
+    /// datagrams, which their senders repeat, and which a flood must not turn into a queue
+    /// full enough to cut the recipient off.
+    pub fn offer(&self, id: &str, event: &Event) {
+        if let Some(member) = self.members.get(id).filter(|m| m.public.is_some()) {
+            member.outbox.offer(line_message(&event.to_string()));
         }
     }
 
-    /// Offers a relayed datagram to `id`: best effort, like UDP, so a flood of relayed
-    /// traffic cannot fill anyone's queue. Returns whether it was queued.
-    pub fn relay(&self, id: &str, event: &Event) -> bool {
-        self.members
-            .get(id)
-            .is_some_and(|m| m.public.is_some() && m.outbox.offer(line_message(&event.to_string())))
+    /// Whether `id` may ask for a hole punch now: at most one every [`PUNCH_EVERY`], so that
+    /// nobody can make other clients spray probes.
+    pub fn may_punch(&mut self, id: &str) -> bool {
+        let Some(member) = self.members.get_mut(id) else {
+            return false;
+        };
+        let now = Instant::now();
+        if member
+            .last_punch
+            .is_some_and(|last| now - last < PUNCH_EVERY)
+        {
+            return false;
+        }
+        member.last_punch = Some(now);
+        true
     }
 }

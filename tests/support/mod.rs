@@ -199,6 +199,26 @@ fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
     });
 }
 
+/// The port in a `natchat server listening on <ip>:<port> (...)` line.
+pub fn port_in(listening: &str) -> u16 {
+    listening
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the listening line")
+}
+
+/// A child process that is killed when dropped, also when a test fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A registration server on a free port, with short timeouts. Returns it and its port.
 pub fn p2p_server(extra: &[&str]) -> (Proc, u16) {
     let mut args = vec![
@@ -212,13 +232,7 @@ pub fn p2p_server(extra: &[&str]) -> (Proc, u16) {
     ];
     args.extend_from_slice(extra);
     let server = Proc::spawn("server", &args);
-    let line = server.wait_for("listening on");
-    let port = line
-        .split(':')
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("port in the listening line");
+    let port = port_in(&server.wait_for("listening on"));
     (server, port)
 }
 
