@@ -15,7 +15,7 @@ ROOM_PORT ?= 8888
 MODE      ?= home
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench mininet test-nat clean
+.PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat clean
 
 help:
 	@echo "make build                       build natchat (release)"
@@ -26,7 +26,8 @@ help:
 	@echo "make demo                        a scripted P2P session on loopback, as a transcript"
 	@echo "make test                        every test (the NAT lab too when run as root)"
 	@echo "make lint                        rustfmt and clippy, warnings are errors"
-	@echo "make bench                       the standard benchmark set, as one table (root for 10,000 clients)"
+	@echo "make bench                       the standard benchmark set, as one table (a few minutes)"
+	@echo "make bench-scale                 10,000 clients per server (root; a long run)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
 	@echo "make test-nat                    the NAT lab scenarios, unattended (root)"
 
@@ -70,6 +71,9 @@ lint:
 
 bench: build
 	$(BIN) bench all
+
+bench-scale: build
+	$(BIN) bench scale
 
 mininet: build
 	$(SUDO) bash mininet/execute_mn.sh --mode $(MODE)

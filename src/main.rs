@@ -127,8 +127,9 @@ const ROOM_CLIENT: Command = Command {
 
 const BENCH: Command = Command {
     name: "bench",
-    about: "load generator: KIND is room, p2p, chat, or all (the standard set, servers included)",
-    positionals: &[("KIND", "room | p2p | chat | all")],
+    about:
+        "load generator: KIND is room, p2p, chat, all (the standard set) or scale (10,000 clients)",
+    positionals: &[("KIND", "room | p2p | chat | all | scale")],
     options: &[
         Opt {
             name: "server",
@@ -349,10 +350,11 @@ fn run_bench(m: &Matches) -> Result<(), Failure> {
             let rate = if rate > 0.0 { rate } else { 2000.0 };
             bench::chat(server, &bench::ChatRun { messages, rate }, pid)
         }
-        "all" => bench::all(),
+        "all" => bench::all(false),
+        "scale" => bench::all(true),
         other => {
             return Err(Failure::usage(format!(
-                "unknown bench '{other}': use room, p2p, chat or all"
+                "unknown bench '{other}': use room, p2p, chat, all or scale"
             )))
         }
     };

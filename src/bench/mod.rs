@@ -4,7 +4,8 @@
 //! - `bench p2p`: P2P clients registering at a steady pace; the cost of one join;
 //! - `bench chat`: two real `natchat client` processes chatting over loopback;
 //! - `bench all`: the standard set (`make bench`), each run against a fresh server that the
-//!   bench starts itself, printed as one table.
+//!   bench starts itself, printed as one table; `bench scale` (`make bench-scale`): the same
+//!   for 10,000 clients.
 //!
 //! Each run reports clients, senders, messages, intact deliveries per second, one-way latency
 //! (p50, p99, max), lost and corrupted messages, and the server's peak RSS and thread count
