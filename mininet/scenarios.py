@@ -263,48 +263,44 @@ def pair(lab, a, b):
 
 # The scenarios. Each takes a running lab in the mode it is listed with.
 
+def chat_both_ways(lab, a, b, path=None):
+    """Starts the server and clients on hosts `a` and `b`, has each send the other a message,
+    and, when `path` is given, checks that each lists the other on that path. Returns the two
+    clients."""
+    lab.server()
+    first, second = pair(lab, a, b)
+    chat(first, second, f'hello from {a}')
+    chat(second, first, f'hello back from {b}')
+    for client, peer in ((first, second), (second, first)):
+        if path:
+            expect_path(client, peer, path)
+        else:
+            show_list(client)  # not checked, only shown (-v): which path did it end on?
+    return first, second
+
+
 def home_nat_direct(lab):
     """Home routers on both sides: the server coordinates a punch, and the path goes direct."""
-    lab.server()
-    h1, h3 = pair(lab, 'h1', 'h3')
-    chat(h1, h3, 'hello from behind nat1')
-    chat(h3, h1, 'hello back from behind nat2')
-    expect_path(h1, h3, 'direct')
-    expect_path(h3, h1, 'direct')
+    chat_both_ways(lab, 'h1', 'h3', 'direct')
 
 
 def bare_masquerade(lab):
     """No input filter: a probe that arrives first breaks the far side's mapping (see
     topo.py), so the punch may fail; the relay must still deliver, both ways."""
-    lab.server()
-    h1, h3 = pair(lab, 'h1', 'h3')
-    chat(h1, h3, 'across bare masquerade')
-    chat(h3, h1, 'and back across it')
-    for client in (h1, h3):
-        show_list(client)  # not checked, only shown (-v): which path did each side end on?
+    chat_both_ways(lab, 'h1', 'h3')
 
 
 def symmetric_nat_relay(lab):
     """A new public port per destination: no punch can work, the server relays."""
-    lab.server()
-    h1, h3 = pair(lab, 'h1', 'h3')
-    chat(h1, h3, 'through the relay')
-    chat(h3, h1, 'through the relay, back')
-    expect_path(h1, h3, 'relayed')
-    expect_path(h3, h1, 'relayed')
+    chat_both_ways(lab, 'h1', 'h3', 'relayed')
 
 
 def same_nat_private(lab):
     """Two clients behind one NAT, which does not hairpin: they must use private addresses."""
-    lab.server()
-    h1, h2 = pair(lab, 'h1', 'h2')
+    h1, h2 = chat_both_ways(lab, 'h1', 'h2', 'private')
     if h1.public.split(':')[0] != h2.public.split(':')[0]:
         raise Failed(f'lab: h1 and h2 should share nat1\'s address; '
                      f'the server saw {h1.public} and {h2.public}')
-    chat(h1, h2, 'next door')
-    chat(h2, h1, 'next door, back')
-    expect_path(h1, h2, 'private')
-    expect_path(h2, h1, 'private')
 
 
 def link_cut_disappears(lab):

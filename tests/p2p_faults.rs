@@ -307,3 +307,20 @@ fn a_server_whose_output_is_gone_keeps_serving() {
     alice.wait_for("bob left (disconnected)");
     drop(server);
 }
+
+#[test]
+fn a_flood_of_punch_requests_cuts_no_one_off() {
+    let (server, port) = p2p_server(QUIET_RAW);
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    let (mut mallory, _) = Raw::register(port, "mallory");
+    let flood = "PUNCH bob\n".repeat(50_000);
+    mallory.tcp.write_all(flood.as_bytes()).unwrap();
+    // mallory's own connection still answers: the flood was all read.
+    mallory.send("PUNCH nobody");
+    assert!(mallory.expect("ERROR").contains("not online"));
+    alice.send("@chat bob still connected?");
+    bob.wait_for("From alice [still connected?]");
+    assert_eq!(server.count("bob is disconnected"), 0);
+}

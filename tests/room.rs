@@ -760,3 +760,41 @@ fn garbage_reaches_no_one_and_takes_nothing_down() {
     assert!(server.output().iter().all(|l| !l.contains("panicked")));
     assert_eq!(uploads.files(), Vec::<String>::new());
 }
+
+#[test]
+fn a_server_whose_output_nobody_reads_keeps_serving() {
+    // The server's stdout is a pipe that is never read after the first line: once its 64 KiB
+    // are full, every print would block. Event lines must not hold the room up.
+    let uploads = TempDir::new("unread");
+    let mut child = natchat()
+        .args([
+            "room-server",
+            "127.0.0.1",
+            "0",
+            "--upload-dir",
+            uploads.arg(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut unread = BufReader::new(child.stdout.take().unwrap());
+    let _server = support::KillOnDrop(child);
+    let mut first = String::new();
+    unread.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim_end_matches(['.', '\n'])
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let user = RawUser::join(port);
+    let lines = 5000;
+    for i in 0..lines {
+        user.send(&format!(
+            "line {i} of a conversation long enough to fill a pipe"
+        ));
+    }
+    user.wait_for(&format!("[You] line {} of", lines - 1));
+}
