@@ -63,3 +63,14 @@ pub fn connect(
     })?;
     Ok((stream, addr))
 }
+
+/// A server could not start on `addr`; the usual reason, a port in use, gets a hint.
+pub fn cannot_listen(addr: &str, e: &std::io::Error, choose: &str) -> Failure {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!(" Is another server running there? Choose another {choose}.")
+        }
+        _ => String::new(),
+    };
+    Failure::runtime(format!("cannot listen on {addr}: {e}.{hint}"))
+}

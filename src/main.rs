@@ -1,7 +1,7 @@
 //! The `natchat` binary: reads the command line and runs one subcommand.
 
 use natchat::cli::{CliError, Command, Matches, Opt};
-use natchat::failure::Failure;
+use natchat::failure::{self, Failure};
 use natchat::{bench, client, room, server};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -281,11 +281,7 @@ fn run_server(m: &Matches) -> Result<(), Failure> {
         std::process::exit(0);
     })
     .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;
-    server::run(config).map_err(|e| {
-        Failure::runtime(format!(
-            "cannot listen on port {port}: {e}. Is another server running there? Try --port."
-        ))
-    })
+    server::run(config).map_err(|e| failure::cannot_listen(&format!("port {port}"), &e, "--port"))
 }
 
 fn run_client(m: &Matches) -> Result<(), Failure> {

@@ -6,11 +6,10 @@
 use super::registry::{Presence, Room};
 use super::upload::{self, Header, Received, Store};
 use super::MAX_LINE;
-use crate::failure::Failure;
+use crate::failure::{self, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::listener;
 use crate::outbox::Outbox;
-use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,14 +43,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .and_then(|listener| Ok((listener.local_addr()?.port(), listener)));
     let (port, listener) = listener.map_err(|e| {
-        let hint = match e.kind() {
-            ErrorKind::AddrInUse => " Is another server running there? Choose another PORT.",
-            _ => "",
-        };
-        Failure::runtime(format!(
-            "cannot listen on {}:{}: {e}.{hint}",
-            config.host, config.port
-        ))
+        failure::cannot_listen(&format!("{}:{}", config.host, config.port), &e, "PORT")
     })?;
     let upload_dir = config.upload_dir.clone();
     super::exit_on_interrupt(move || upload::remove_partials(&upload_dir))?;
