@@ -137,24 +137,37 @@ pub fn epoch_nanos() -> u64 {
 /// never what a run measures.
 const CONNECT_RATE: f64 = 2000.0;
 
+/// Runs `each(0..count)` at a steady pace of [`CONNECT_RATE`] a second (or slower, when
+/// `each` takes longer).
+pub fn paced(
+    count: usize,
+    mut each: impl FnMut(usize) -> Result<(), String>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / CONNECT_RATE);
+    for i in 0..count {
+        if let Some(wait) = (start + gap * i as u32).checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        each(i)?;
+    }
+    Ok(())
+}
+
 /// Opens `count` connections at a steady pace, handing each to `setup`.
 pub fn connect_paced<T>(
     server: SocketAddr,
     count: usize,
     mut setup: impl FnMut(TcpStream) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
-    let start = Instant::now();
-    let gap = Duration::from_secs_f64(1.0 / CONNECT_RATE);
     let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        if let Some(wait) = (start + gap * i as u32).checked_duration_since(Instant::now()) {
-            thread::sleep(wait);
-        }
+    paced(count, |i| {
         let stream = TcpStream::connect(server)
             .map_err(|e| format!("connection {} of {count} to {server} failed: {e}", i + 1))?;
         let _ = stream.set_nodelay(true);
         out.push(setup(stream)?);
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

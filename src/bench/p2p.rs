@@ -11,9 +11,9 @@
 //! more join then costs the server in bytes (it must grow linearly with the clients).
 
 use super::stats::Histogram;
-use super::{connect_paced, Monitor, Report};
+use super::{paced, Monitor, Report};
 use crate::wire::{Event, Request, Secret};
-use crossbeam_channel::{unbounded, Receiver};
+use crossbeam_channel::{bounded, unbounded, Receiver};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,10 +62,12 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
         handoff.push(give);
     }
 
-    // Registrations overlap, as those of independent clients do: connections open at a
-    // steady pace, and a pool of threads takes each through registration.
+    // Registrations overlap, as those of independent clients do: at a steady pace, a pool
+    // of threads each takes the next client, connects it and takes it through registration.
+    // (Connecting here, not ahead, so that no connection waits idle for a free thread until
+    // the server's registration timeout closes it.)
     let udp = Arc::new(udp);
-    let (connected, to_register) = unbounded::<(usize, TcpStream)>();
+    let (next, to_register) = bounded::<usize>(0);
     let (done, registered) = unbounded();
     for _ in 0..REGISTERING_THREADS {
         let (to_register, done, udp, handoff) = (
@@ -75,10 +77,15 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
             handoff.clone(),
         );
         thread::spawn(move || {
-            for (index, stream) in to_register {
+            for index in to_register {
                 let id = format!("bench-{index}");
                 let began = Instant::now();
-                let outcome = register(stream, &id, &udp, server).map(|(stream, secret, _)| {
+                let connected = TcpStream::connect(server).map_err(|e| format!("{id}: {e}"));
+                let outcome = connected.and_then(|stream| {
+                    let _ = stream.set_nodelay(true);
+                    register(stream, &id, &udp, server)
+                });
+                let outcome = outcome.map(|(stream, secret, _)| {
                     let _ = handoff[index % DRAIN_THREADS].send(stream);
                     (id, secret, began.elapsed())
                 });
@@ -87,12 +94,8 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
         });
     }
     let start = Instant::now();
-    let mut index = 0;
-    connect_paced(server, run.clients, |stream| {
-        index += 1;
-        connected.send((index, stream)).map_err(|e| e.to_string())
-    })?;
-    drop(connected);
+    paced(run.clients, |i| next.send(i + 1).map_err(|e| e.to_string()))?;
+    drop(next);
     let mut latency = Histogram::default();
     let mut secrets = Vec::new();
     for _ in 0..run.clients {
