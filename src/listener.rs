@@ -20,10 +20,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Threads per connection: its reader, and its outbox's writer.
-const THREADS_PER_CONNECTION: usize = 2;
+pub const THREADS_PER_CONNECTION: usize = 2;
 /// Memory mappings per thread: its stack and guard page, and the signal stack and guard page
 /// that Rust gives every thread to report stack overflows (measured: about 4).
-const MAPPINGS_PER_THREAD: usize = 4;
+pub const MAPPINGS_PER_THREAD: usize = 4;
 /// Mappings and threads kept for everything else: the program, its libraries, the heap.
 const RESERVE: usize = 2000;
 

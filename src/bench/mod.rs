@@ -51,6 +51,7 @@ pub fn chat(server: SocketAddr, run: &ChatRun, server_pid: Option<u32>) -> Resul
     Ok(())
 }
 
+use crate::listener::{MAPPINGS_PER_THREAD, THREADS_PER_CONNECTION};
 use stats::{ms, process_usage, Histogram};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Child;
@@ -233,21 +234,25 @@ fn record(pid: u32, kib: &AtomicU64, threads: &AtomicU64) {
     }
 }
 
-/// The server takes two threads per client and the bench one, and each thread about four
-/// memory mappings: `kernel.pid_max` and `vm.max_map_count` must allow that. When they do
-/// not and we are root, raise them (and say so); otherwise explain.
+/// The server takes two threads per client and the bench one, and each server thread about
+/// four memory mappings (the counts `listener::affordable` uses): `kernel.pid_max` and
+/// `vm.max_map_count` must allow that. When they do not and we are root, raise them (and
+/// say so); otherwise explain.
 pub fn ensure_limits(clients: usize) -> Result<(), String> {
+    /// Room for everything else: the other processes' threads, the programs' own mappings.
+    const SLACK: usize = 5000;
+    let server_threads = clients * THREADS_PER_CONNECTION;
     let limits = [
         (
             "kernel.pid_max",
             "/proc/sys/kernel/pid_max",
-            clients * 3 + 5000,
+            server_threads + clients + SLACK,
             4_194_304,
         ),
         (
             "vm.max_map_count",
             "/proc/sys/vm/max_map_count",
-            clients * 2 * 4 + 5000,
+            server_threads * MAPPINGS_PER_THREAD + SLACK,
             262_144,
         ),
     ];
