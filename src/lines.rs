@@ -57,8 +57,9 @@ impl<R: Read> LineReader<R> {
     /// `max` is the longest line accepted, without its line ending.
     pub fn new(inner: R, max: usize) -> Self {
         LineReader {
-            // A small buffer: ten thousand idle connections should not cost 80 MB.
-            inner: BufReader::with_capacity(4096, inner),
+            // A small buffer: ten thousand idle connections should not cost 80 MB. Chat lines
+            // are short, and reads larger than the buffer (uploads) bypass it.
+            inner: BufReader::with_capacity(1024, inner),
             max,
             line: Vec::new(),
             complete_only: false,

@@ -104,11 +104,12 @@ impl Room {
     }
 }
 
-/// Prints `line` and queues it for each of `members`: one message, shared by all.
+/// Prints `line` and queues it for each of `members`: one message, shared by all, sent in
+/// the flusher's next round ([`Outbox::push_later`]).
 fn tell(members: &[Member], line: &str) {
     crate::event!("{line}");
     let message = line_message(line);
     for member in members {
-        member.outbox.push(message.clone());
+        member.outbox.push_later(message.clone());
     }
 }

@@ -16,7 +16,7 @@ mod registry;
 
 use crate::lines::{is_timeout, LineError, LineReader};
 use crate::listener;
-use crate::outbox::Outbox;
+use crate::outbox::{Flusher, Outbox};
 use crate::wire::{Announce, Event, LeaveReason, Request, Secret, MAX_LINE};
 use parking_lot::Mutex;
 use registry::{Announced, Registry};
@@ -56,6 +56,7 @@ pub fn run(config: Config) -> io::Result<()> {
     );
     crate::output::start();
     let registry: Shared = Arc::default();
+    let flusher = Flusher::start()?;
 
     let shared = registry.clone();
     thread::Builder::new()
@@ -75,7 +76,9 @@ pub fn run(config: Config) -> io::Result<()> {
         listener,
         max_clients,
         refusal.to_string(),
-        move |stream, addr| serve_client(stream, addr, &registry, config.register_timeout),
+        move |stream, addr| {
+            serve_client(stream, addr, &registry, &flusher, config.register_timeout)
+        },
     );
     Ok(())
 }
@@ -101,11 +104,12 @@ fn serve_client(
     stream: TcpStream,
     addr: SocketAddr,
     registry: &Shared,
+    flusher: &Flusher,
     register_timeout: Duration,
 ) {
     // One socket: this thread reads it, the outbox's writer thread writes it.
     let stream = Arc::new(stream);
-    let Ok(outbox) = Outbox::start(stream.clone(), QUEUE) else {
+    let Ok(outbox) = Outbox::start(stream.clone(), QUEUE, flusher) else {
         return;
     };
     // A request cut short by the end of the stream is not acted on.

@@ -6,8 +6,10 @@
 //! happened, and no socket is ever written while the lock is held.
 
 use crate::outbox::{line_message, Outbox};
-use crate::wire::{Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret};
+use crate::wire::{Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret, MAX_LINE};
 use std::collections::HashMap;
+use std::fmt::Write;
+use std::iter;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -36,13 +38,17 @@ impl Member {
     }
 }
 
+/// About how many bytes of the list go in one message: see [`Registry::send_list`].
+const LIST_PIECE: usize = 16 * 1024;
+
 /// How often one client may ask for a hole punch.
 const PUNCH_EVERY: Duration = Duration::from_millis(100);
 
 /// How an event is queued.
 #[derive(Clone, Copy)]
 pub enum Delivery {
-    /// Joins and leaves: a client that cannot take them is cut off.
+    /// Joins and leaves: a client that cannot take them is cut off. Sent in the flusher's
+    /// next round, with the others that came meanwhile ([`Outbox::push_later`]).
     Reliable,
     /// Hints (moves): dropped for a client whose queue is half full.
     BestEffort,
@@ -140,19 +146,31 @@ impl Registry {
         }
     }
 
-    /// `READY`, then one `PEER` per listed client (itself included), then `LIST_END`.
+    /// `READY`, then one `PEER` per listed client (itself included), then `LIST_END`. Sent
+    /// in pieces of about [`LIST_PIECE`] bytes, not as one message: the list of ten thousand
+    /// clients is 600 KB, and allocations that large, one per join, leave the heap
+    /// fragmented long after they are freed.
     fn send_list(&self, id: &str, public: SocketAddr) {
-        let member = &self.members[id];
-        let mut list = vec![Event::Ready { public }];
-        list.extend(
-            self.members
-                .iter()
-                .filter_map(|(other, m)| m.info(other))
-                .map(Event::Peer),
-        );
-        list.push(Event::ListEnd);
-        let text: String = list.iter().map(|event| format!("{event}\n")).collect();
-        member.outbox.push(text.into_bytes().into());
+        let outbox = &self.members[id].outbox;
+        let peers = self
+            .members
+            .iter()
+            .filter_map(|(other, m)| m.info(other))
+            .map(Event::Peer);
+        let list = iter::once(Event::Ready { public })
+            .chain(peers)
+            .chain(iter::once(Event::ListEnd));
+        let mut piece = String::with_capacity(LIST_PIECE + MAX_LINE);
+        for event in list {
+            let _ = writeln!(piece, "{event}");
+            if piece.len() >= LIST_PIECE {
+                outbox.push(piece.as_bytes().into());
+                piece.clear();
+            }
+        }
+        if !piece.is_empty() {
+            outbox.push(piece.as_bytes().into());
+        }
     }
 
     /// Removes `id` if connection `conn` still owns it, and tells everyone else.
@@ -203,7 +221,7 @@ impl Registry {
         for (id, member) in &self.members {
             if id != except && member.public.is_some() {
                 match delivery {
-                    Delivery::Reliable => member.outbox.push(message.clone()),
+                    Delivery::Reliable => member.outbox.push_later(message.clone()),
                     Delivery::BestEffort => {
                         member.outbox.offer(message.clone());
                     }
