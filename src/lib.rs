@@ -16,5 +16,6 @@ pub mod listener;
 pub mod outbox;
 pub mod output;
 pub mod room;
+pub mod rounds;
 pub mod server;
 pub mod wire;

@@ -19,11 +19,9 @@
 //!   blocking `recv` would do too, but it spins and yields a few times before it sleeps,
 //!   which with ten thousand writers woken for every join was most of the server's time.)
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
-use parking_lot::Mutex;
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -54,8 +52,6 @@ pub struct Outbox {
     /// when the last `Outbox` goes, its sender is gone before the writer is woken to find
     /// the queue closed.
     writer: Arc<Writer>,
-    /// Wakes the writer for lines that may wait a moment: see [`Outbox::push_later`].
-    flusher: Flusher,
     /// The bound, kept by [`Outbox::push`]. Pushers racing each other may pass it by one
     /// message each, which does not matter.
     capacity: usize,
@@ -65,8 +61,6 @@ pub struct Outbox {
 /// The writer thread, as the pushers see it: something to wake.
 struct Writer {
     thread: Thread,
-    /// Whether it waits in the [`Flusher`]'s next round already.
-    in_round: AtomicBool,
 }
 
 impl Drop for Writer {
@@ -80,9 +74,7 @@ impl Outbox {
     /// Starts the writer thread for `stream` with a queue of `capacity` messages. The caller
     /// goes on reading from the same stream: a `TcpStream` can be read by one thread while
     /// another writes to it, so a connection needs one file descriptor, not one per thread.
-    ///
-    /// Lines pushed with [`Outbox::push_later`] are sent when `flusher` next wakes the writer.
-    pub fn start(stream: Arc<TcpStream>, capacity: usize, flusher: &Flusher) -> io::Result<Outbox> {
+    pub fn start(stream: Arc<TcpStream>, capacity: usize) -> io::Result<Outbox> {
         let (queue, pending) = unbounded();
         let socket = stream.clone();
         let writer = thread::Builder::new()
@@ -93,9 +85,7 @@ impl Outbox {
             queue,
             writer: Arc::new(Writer {
                 thread: writer.thread().clone(),
-                in_round: AtomicBool::new(false),
             }),
-            flusher: flusher.clone(),
             capacity,
             stream,
         })
@@ -107,18 +97,6 @@ impl Outbox {
             return self.cut_off();
         }
         self.enqueue(message);
-    }
-
-    /// Queues `message` like [`Outbox::push`], but lets the writer sleep on: the [`Flusher`]
-    /// wakes it in its next round, a millisecond to a tenth of a second away. For joins and
-    /// leaves, which everyone is told of: see [`Flusher`] for why.
-    pub fn push_later(&self, message: Message) {
-        if self.queue.len() >= self.capacity {
-            return self.cut_off();
-        }
-        if self.queue.send(message).is_ok() {
-            self.flusher.include(&self.writer);
-        }
     }
 
     /// Queues `message`, waiting up to `patience` for room in a full queue. Flow control
@@ -165,67 +143,6 @@ impl Outbox {
     /// stream and does the usual clean-up.
     pub fn cut_off(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
-    }
-}
-
-/// Wakes writers in rounds, for the lines that may wait a moment ([`Outbox::push_later`]).
-///
-/// Every join and leave is told to everyone, so filling a server with N clients queues
-/// N²/2 such lines. Waking a writer for each line costs a futex wake, two context switches
-/// and a small write, about 5 µs: minutes of CPU for ten thousand clients. Held for a round
-/// instead, a writer wakes once for all the lines that came meanwhile and sends them with
-/// one write. Rounds are spaced by their size, [`HOLD_PER_WRITER`] for each writer the last
-/// round woke, between [`MIN_HOLD`] and [`MAX_HOLD`]: so waking takes at most about half a
-/// core however many clients there are, and in a room of a hundred a join still shows within
-/// a couple of milliseconds.
-#[derive(Clone)]
-pub struct Flusher {
-    /// The writers to wake in the next round.
-    round: Arc<Mutex<Vec<Arc<Writer>>>>,
-    /// Tells the flusher thread that a round has begun to fill.
-    begun: Sender<()>,
-}
-
-const HOLD_PER_WRITER: Duration = Duration::from_micros(10);
-const MIN_HOLD: Duration = Duration::from_millis(1);
-const MAX_HOLD: Duration = Duration::from_millis(100);
-
-impl Flusher {
-    /// Starts the flusher thread. One per server, shared by all its outboxes.
-    pub fn start() -> io::Result<Flusher> {
-        let (begun, rounds) = bounded(1);
-        let round = Arc::new(Mutex::new(Vec::new()));
-        let writers = round.clone();
-        thread::Builder::new()
-            .name("flusher".into())
-            .spawn(move || wake_in_rounds(&writers, &rounds))?;
-        Ok(Flusher { round, begun })
-    }
-
-    /// Puts `writer` in the next round, unless it is there already.
-    fn include(&self, writer: &Arc<Writer>) {
-        if !writer.in_round.swap(true, Ordering::AcqRel) {
-            self.round.lock().push(writer.clone());
-            let _ = self.begun.try_send(());
-        }
-    }
-}
-
-/// The flusher thread: once a round has begun, wait for its lines to gather, then wake its
-/// writers.
-fn wake_in_rounds(round: &Mutex<Vec<Arc<Writer>>>, rounds: &Receiver<()>) {
-    let mut last_round = 0;
-    for () in rounds {
-        thread::sleep((HOLD_PER_WRITER * last_round).clamp(MIN_HOLD, MAX_HOLD));
-        let writers = std::mem::take(&mut *round.lock());
-        for writer in &writers {
-            // Taken out of the round before it is woken: a line pushed from now on puts it
-            // in the next one. (A swap, not a store, so that every line whose pusher saw it
-            // still in this round is visible to the writer this wakes.)
-            writer.in_round.swap(false, Ordering::AcqRel);
-            writer.thread.unpark();
-        }
-        last_round = u32::try_from(writers.len()).unwrap_or(u32::MAX);
     }
 }
 
@@ -295,11 +212,7 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let flusher = Flusher::start().unwrap();
-        (
-            Outbox::start(Arc::new(server), 1024, &flusher).unwrap(),
-            client,
-        )
+        (Outbox::start(Arc::new(server), 1024).unwrap(), client)
     }
 
     /// Reads until the outbox's side ends the stream.
@@ -316,25 +229,22 @@ mod tests {
         for i in 0..500 {
             copy.push_line(&format!("line {i}"));
         }
-        outbox.push_later(line_message("held"));
         drop(outbox);
         drop(copy);
         let expected: String = (0..500).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(read_to_end(client), expected + "held\n");
+        assert_eq!(read_to_end(client), expected);
     }
 
     #[test]
-    fn held_lines_go_out_in_the_next_round_and_keep_their_place_in_line() {
+    fn a_sleeping_writer_wakes_for_each_push() {
         let (outbox, mut client) = connected();
-        outbox.push_later(line_message("joined"));
-        let mut first = [0u8; 7];
-        // No other push wakes the writer: only the flusher's round can deliver this.
-        client.read_exact(&mut first).unwrap();
-        assert_eq!(&first, b"joined\n");
-        outbox.push_later(line_message("left"));
-        outbox.push_line("chat");
-        drop(outbox);
-        assert_eq!(read_to_end(client), "left\nchat\n");
+        for word in ["one\n", "two\n", "three\n"] {
+            outbox.push(word.as_bytes().into());
+            let mut got = vec![0u8; word.len()];
+            // Read before the next push: the writer is asleep again by then.
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(got, word.as_bytes());
+        }
     }
 
     #[test]

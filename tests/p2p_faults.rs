@@ -78,6 +78,20 @@ impl Raw {
         (raw, secret)
     }
 
+    /// Every line after the list (the list included), up to one starting with `prefix`.
+    fn lines_until(&mut self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..10_000 {
+            let line = self.line();
+            assert!(!line.is_empty(), "connection closed waiting for {prefix:?}");
+            if line.starts_with(prefix) {
+                return lines;
+            }
+            lines.push(line);
+        }
+        panic!("no {prefix:?}");
+    }
+
     fn udp_to(&self, text: &str, to: SocketAddr) {
         self.udp.send_to(text.as_bytes(), to).unwrap();
     }
@@ -323,4 +337,54 @@ fn a_flood_of_punch_requests_cuts_no_one_off() {
     alice.send("@chat bob still connected?");
     bob.wait_for("From alice [still connected?]");
     assert_eq!(server.count("bob is disconnected"), 0);
+}
+
+#[test]
+fn clients_registering_at_once_each_learn_of_every_other_exactly_once() {
+    let (_server, port) = p2p_server(QUIET_RAW);
+    let (listed, all_listed) = std::sync::mpsc::channel();
+    let crowd: Vec<_> = (0..20)
+        .map(|i| {
+            let listed = listed.clone();
+            std::thread::spawn(move || {
+                let id = format!("crowd{i}");
+                let mut raw = Raw::connect(port);
+                let udp_addr = raw.udp.local_addr().unwrap();
+                raw.send(&format!("REGISTER {id} {udp_addr}"));
+                let secret = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
+                raw.udp_to(&format!("HELLO {id} {secret}"), raw.server);
+                let mut lines = raw.lines_until("LIST_END");
+                listed.send(()).unwrap();
+                lines.extend(raw.lines_until("JOIN last "));
+                (id, lines)
+            })
+        })
+        .collect();
+    // Once all twenty are listed, one more join: every line before it has then arrived.
+    for _ in 0..20 {
+        all_listed.recv_timeout(SOON).expect("all twenty listed");
+    }
+    let _last = Raw::register(port, "last");
+    for thread in crowd {
+        let (id, lines) = thread.join().unwrap();
+        let mut known: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("PEER ").or(l.strip_prefix("JOIN ")))
+            .map(|rest| rest.split(' ').next().unwrap())
+            .filter(|other| *other != id)
+            .collect();
+        let told = known.len();
+        known.sort();
+        known.dedup();
+        assert_eq!(
+            told,
+            known.len(),
+            "{id} was told of someone twice: {lines:?}"
+        );
+        assert_eq!(known.len(), 19, "{id} does not know everyone: {lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with(&format!("JOIN {id} "))),
+            "{id} was told of its own join: {lines:?}"
+        );
+    }
 }

@@ -703,6 +703,64 @@ fn counts_stay_consistent_when_many_join_and_leave_at_once() {
     assert_eq!(counts, expected);
 }
 
+/// The count in a line such as `Connected to the chat server (3 users online)`.
+fn count_in(line: &str) -> usize {
+    let n = line.rsplit('(').next().unwrap().split(' ').next().unwrap();
+    n.parse().unwrap()
+}
+
+#[test]
+fn each_newcomer_hears_of_exactly_the_users_who_came_after_it() {
+    let (_server, port) = room_server(&[]);
+    let crowd: Vec<_> = (0..20)
+        .map(|_| thread::spawn(move || RawUser::join(port)))
+        .collect();
+    let crowd: Vec<RawUser> = crowd.into_iter().map(|t| t.join().unwrap()).collect();
+    for user in &crowd {
+        user.wait_for("(20 users online)");
+    }
+    for user in &crowd {
+        let lines = user.lines();
+        let greeted = count_in(&lines[0]);
+        let heard: Vec<usize> = lines
+            .iter()
+            .filter(|l| l.starts_with("New user"))
+            .map(|l| count_in(l))
+            .collect();
+        // Joins announced before it arrived are in its greeting's count, not repeated; its
+        // own is never told to it; every later one is told once, in order.
+        let expected: Vec<usize> = (greeted + 1..=20).collect();
+        assert_eq!(heard, expected, "{}: {lines:?}", user.addr);
+    }
+}
+
+#[test]
+fn nobody_reads_a_newcomers_message_before_the_line_saying_it_came_in() {
+    let (_server, port) = room_server(&[]);
+    let watcher = RawUser::join(port);
+    for i in 0..10 {
+        // The message leaves with the connection, before the server has even greeted it: it
+        // is relayed while the join is still in the round being gathered.
+        let mut newcomer = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        newcomer
+            .write_all(format!("hello {i}\n").as_bytes())
+            .unwrap();
+        let addr = newcomer.local_addr().unwrap();
+        watcher.wait_for(&format!("[{addr}] hello {i}"));
+        let lines = watcher.lines();
+        let entered = lines
+            .iter()
+            .position(|l| l == &format!("New user {addr} entered (2 users online)"))
+            .unwrap_or_else(|| panic!("no entry line for {addr}: {lines:?}"));
+        let said = lines
+            .iter()
+            .position(|l| l.ends_with(&format!("hello {i}")));
+        assert!(Some(entered) < said, "{lines:?}");
+        drop(newcomer);
+        watcher.wait_for(&format!("The user {addr} left"));
+    }
+}
+
 #[test]
 fn stopping_the_server_mid_upload_leaves_no_temporary_file() {
     let uploads = TempDir::new("stop");

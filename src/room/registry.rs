@@ -1,10 +1,12 @@
 //! Who is in the room, and how a line reaches all of them.
 //!
 //! The members sit in a copy-on-write list, `Mutex<Arc<Vec<Member>>>`:
-//! - a join or a leave changes the list under the lock, and queues its line for everyone
-//!   under the lock too, so every user sees joins and leaves in the same order, each with the
-//!   count of that moment. The list is copied only when a broadcast still holds the old one;
-//! - a message takes the lock only to clone the `Arc`, then queues one shared line on every
+//! - a join or a leave changes the list under the lock, and announces its line in the
+//!   current [round](crate::rounds) under the lock too, so every user sees joins and leaves
+//!   in the same order, each with the count of that moment. The list is copied only when a
+//!   broadcast still holds the old one;
+//! - a message takes the lock only to end the round and clone the `Arc`, then queues one
+//!   shared line on every
 //!   member's [`Outbox`]. Many users' messages go out at once, each user's in the order it
 //!   sent them (its connection thread sends them one after another). When a member's queue
 //!   is full, the message waits for room a little ([`PATIENCE`]): a flood is slowed to the
@@ -16,7 +18,9 @@
 
 use super::online;
 use crate::outbox::{line_message, Outbox};
+use crate::rounds::{self, Round, Since};
 use parking_lot::Mutex;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,17 +34,31 @@ struct Member {
     /// Which connection: numbered as they join, so never mistaken for another.
     id: u64,
     outbox: Outbox,
+    /// Which joins and leaves it is told of: those after its own.
+    since: Since,
 }
 
-#[derive(Default)]
 pub struct Room {
-    members: Mutex<Members>,
+    members: Arc<Mutex<Members>>,
 }
 
-#[derive(Default)]
 struct Members {
     list: Arc<Vec<Member>>,
     joined: u64,
+    /// The joins and leaves not yet sent.
+    round: Round,
+}
+
+impl Members {
+    /// Ends the round of joins and leaves: queues it for everyone. Returns how many that is.
+    fn end_round(&mut self) -> usize {
+        if let Some(ended) = self.round.end() {
+            for member in self.list.iter() {
+                ended.send_to(&member.outbox, member.since);
+            }
+        }
+        self.list.len()
+    }
 }
 
 /// A member's place in the room. Dropping it is leaving, so a member leaves however its
@@ -61,7 +79,12 @@ impl Presence<'_> {
     /// Prints `for_others` and queues it for every member but this one, who gets
     /// `for_sender`.
     pub fn relay(&self, for_others: &str, for_sender: &str) {
-        let members = Arc::clone(&self.room.members.lock().list);
+        let members = {
+            let mut members = self.room.members.lock();
+            // Nobody may read a user's message before the line saying the user came in.
+            members.end_round();
+            Arc::clone(&members.list)
+        };
         crate::event!("{for_others}");
         let shared = line_message(for_others);
         for member in members.iter() {
@@ -75,16 +98,33 @@ impl Presence<'_> {
 }
 
 impl Room {
+    /// An empty room, and the thread that ends its rounds of joins and leaves.
+    pub fn start() -> io::Result<Room> {
+        let (round, rounds) = Round::new();
+        let members = Arc::new(Mutex::new(Members {
+            list: Arc::default(),
+            joined: 0,
+            round,
+        }));
+        let shared = members.clone();
+        rounds::start_ender(rounds, move || shared.lock().end_round())?;
+        Ok(Room { members })
+    }
+
     /// Lets `addr` in. Its first line is `Connected to the chat server (...)`; everyone
     /// already here is told `New user ... entered (...)`.
     pub fn join(&self, addr: SocketAddr, outbox: Outbox) -> Presence<'_> {
         let mut members = self.members.lock();
         let count = online(members.list.len() + 1);
         outbox.push_line(&format!("Connected to the chat server ({count})"));
-        tell(&members.list, &format!("New user {addr} entered ({count})"));
+        announce(
+            &mut members.round,
+            &format!("New user {addr} entered ({count})"),
+        );
         members.joined += 1;
         let id = members.joined;
-        Arc::make_mut(&mut members.list).push(Member { id, outbox });
+        let since = members.round.since_now();
+        Arc::make_mut(&mut members.list).push(Member { id, outbox, since });
         Presence {
             room: self,
             id,
@@ -100,16 +140,15 @@ impl Room {
         };
         list.swap_remove(index);
         let count = online(list.len());
-        tell(&members.list, &format!("The user {addr} left ({count})"));
+        announce(
+            &mut members.round,
+            &format!("The user {addr} left ({count})"),
+        );
     }
 }
 
-/// Prints `line` and queues it for each of `members`: one message, shared by all, sent in
-/// the flusher's next round ([`Outbox::push_later`]).
-fn tell(members: &[Member], line: &str) {
+/// Prints `line` and announces it in `round`.
+fn announce(round: &mut Round, line: &str) {
     crate::event!("{line}");
-    let message = line_message(line);
-    for member in members {
-        member.outbox.push_later(message.clone());
-    }
+    round.announce(line);
 }

@@ -9,7 +9,7 @@ use super::MAX_LINE;
 use crate::failure::{self, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::listener;
-use crate::outbox::{Flusher, Outbox};
+use crate::outbox::Outbox;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,11 +55,10 @@ pub fn run(config: Config) -> Result<(), Failure> {
         "The chat room is full ({}); try again later.",
         super::online(max_users)
     );
-    let flusher = Flusher::start()
-        .map_err(|e| Failure::runtime(format!("cannot start the flusher thread: {e}")))?;
+    let room =
+        Room::start().map_err(|e| Failure::runtime(format!("cannot start the room: {e}")))?;
     let server = Server {
-        room: Room::default(),
-        flusher,
+        room,
         store: Store {
             dir: config.upload_dir,
             max_bytes: config.max_upload_bytes,
@@ -75,8 +74,6 @@ pub fn run(config: Config) -> Result<(), Failure> {
 /// What every connection thread shares.
 struct Server {
     room: Room,
-    /// Wakes the writers for join and leave notices, in rounds.
-    flusher: Flusher,
     store: Store,
     upload_idle: Duration,
 }
@@ -84,7 +81,7 @@ struct Server {
 /// One user's connection, from joining to leaving.
 fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
     let stream = Arc::new(stream);
-    let outbox = match Outbox::start(stream.clone(), QUEUE, &server.flusher) {
+    let outbox = match Outbox::start(stream.clone(), QUEUE) {
         Ok(outbox) => outbox,
         Err(e) => {
             eprintln!("cannot start a writer thread for {addr}: {e}; closing its connection");

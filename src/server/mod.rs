@@ -8,7 +8,8 @@
 //!  accept ──spawn──▶ connection thread (one per client): REGISTER, PUNCH, RELAY, EXIT
 //!                     │ ▲ writes go through the client's Outbox (its own writer thread)
 //!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: learns public endpoints, keep-alives
-//!  reaper thread ─────┘ │ every 250 ms: clients silent for --timeout-secs "disappear"
+//!  reaper thread ─────┤ │ every 250 ms: clients silent for --timeout-secs "disappear"
+//!  rounds thread ─────┘ │ ends each round of joins and leaves: see crate::rounds
 //!                  Arc<Mutex<Registry>>
 //! ```
 
@@ -16,7 +17,8 @@ mod registry;
 
 use crate::lines::{is_timeout, LineError, LineReader};
 use crate::listener;
-use crate::outbox::{Flusher, Outbox};
+use crate::outbox::Outbox;
+use crate::rounds::{self, Round};
 use crate::wire::{Announce, Event, LeaveReason, Request, Secret, MAX_LINE};
 use parking_lot::Mutex;
 use registry::{Announced, Registry};
@@ -55,8 +57,10 @@ pub fn run(config: Config) -> io::Result<()> {
         config.bind
     );
     crate::output::start();
-    let registry: Shared = Arc::default();
-    let flusher = Flusher::start()?;
+    let (round, rounds) = Round::new();
+    let registry: Shared = Arc::new(Mutex::new(Registry::new(round)));
+    let shared = registry.clone();
+    rounds::start_ender(rounds, move || shared.lock().end_round())?;
 
     let shared = registry.clone();
     thread::Builder::new()
@@ -76,9 +80,7 @@ pub fn run(config: Config) -> io::Result<()> {
         listener,
         max_clients,
         refusal.to_string(),
-        move |stream, addr| {
-            serve_client(stream, addr, &registry, &flusher, config.register_timeout)
-        },
+        move |stream, addr| serve_client(stream, addr, &registry, config.register_timeout),
     );
     Ok(())
 }
@@ -104,12 +106,11 @@ fn serve_client(
     stream: TcpStream,
     addr: SocketAddr,
     registry: &Shared,
-    flusher: &Flusher,
     register_timeout: Duration,
 ) {
     // One socket: this thread reads it, the outbox's writer thread writes it.
     let stream = Arc::new(stream);
-    let Ok(outbox) = Outbox::start(stream.clone(), QUEUE, flusher) else {
+    let Ok(outbox) = Outbox::start(stream.clone(), QUEUE) else {
         return;
     };
     // A request cut short by the end of the stream is not acted on.

@@ -3,9 +3,11 @@
 //! The registry lives behind `Arc<Mutex<Registry>>`. Every change to it, and every event that
 //! change causes, happens under the lock, and events are only *queued* there (an
 //! [`Outbox`] push never blocks): so each client sees joins and leaves in the order they
-//! happened, and no socket is ever written while the lock is held.
+//! happened, and no socket is ever written while the lock is held. Joins and leaves go out
+//! in [rounds](crate::rounds), a few milliseconds' worth at a time.
 
 use crate::outbox::{line_message, Outbox};
+use crate::rounds::{Round, Since};
 use crate::wire::{Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -22,6 +24,8 @@ pub struct Member {
     pub private: SocketAddr,
     /// Unknown until the client's first UDP announcement arrives.
     pub public: Option<SocketAddr>,
+    /// Which joins and leaves it is told of: those after it was listed.
+    since: Option<Since>,
     secret: Secret,
     last_heard: Instant,
     /// When it last asked for a hole punch: see [`Registry::may_punch`].
@@ -44,16 +48,6 @@ const LIST_PIECE: usize = 16 * 1024;
 /// How often one client may ask for a hole punch.
 const PUNCH_EVERY: Duration = Duration::from_millis(100);
 
-/// How an event is queued.
-#[derive(Clone, Copy)]
-pub enum Delivery {
-    /// Joins and leaves: a client that cannot take them is cut off. Sent in the flusher's
-    /// next round, with the others that came meanwhile ([`Outbox::push_later`]).
-    Reliable,
-    /// Hints (moves): dropped for a client whose queue is half full.
-    BestEffort,
-}
-
 /// What a UDP announcement changed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Announced {
@@ -69,13 +63,23 @@ pub enum Announced {
     Rejected,
 }
 
-#[derive(Default)]
 pub struct Registry {
     members: HashMap<String, Member>,
     next_conn: u64,
+    /// The joins and leaves not yet sent.
+    round: Round,
 }
 
 impl Registry {
+    /// An empty registry that announces joins and leaves in `round`.
+    pub fn new(round: Round) -> Registry {
+        Registry {
+            members: HashMap::new(),
+            next_conn: 0,
+            round,
+        }
+    }
+
     /// Claims `id` for a new connection, which will announce itself with `secret`; the
     /// caller sends `WELCOME <secret>`. Refuses an ID that someone already holds: its owner
     /// keeps it. Returns the connection's number.
@@ -97,6 +101,7 @@ impl Registry {
                 outbox,
                 private,
                 public: None,
+                since: None,
                 secret,
                 last_heard: Instant::now(),
                 last_punch: None,
@@ -107,7 +112,7 @@ impl Registry {
 
     /// Applies a UDP announcement that came from `from`. Only one carrying the ID's secret
     /// changes anything. On the first one, the newcomer gets the list and everyone else a
-    /// `JOIN`; on a new endpoint, everyone else gets a `MOVE`.
+    /// `JOIN` (in the round); on a new endpoint, everyone else gets a `MOVE`.
     pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
         let Some(member) = self.members.get_mut(&announce.id) else {
             return Announced::Rejected;
@@ -120,9 +125,14 @@ impl Registry {
         match previous {
             None => {
                 self.send_list(&announce.id, from);
-                let info = self.members[&announce.id].info(&announce.id);
-                if let Some(info) = info {
-                    self.broadcast(&announce.id, &Event::Joined(info), Delivery::Reliable);
+                let member = &self.members[&announce.id];
+                if let Some(info) = member.info(&announce.id) {
+                    self.round.announce(&Event::Joined(info).to_string());
+                }
+                // Everything before this is in the list it was just sent.
+                let since = self.round.since_now();
+                if let Some(member) = self.members.get_mut(&announce.id) {
+                    member.since = Some(since);
                 }
                 return Announced::Ready(from);
             }
@@ -133,7 +143,13 @@ impl Registry {
                 };
                 // A hint, not a must: a client whose endpoint keeps changing must not be able
                 // to fill everyone's queue with it.
-                self.broadcast(&announce.id, &moved, Delivery::BestEffort);
+                self.end_round();
+                let moved = line_message(&moved.to_string());
+                for (id, member) in &self.members {
+                    if *id != announce.id && member.since.is_some() {
+                        member.outbox.offer(moved.clone());
+                    }
+                }
                 if announce.kind != AnnounceKind::Awake {
                     return Announced::Moved(from);
                 }
@@ -185,12 +201,12 @@ impl Registry {
             return None;
         }
         let member = self.members.remove(id)?;
-        if member.public.is_some() {
+        if member.since.is_some() {
             let left = Event::Left {
                 id: id.to_string(),
                 reason,
             };
-            self.broadcast(id, &left, Delivery::Reliable);
+            self.round.announce(&left.to_string());
         }
         Some(member.public)
     }
@@ -213,28 +229,26 @@ impl Registry {
         self.members.get(id).is_some_and(|m| m.public.is_some())
     }
 
-    /// Queues `event` for every listed client but `except`. One encoded message is shared by
-    /// all. Reliably, a client whose queue is full is cut off (its connection thread then
-    /// removes it); best effort, the event is dropped for that client instead.
-    fn broadcast(&self, except: &str, event: &Event, delivery: Delivery) {
-        let message = line_message(&event.to_string());
-        for (id, member) in &self.members {
-            if id != except && member.public.is_some() {
-                match delivery {
-                    Delivery::Reliable => member.outbox.push_later(message.clone()),
-                    Delivery::BestEffort => {
-                        member.outbox.offer(message.clone());
-                    }
+    /// Ends the round of joins and leaves: queues it for every listed client. Returns how
+    /// many clients are registered.
+    pub fn end_round(&mut self) -> usize {
+        if let Some(ended) = self.round.end() {
+            for member in self.members.values() {
+                if let Some(since) = member.since {
+                    ended.send_to(&member.outbox, since);
                 }
             }
         }
+        self.members.len()
     }
 
     /// Offers `event` to listed client `id`, best effort: hole-punch requests and relayed
     /// datagrams, which their senders repeat, and which a flood must not turn into a queue
     /// full enough to cut the recipient off.
-    pub fn offer(&self, id: &str, event: &Event) {
-        if let Some(member) = self.members.get(id).filter(|m| m.public.is_some()) {
+    /// The round ends first, so that nobody hears from a client before hearing it joined.
+    pub fn offer(&mut self, id: &str, event: &Event) {
+        self.end_round();
+        if let Some(member) = self.members.get(id).filter(|m| m.since.is_some()) {
             member.outbox.offer(line_message(&event.to_string()));
         }
     }
