@@ -14,6 +14,7 @@ use super::stats::Histogram;
 use super::{paced, Monitor, Report};
 use crate::wire::{Event, Request, Secret};
 use crossbeam_channel::{bounded, unbounded, Receiver};
+use parking_lot::Mutex;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,7 +48,13 @@ struct Totals {
 /// The ID of the one join that is measured alone.
 const LAST: &str = "bench-last";
 const DRAIN_THREADS: usize = 2;
+/// The pause between two passes over all connections. The server sends joins in rounds a
+/// few milliseconds apart, so reading more often would mostly find nothing, at the cost of
+/// a system call per connection: the load generator's CPU, taken from the server it measures.
+const DRAIN_PAUSE: Duration = Duration::from_millis(20);
 const REGISTERING_THREADS: usize = 16;
+/// How often each simulated client says it is alive: well within the server's timeout.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Registered, String> {
     let udp =
@@ -93,33 +100,39 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
             }
         });
     }
+    // Keep everyone alive while the run lasts, as real clients do, from their registration
+    // on: filling a server with ten thousand takes longer than its timeout.
+    let alive = Arc::new(Mutex::new(Vec::new()));
+    let keepalive = {
+        let (udp, totals) = (udp.try_clone().map_err(|e| e.to_string())?, totals.clone());
+        let alive = alive.clone();
+        thread::spawn(move || {
+            while !totals.stop.load(Ordering::Relaxed) {
+                let announcements: Vec<String> = alive.lock().clone();
+                for announcement in announcements {
+                    let _ = udp.send_to(announcement.as_bytes(), server);
+                }
+                let next = Instant::now() + KEEPALIVE_EVERY;
+                while Instant::now() < next && !totals.stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+
     let start = Instant::now();
     paced(run.clients, |i| next.send(i + 1).map_err(|e| e.to_string()))?;
     drop(next);
     let mut latency = Histogram::default();
-    let mut secrets = Vec::new();
     for _ in 0..run.clients {
         let (id, secret, took) = registered
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| "registrations stopped coming".to_string())??;
         latency.record(took);
-        secrets.push((id, secret));
+        alive.lock().push(format!("ALIVE {id} {secret}"));
     }
     let elapsed = start.elapsed();
     monitor.sample();
-
-    // Keep everyone alive while the run lasts.
-    let keepalive = {
-        let (udp, totals) = (udp.try_clone().map_err(|e| e.to_string())?, totals.clone());
-        thread::spawn(move || {
-            while !totals.stop.load(Ordering::Relaxed) {
-                for (id, secret) in &secrets {
-                    let _ = udp.send_to(format!("ALIVE {id} {secret}").as_bytes(), server);
-                }
-                thread::sleep(Duration::from_secs(2));
-            }
-        })
-    };
 
     // One more join, alone: what it costs is what everyone receives because of it.
     let before = settle(&totals.bytes);
@@ -219,7 +232,6 @@ fn drain(new: Receiver<BufReader<TcpStream>>, totals: &Totals) {
                 connections.push((reader, Vec::new()));
             }
         }
-        let mut read_any = false;
         for (stream, tail) in &mut connections {
             loop {
                 let n = match stream.read(&mut buf) {
@@ -227,7 +239,6 @@ fn drain(new: Receiver<BufReader<TcpStream>>, totals: &Totals) {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     _ => break,
                 };
-                read_any = true;
                 totals.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 tail.extend_from_slice(&buf[..n]);
                 if tail.windows(heard.len()).any(|w| w == heard.as_bytes()) {
@@ -238,9 +249,7 @@ fn drain(new: Receiver<BufReader<TcpStream>>, totals: &Totals) {
                 tail.drain(..keep);
             }
         }
-        if !read_any {
-            thread::sleep(Duration::from_millis(2));
-        }
+        thread::sleep(DRAIN_PAUSE);
     }
 }
 
