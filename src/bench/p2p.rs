@@ -141,6 +141,9 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
     let _ = handoff[0].send(stream);
     let bytes_per_join = settle(&totals.bytes) - before + list_bytes;
     monitor.sample();
+    // The server's peak with everyone connected: once the drains stop, all the clients
+    // hang up at once, and that storm of leaves is another measurement.
+    let usage = monitor.peak();
     totals.stop.store(true, Ordering::Relaxed);
     let _ = keepalive.join();
     for drain in drains {
@@ -157,7 +160,7 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
             latency,
             lost: 0,
             corrupted: 0,
-            usage: monitor.peak(),
+            usage,
         },
         bytes_per_join,
         heard: totals.heard_last.load(Ordering::Relaxed) as usize,
