@@ -94,9 +94,9 @@ fn room_run(
     }
 }
 
-/// Runs the standard set (up to 1,000 clients, a few minutes), or with `scale` the
-/// 10,000-client runs (which take long: every join is announced to everyone, so filling a
-/// room costs on the order of 10,000² / 2 lines), printing each row as it completes, then
+/// Runs the standard set (up to 1,000 clients, under a minute), or with `scale` the
+/// 10,000-client runs (a few minutes: every join is announced to everyone, so filling a
+/// server sends on the order of 10,000² / 2 lines), printing each row as it completes, then
 /// the notes.
 pub fn run(scale: bool) -> Result<(), String> {
     let mut notes = Vec::new();

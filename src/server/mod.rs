@@ -42,8 +42,8 @@ pub struct Config {
     pub max_clients: usize,
 }
 
-/// How many events may wait for one client before it counts as not reading. A join of ten
-/// thousand clients in a burst queues ten thousand `JOIN`s for each, so this is generous.
+/// How many messages may wait for one client before it counts as not reading. Generous: the
+/// list of ten thousand clients alone is forty messages, and a round of joins one more.
 const QUEUE: usize = 16 * 1024;
 
 type Shared = Arc<Mutex<Registry>>;
