@@ -107,7 +107,7 @@ impl Outbox {
     /// stopped: it is cut off.
     ///
     /// It waits while the queue is seven eighths full, not full: the last eighth is kept for
-    /// the lines that are pushed without waiting (joins and leaves, under the room's lock),
+    /// the messages that are pushed without waiting (rounds of joins and leaves),
     /// so that a reader kept busy by a flood is never cut off for being one line short.
     pub fn push_patiently(&self, message: Message, patience: Duration) {
         let deadline = Instant::now() + patience;

@@ -13,9 +13,10 @@
 //! after it arrived: what came before is already in the list, or the count, it was greeted
 //! with.
 //!
-//! A round must end before anything else is queued for other clients, so that nobody sees a
-//! user's message, or hole-punch request, before the line saying that user joined: the
-//! registries end the round first whenever they do that.
+//! A round must end before anything from or about a newcomer is queued for others, so that
+//! nobody sees a user's message, or hole-punch request, before the line saying that user
+//! joined: the registries ask [`Round::has_arrival`] first, and end the round if so. (Only
+//! then: ending the round for every message would bring back a wake-up per join.)
 
 use crate::outbox::{Message, Outbox};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -26,7 +27,8 @@ use std::time::Duration;
 /// The joins and leaves announced since the last round ended.
 pub struct Round {
     text: String,
-    /// Counts rounds, so that a client can tell a round it saw begin from one it joined.
+    /// Counts rounds. A client whose interest began in an earlier round is sent this one
+    /// whole; one that arrived during it, only the part after its arrival.
     number: u64,
     /// Tells the [`ender`](start_ender) thread that a round has begun.
     begun: Sender<()>,
@@ -38,6 +40,10 @@ pub struct Since {
     round: u64,
     offset: usize,
 }
+
+/// The most a round's buffer keeps between rounds: a round of ten thousand leaves is 600 KB,
+/// which need not stay allocated until the next one.
+const KEEP: usize = 64 * 1024;
 
 /// A round that has ended: its text, to queue for everyone.
 pub struct Ended {
@@ -76,6 +82,12 @@ impl Round {
         }
     }
 
+    /// Whether the client whose interest began at `since` arrived during this round, which
+    /// therefore still holds the line announcing it.
+    pub fn has_arrival(&self, since: Since) -> bool {
+        since.round == self.number && !self.text.is_empty()
+    }
+
     /// Ends the round and returns it, or `None` if nothing was announced.
     pub fn end(&mut self) -> Option<Ended> {
         if self.text.is_empty() {
@@ -86,6 +98,9 @@ impl Round {
             number: self.number,
         };
         self.text.clear();
+        if self.text.capacity() > KEEP {
+            self.text = String::new();
+        }
         self.number += 1;
         Some(ended)
     }
@@ -102,7 +117,8 @@ impl Ended {
 
     /// What of the round a client whose interest began at `since` is to be sent, if anything.
     fn part_for(&self, since: Since) -> Option<Message> {
-        if since.round < self.number {
+        debug_assert!(since.round <= self.number, "a client from a later round");
+        if since.round < self.number || since.offset == 0 {
             Some(self.message.clone())
         } else if since.offset < self.message.len() {
             Some(self.message[since.offset..].into())
@@ -122,17 +138,19 @@ fn hold(clients: usize) -> Duration {
         .clamp(Duration::from_millis(1), Duration::from_millis(100))
 }
 
-/// Starts the thread that ends each round once it has gathered for a while. `end_round` ends
-/// the current round, sends it, and returns to how many clients.
+/// Starts the thread that ends each round once it has gathered for a while: `begun` is the
+/// receiver [`Round::new`] returned; `end_round` ends the current round, sends it, and
+/// returns how many clients there are. The thread runs as long as the server: the closure
+/// holds the registry, which holds the round, which holds the sender of `begun`.
 pub fn start_ender(
-    rounds: Receiver<()>,
+    begun: Receiver<()>,
     end_round: impl Fn() -> usize + Send + 'static,
 ) -> io::Result<()> {
     thread::Builder::new()
         .name("rounds".into())
         .spawn(move || {
             let mut clients = 0;
-            for () in rounds {
+            for () in begun {
                 thread::sleep(hold(clients));
                 clients = end_round();
             }
@@ -177,6 +195,35 @@ mod tests {
             b"JOIN c\n",
             "rounds after its own come whole"
         );
+    }
+
+    #[test]
+    fn a_round_begun_while_the_ender_sleeps_is_ended_too() {
+        use parking_lot::Mutex;
+        use std::sync::Arc;
+        let (round, begun) = Round::new();
+        let round = Arc::new(Mutex::new(round));
+        let (sent, ended) = crossbeam_channel::unbounded();
+        let shared = round.clone();
+        start_ender(begun, move || {
+            if let Some(ended) = shared.lock().end() {
+                let _ = sent.send(ended.message);
+            }
+            0
+        })
+        .unwrap();
+        for line in ["JOIN a", "JOIN b", "JOIN c"] {
+            round.lock().announce(line);
+            // Sometimes while the ender sleeps on the last signal, sometimes after.
+            std::thread::sleep(Duration::from_micros(700));
+        }
+        let mut text = Vec::new();
+        while text != b"JOIN a\nJOIN b\nJOIN c\n" {
+            let message = ended
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every line sent within 10 s");
+            text.extend_from_slice(&message);
+        }
     }
 
     #[test]

@@ -158,6 +158,14 @@ fn garbage_on_the_registration_port_gets_errors_and_disturbs_no_one() {
     carol.send("CHAT bob");
     assert!(carol.expect("ERROR").contains("unknown message"));
 
+    // Registered but never announced over UDP: not listed, so it may not relay yet.
+    let mut dave = Raw::connect(port);
+    let dave_udp = dave.udp.local_addr().unwrap();
+    dave.send(&format!("REGISTER dave {dave_udp}"));
+    dave.expect("WELCOME ");
+    dave.send("RELAY bob CHAT dave 1 too early");
+    assert_eq!(dave.expect("ERROR"), "ERROR relay: 'dave' is not online");
+
     // A 10 MB line: an error, and the connection is closed.
     let mut long = Raw::connect(port);
     let _ = long.tcp.write_all(&vec![b'x'; 10 << 20]);

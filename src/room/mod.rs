@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!  accept ──spawn──▶ connection thread (one per user): reads lines, receives uploads
-//!                     │  join / leave: under the lock, queue a line for everyone
+//!                     │  join / leave: under the lock, add a line to the round
 //!                     │  message: clone the member list, queue a line for everyone
+//!  rounds thread ─────┤  every 1-100 ms: end the round, queue it for everyone
 //!                     ▼
 //!              Room: Mutex<Arc<Vec<Member>>> ──▶ each member's Outbox ──▶ its writer thread
 //! ```

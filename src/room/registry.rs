@@ -5,12 +5,12 @@
 //!   current [round](crate::rounds) under the lock too, so every user sees joins and leaves
 //!   in the same order, each with the count of that moment. The list is copied only when a
 //!   broadcast still holds the old one;
-//! - a message takes the lock only to end the round and clone the `Arc`, then queues one
-//!   shared line on every
-//!   member's [`Outbox`]. Many users' messages go out at once, each user's in the order it
-//!   sent them (its connection thread sends them one after another). When a member's queue
-//!   is full, the message waits for room a little ([`PATIENCE`]): a flood is slowed to the
-//!   pace of its slowest reader rather than lost.
+//! - a message takes the lock only to clone the `Arc` (and, if its sender's arrival is still
+//!   in the round, to end the round first), then queues one shared line on every member's
+//!   [`Outbox`]. Many users' messages go out at once, each user's in the order it sent them
+//!   (its connection thread sends them one after another). When a member's queue is full,
+//!   the message waits for room a little ([`PATIENCE`]): a flood is slowed to the pace of
+//!   its slowest reader rather than lost.
 //!
 //! Nothing here writes to a socket: a line is only *queued*. A member whose queue stays full
 //! has stopped reading; its [`Outbox`] cuts it off, and its own connection thread then sees
@@ -67,6 +67,8 @@ pub struct Presence<'a> {
     room: &'a Room,
     id: u64,
     addr: SocketAddr,
+    /// Where its arrival stands in the rounds.
+    since: Since,
 }
 
 impl Drop for Presence<'_> {
@@ -82,7 +84,9 @@ impl Presence<'_> {
         let members = {
             let mut members = self.room.members.lock();
             // Nobody may read a user's message before the line saying the user came in.
-            members.end_round();
+            if members.round.has_arrival(self.since) {
+                members.end_round();
+            }
             Arc::clone(&members.list)
         };
         crate::event!("{for_others}");
@@ -129,6 +133,7 @@ impl Room {
             room: self,
             id,
             addr,
+            since,
         }
     }
 

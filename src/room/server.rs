@@ -30,8 +30,8 @@ pub struct Config {
     pub upload_idle: Duration,
 }
 
-/// How many lines may wait for one user before it counts as not reading and is cut off.
-/// Generous, because a burst (five users pasting a thousand lines each) queues every line for
+/// How many messages (lines, or rounds of join and leave lines) may wait for one user before
+/// it counts as not reading and is cut off. Generous, because a burst (five users pasting a thousand lines each) queues every line for
 /// everyone at once, faster than a thousand writer threads can be scheduled on two cores.
 /// An idle user costs nothing for it: the queue allocates as lines arrive. A user that has
 /// stopped reading holds at most this many lines (each shared with every other queue), on top

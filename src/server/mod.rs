@@ -43,7 +43,9 @@ pub struct Config {
 }
 
 /// How many messages may wait for one client before it counts as not reading. Generous: the
-/// list of ten thousand clients alone is forty messages, and a round of joins one more.
+/// list of ten thousand clients alone is forty messages. A round of joins and leaves counts
+/// as one: a client that has stopped reading is found out by its keep-alives stopping, or
+/// its writes timing out once its socket buffers are full, long before its queue fills.
 const QUEUE: usize = 16 * 1024;
 
 type Shared = Arc<Mutex<Registry>>;
@@ -130,7 +132,7 @@ fn serve_client(
         };
         match line.parse::<Request>() {
             Ok(request) => {
-                if !handle_request(request, &id, &outbox, registry) {
+                if !handle_request(request, &id, conn, &outbox, registry) {
                     break LeaveReason::Deregistered;
                 }
             }
@@ -219,32 +221,44 @@ fn register(
     }
 }
 
-/// A request from registered client `id`; false when it asks to leave. It can only ever act
-/// as itself: the ID comes from its own registration, never from the request. Not inlined:
-/// see [`register`].
+/// A request from registered client `id` on connection `conn`; false when it asks to leave.
+/// It can only ever act as itself: the ID comes from its own registration, never from the
+/// request. Not inlined: see [`register`].
 #[inline(never)]
-fn handle_request(request: Request, id: &str, outbox: &Outbox, registry: &Shared) -> bool {
+fn handle_request(
+    request: Request,
+    id: &str,
+    conn: u64,
+    outbox: &Outbox,
+    registry: &Shared,
+) -> bool {
     let refuse = |message: String| {
         outbox.push_line(&Event::Error { message }.to_string());
     };
     match request {
         Request::Punch { peer } => {
             let mut members = registry.lock();
-            if peer == id || !members.is_listed(&peer) || !members.is_listed(id) {
+            if peer == id || !members.is_listed(&peer) || !members.is_listed_as(id, conn) {
                 refuse(format!("cannot punch to '{peer}': not online"));
             } else if members.may_punch(id) {
                 // Both at once: each side's probes open its own NAT for the other's.
+                members.announce_first(id);
+                members.announce_first(&peer);
                 let requester = id.to_string();
                 members.offer(&peer, &Event::Punch { peer: requester });
                 members.offer(id, &Event::Punch { peer });
             }
         }
         Request::Relay { to, datagram } => {
+            let mut members = registry.lock();
             if datagram.from() != id {
                 refuse(format!("relay: a datagram you send must be from '{id}'"));
+            } else if !members.is_listed_as(id, conn) {
+                refuse(format!("relay: '{id}' is not online"));
             } else {
                 // Best effort: a dropped relay is retransmitted by its sender.
-                registry.lock().offer(&to, &Event::Relayed { datagram });
+                members.announce_first(id);
+                members.offer(&to, &Event::Relayed { datagram });
             }
         }
         Request::Register { .. } => refuse(format!("already registered as '{id}'")),

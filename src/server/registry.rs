@@ -141,9 +141,9 @@ impl Registry {
                     id: announce.id.clone(),
                     public: from,
                 };
+                self.announce_first(&announce.id);
                 // A hint, not a must: a client whose endpoint keeps changing must not be able
                 // to fill everyone's queue with it.
-                self.end_round();
                 let moved = line_message(&moved.to_string());
                 for (id, member) in &self.members {
                     if *id != announce.id && member.since.is_some() {
@@ -226,7 +226,16 @@ impl Registry {
 
     /// Whether `id` is registered and listed (its UDP endpoint is known).
     pub fn is_listed(&self, id: &str) -> bool {
-        self.members.get(id).is_some_and(|m| m.public.is_some())
+        self.members.get(id).is_some_and(|m| m.since.is_some())
+    }
+
+    /// Whether connection `conn` holds `id` and is listed: what a client must be to ask for
+    /// anything. (A connection whose client the reaper removed may still have requests in
+    /// flight; they must not act for a newer registration of the same ID.)
+    pub fn is_listed_as(&self, id: &str, conn: u64) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| m.conn == conn && m.since.is_some())
     }
 
     /// Ends the round of joins and leaves: queues it for every listed client. Returns how
@@ -242,12 +251,21 @@ impl Registry {
         self.members.len()
     }
 
+    /// Ends the round if it still holds the line announcing `id`: before anything from or
+    /// about `id` is queued for others, so that nobody hears from a client before hearing it
+    /// joined.
+    pub fn announce_first(&mut self, id: &str) {
+        let since = self.members.get(id).and_then(|m| m.since);
+        if since.is_some_and(|since| self.round.has_arrival(since)) {
+            self.end_round();
+        }
+    }
+
     /// Offers `event` to listed client `id`, best effort: hole-punch requests and relayed
     /// datagrams, which their senders repeat, and which a flood must not turn into a queue
-    /// full enough to cut the recipient off.
-    /// The round ends first, so that nobody hears from a client before hearing it joined.
-    pub fn offer(&mut self, id: &str, event: &Event) {
-        self.end_round();
+    /// full enough to cut the recipient off. The caller has called
+    /// [`announce_first`](Self::announce_first) for whoever the event is from.
+    pub fn offer(&self, id: &str, event: &Event) {
         if let Some(member) = self.members.get(id).filter(|m| m.since.is_some()) {
             member.outbox.offer(line_message(&event.to_string()));
         }
