@@ -109,10 +109,22 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
         thread::spawn(move || {
             while !totals.stop.load(Ordering::Relaxed) {
                 let announcements: Vec<String> = alive.lock().clone();
-                for announcement in announcements {
+                let began = Instant::now();
+                // Spread over the interval, as the clients' own timers would be: ten thousand
+                // at once would overflow the server's UDP receive buffer, and be lost.
+                let gap = KEEPALIVE_EVERY / announcements.len().max(1) as u32;
+                for (sent, announcement) in announcements.iter().enumerate() {
+                    if totals.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let _ = udp.send_to(announcement.as_bytes(), server);
+                    if let Some(wait) =
+                        (began + gap * sent as u32).checked_duration_since(Instant::now())
+                    {
+                        thread::sleep(wait);
+                    }
                 }
-                let next = Instant::now() + KEEPALIVE_EVERY;
+                let next = began + KEEPALIVE_EVERY;
                 while Instant::now() < next && !totals.stop.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(100));
                 }
