@@ -41,10 +41,6 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// The latency below which `q` (0 to 1) of the samples fall: the bucket's upper edge.
     pub fn quantile(&self, q: f64) -> Duration {
         let wanted = ((self.count as f64) * q).ceil().max(1.0) as u64;
@@ -112,7 +108,7 @@ mod tests {
         assert!((p50 - 500.0).abs() / 500.0 < 0.04, "p50 {p50}");
         assert!((p99 - 990.0).abs() / 990.0 < 0.04, "p99 {p99}");
         assert_eq!(h.max(), Duration::from_micros(1000));
-        assert_eq!(h.count(), 1000);
+        assert_eq!(h.count, 1000);
         for nanos in [0, 1, 31, 32, 33, 1 << 20, u64::MAX / 2] {
             assert!(upper_edge(bucket(nanos)) >= nanos);
         }

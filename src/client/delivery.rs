@@ -103,16 +103,15 @@ impl Outgoing {
         sends
     }
 
-    /// `to` acknowledged `seq`. Returns backlog messages that may now be sent, and whether
-    /// the acknowledgement was for a message in flight.
-    pub fn acknowledge(&mut self, to: &str, seq: u64, now: Instant) -> (Vec<Send>, bool) {
+    /// `to` acknowledged `seq`. Returns backlog messages that may now be sent. An
+    /// acknowledgement for nothing in flight (a duplicate, or a stray) changes nothing.
+    pub fn acknowledge(&mut self, to: &str, seq: u64, now: Instant) -> Vec<Send> {
         let mut sends = Vec::new();
-        let Some(outbound) = self.peers.get_mut(to) else {
-            return (sends, false);
-        };
-        let known = outbound.in_flight.remove(&seq).is_some();
-        outbound.release(to, now, &mut sends);
-        (sends, known)
+        if let Some(outbound) = self.peers.get_mut(to) {
+            outbound.in_flight.remove(&seq);
+            outbound.release(to, now, &mut sends);
+        }
+        sends
     }
 
     /// Retransmissions due now, and the messages given up on.
@@ -251,8 +250,8 @@ mod tests {
 
         let sends = out.queue("bob", "again".into(), start);
         assert_eq!(sends[0].seq, 2);
-        let (_, known) = out.acknowledge("bob", 2, start);
-        assert!(known);
+        assert_eq!(out.acknowledge("bob", 2, start), vec![]);
+        // Acknowledged: neither sent again nor given up on.
         assert_eq!(out.due(start + GIVE_UP_AFTER), (vec![], vec![]));
         assert_eq!(out.forget("bob"), vec![]);
     }
@@ -266,7 +265,7 @@ mod tests {
             sent.extend(out.queue("bob", format!("m{i}"), now));
         }
         assert_eq!(sent.len() as u64, MAX_SPAN);
-        let (freed, _) = out.acknowledge("bob", 1, now);
+        let freed = out.acknowledge("bob", 1, now);
         assert_eq!(freed.len(), 1);
         assert_eq!(freed[0].seq, MAX_SPAN + 1);
         assert_eq!(out.forget("bob").len() as u64, MAX_SPAN + 9);

@@ -250,7 +250,7 @@ impl Client {
                 )?;
             }
             Datagram::Ack { seq, .. } => {
-                let (sends, _) = self.outgoing.acknowledge(&from, seq, Instant::now());
+                let sends = self.outgoing.acknowledge(&from, seq, Instant::now());
                 self.transmit(sends)?;
             }
             Datagram::Probe { .. } => {
