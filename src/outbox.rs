@@ -100,6 +100,22 @@ impl Outbox {
         self.enqueue(message);
     }
 
+    /// Queues `message` like [`Outbox::push`] but leaves the writer asleep: the caller wakes
+    /// it with [`Outbox::wake`], once it has let go of its lock (waking ten thousand
+    /// sleeping writers takes tens of milliseconds). Returns whether the message was queued.
+    pub fn push_unwoken(&self, message: Message) -> bool {
+        if self.queue.len() >= self.capacity {
+            self.cut_off();
+            return false;
+        }
+        self.queue.send(message).is_ok()
+    }
+
+    /// Wakes the writer if it sleeps: see [`Outbox::push_unwoken`].
+    pub fn wake(&self) {
+        self.writer.thread.unpark();
+    }
+
     /// Queues `message`, waiting up to `patience` for room in a full queue. Flow control
     /// for a broadcast: the sender's connection thread waits here, so it stops reading the
     /// sender's socket, and TCP slows the sender down to the pace of the slowest reader that
@@ -131,7 +147,7 @@ impl Outbox {
     /// connection is already closing.
     fn enqueue(&self, message: Message) -> bool {
         let queued = self.queue.send(message).is_ok();
-        self.writer.thread.unpark();
+        self.wake();
         queued
     }
 

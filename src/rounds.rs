@@ -107,12 +107,19 @@ impl Round {
 }
 
 impl Ended {
-    /// Queues the round for a client whose interest began at `since`: all of it, shared, if
-    /// the client was there when the round began; else a copy of the part after its arrival.
-    pub fn send_to(&self, outbox: &Outbox, since: Since) {
-        if let Some(part) = self.part_for(since) {
-            outbox.push(part);
+    /// Queues the round for each client, whose interest began at its `Since`: all of it,
+    /// shared, if the client was there when the round began; else a copy of the part after
+    /// its arrival. Returns the writers to wake.
+    pub fn send<'a>(&self, clients: impl Iterator<Item = (&'a Outbox, Since)>) -> Woken {
+        let mut queued = Vec::new();
+        for (outbox, since) in clients {
+            if let Some(part) = self.part_for(since) {
+                if outbox.push_unwoken(part) {
+                    queued.push(outbox.clone());
+                }
+            }
         }
+        Woken(queued)
     }
 
     /// What of the round a client whose interest began at `since` is to be sent, if anything.
@@ -128,6 +135,28 @@ impl Ended {
     }
 }
 
+/// The writers a round was queued for, still asleep: dropping this wakes them. Kept until the
+/// registry's lock is let go, so that nobody waits on the lock while ten thousand writers are
+/// woken one by one.
+#[must_use = "dropping it at once wakes the writers under the lock"]
+#[derive(Default)]
+pub struct Woken(Vec<Outbox>);
+
+impl Woken {
+    /// How many writers it wakes.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Drop for Woken {
+    fn drop(&mut self) {
+        for outbox in &self.0 {
+            outbox.wake();
+        }
+    }
+}
+
 /// How long a round gathers: 10 µs for each client it will be sent to, between 1 and 100 ms.
 /// Ending a round costs about that much per client (a queue push, a wake-up, a write), so
 /// sending rounds never takes much more than one core, whatever the number of clients; and a
@@ -139,12 +168,13 @@ fn hold(clients: usize) -> Duration {
 }
 
 /// Starts the thread that ends each round once it has gathered for a while: `begun` is the
-/// receiver [`Round::new`] returned; `end_round` ends the current round, sends it, and
-/// returns how many clients there are. The thread runs as long as the server: the closure
-/// holds the registry, which holds the round, which holds the sender of `begun`.
+/// receiver [`Round::new`] returned; `end_round` ends the current round under the registry's
+/// lock, queues it, and returns the writers to wake, which are woken here, after the lock.
+/// The thread runs as long as the server: the closure holds the registry, which holds the
+/// round, which holds the sender of `begun`.
 pub fn start_ender(
     begun: Receiver<()>,
-    end_round: impl Fn() -> usize + Send + 'static,
+    end_round: impl Fn() -> Woken + Send + 'static,
 ) -> io::Result<()> {
     thread::Builder::new()
         .name("rounds".into())
@@ -152,7 +182,8 @@ pub fn start_ender(
             let mut clients = 0;
             for () in begun {
                 thread::sleep(hold(clients));
-                clients = end_round();
+                let woken = end_round();
+                clients = woken.count();
             }
         })?;
     Ok(())
@@ -209,7 +240,7 @@ mod tests {
             if let Some(ended) = shared.lock().end() {
                 let _ = sent.send(ended.message);
             }
-            0
+            Woken::default()
         })
         .unwrap();
         for line in ["JOIN a", "JOIN b", "JOIN c"] {

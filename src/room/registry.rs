@@ -18,7 +18,7 @@
 
 use super::online;
 use crate::outbox::{line_message, Outbox};
-use crate::rounds::{self, Round, Since};
+use crate::rounds::{self, Round, Since, Woken};
 use parking_lot::Mutex;
 use std::io;
 use std::net::SocketAddr;
@@ -50,14 +50,13 @@ struct Members {
 }
 
 impl Members {
-    /// Ends the round of joins and leaves: queues it for everyone. Returns how many that is.
-    fn end_round(&mut self) -> usize {
-        if let Some(ended) = self.round.end() {
-            for member in self.list.iter() {
-                ended.send_to(&member.outbox, member.since);
-            }
-        }
-        self.list.len()
+    /// Ends the round of joins and leaves: queues it for everyone. Returns their writers, to
+    /// wake once the lock is let go.
+    fn end_round(&mut self) -> Woken {
+        let Some(ended) = self.round.end() else {
+            return Woken::default();
+        };
+        ended.send(self.list.iter().map(|m| (&m.outbox, m.since)))
     }
 }
 
@@ -81,13 +80,14 @@ impl Presence<'_> {
     /// Prints `for_others` and queues it for every member but this one, who gets
     /// `for_sender`.
     pub fn relay(&self, for_others: &str, for_sender: &str) {
-        let members = {
+        let (members, _woken) = {
             let mut members = self.room.members.lock();
             // Nobody may read a user's message before the line saying the user came in.
-            if members.round.has_arrival(self.since) {
-                members.end_round();
-            }
-            Arc::clone(&members.list)
+            let woken = match members.round.has_arrival(self.since) {
+                true => members.end_round(),
+                false => Woken::default(),
+            };
+            (Arc::clone(&members.list), woken)
         };
         crate::event!("{for_others}");
         let shared = line_message(for_others);

@@ -7,7 +7,7 @@
 //! in [rounds](crate::rounds), a few milliseconds' worth at a time.
 
 use crate::outbox::{line_message, Outbox};
-use crate::rounds::{Round, Since};
+use crate::rounds::{Round, Since, Woken};
 use crate::wire::{Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -238,17 +238,14 @@ impl Registry {
             .is_some_and(|m| m.conn == conn && m.since.is_some())
     }
 
-    /// Ends the round of joins and leaves: queues it for every listed client. Returns how
-    /// many clients are registered.
-    pub fn end_round(&mut self) -> usize {
-        if let Some(ended) = self.round.end() {
-            for member in self.members.values() {
-                if let Some(since) = member.since {
-                    ended.send_to(&member.outbox, since);
-                }
-            }
-        }
-        self.members.len()
+    /// Ends the round of joins and leaves: queues it for every listed client. Returns their
+    /// writers, to wake once the lock is let go.
+    pub fn end_round(&mut self) -> Woken {
+        let Some(ended) = self.round.end() else {
+            return Woken::default();
+        };
+        let listed = self.members.values();
+        ended.send(listed.filter_map(|m| Some((&m.outbox, m.since?))))
     }
 
     /// Ends the round if it still holds the line announcing `id`: before anything from or
@@ -257,7 +254,8 @@ impl Registry {
     pub fn announce_first(&mut self, id: &str) {
         let since = self.members.get(id).and_then(|m| m.since);
         if since.is_some_and(|since| self.round.has_arrival(since)) {
-            self.end_round();
+            // Rare (a newcomer's first words within its round): woken under the lock.
+            drop(self.end_round());
         }
     }
 
