@@ -97,10 +97,12 @@ pub fn run(server: SocketAddr, run: &RoomRun, monitor: &Monitor) -> Result<Repor
     }
     let mut total = Seen::default();
     let mut expected = 0;
+    let mut connected = Vec::new();
     for (index, reader) in readers.into_iter().enumerate() {
-        let seen = reader
+        let (seen, stream) = reader
             .join()
             .map_err(|_| "a reader thread failed".to_string())?;
+        connected.push(stream);
         total.latency.merge(&seen.latency);
         total.intact += seen.intact;
         total.corrupted += seen.corrupted;
@@ -108,6 +110,10 @@ pub fn run(server: SocketAddr, run: &RoomRun, monitor: &Monitor) -> Result<Repor
         expected += expected_from_others(index);
     }
     monitor.sample();
+    // The server's peak with everyone connected: ten thousand hanging up at once is another
+    // measurement.
+    let usage = monitor.peak();
+    drop(connected);
     drop(stalled);
     let elapsed = total.last.map_or(Duration::ZERO, |last| last - start);
     Ok(Report {
@@ -119,7 +125,7 @@ pub fn run(server: SocketAddr, run: &RoomRun, monitor: &Monitor) -> Result<Repor
         latency: total.latency,
         lost: expected.saturating_sub(total.intact + total.corrupted),
         corrupted: total.corrupted,
-        usage: monitor.peak(),
+        usage,
     })
 }
 
@@ -152,7 +158,8 @@ fn filler(seq: usize, size: usize) -> String {
 }
 
 /// Waits for the greeting and says so on `joined`, then reads until `expected` messages from
-/// others arrived, or the deadline (once there is one) has passed.
+/// others arrived, or the deadline (once there is one) has passed. Returns the connection
+/// still open: the run measures the server with everyone connected, not as they hang up.
 fn receive(
     stream: TcpStream,
     me: usize,
@@ -160,7 +167,7 @@ fn receive(
     size: usize,
     joined: &Sender<()>,
     deadline: &OnceLock<Instant>,
-) -> Seen {
+) -> (Seen, TcpStream) {
     let mut seen = Seen::default();
     let mut next_seq: Vec<usize> = Vec::new();
     let mut reader = BufReader::with_capacity(32 * 1024, stream);
@@ -187,7 +194,7 @@ fn receive(
         tally(&line, me, size, &mut next_seq, &mut seen);
         line.clear();
     }
-    seen
+    (seen, reader.into_inner())
 }
 
 /// Counts one received line: `[ip:port] B ...` from others. `[You] ...` echoes, joins and
