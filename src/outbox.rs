@@ -94,10 +94,9 @@ impl Outbox {
 
     /// Queues `message` without blocking. A full queue cuts the client off.
     pub fn push(&self, message: Message) {
-        if self.queue.len() >= self.capacity {
-            return self.cut_off();
+        if self.push_unwoken(message) {
+            self.wake();
         }
-        self.enqueue(message);
     }
 
     /// Queues `message` like [`Outbox::push`] but leaves the writer asleep: the caller wakes

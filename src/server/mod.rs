@@ -242,11 +242,9 @@ fn handle_request(
                 refuse(format!("cannot punch to '{peer}': not online"));
             } else if members.may_punch(id) {
                 // Both at once: each side's probes open its own NAT for the other's.
-                members.announce_first(id);
-                members.announce_first(&peer);
                 let requester = id.to_string();
-                members.offer(&peer, &Event::Punch { peer: requester });
-                members.offer(id, &Event::Punch { peer });
+                members.offer(&peer, id, &Event::Punch { peer: requester });
+                members.offer(id, &peer, &Event::Punch { peer: peer.clone() });
             }
         }
         Request::Relay { to, datagram } => {
@@ -257,8 +255,7 @@ fn handle_request(
                 refuse(format!("relay: '{id}' is not online"));
             } else {
                 // Best effort: a dropped relay is retransmitted by its sender.
-                members.announce_first(id);
-                members.offer(&to, &Event::Relayed { datagram });
+                members.offer(&to, id, &Event::Relayed { datagram });
             }
         }
         Request::Register { .. } => refuse(format!("already registered as '{id}'")),

@@ -251,7 +251,7 @@ impl Registry {
     /// Ends the round if it still holds the line announcing `id`: before anything from or
     /// about `id` is queued for others, so that nobody hears from a client before hearing it
     /// joined.
-    pub fn announce_first(&mut self, id: &str) {
+    fn announce_first(&mut self, id: &str) {
         let since = self.members.get(id).and_then(|m| m.since);
         if since.is_some_and(|since| self.round.has_arrival(since)) {
             // Rare (a newcomer's first words within its round): woken under the lock.
@@ -259,12 +259,13 @@ impl Registry {
         }
     }
 
-    /// Offers `event` to listed client `id`, best effort: hole-punch requests and relayed
-    /// datagrams, which their senders repeat, and which a flood must not turn into a queue
-    /// full enough to cut the recipient off. The caller has called
-    /// [`announce_first`](Self::announce_first) for whoever the event is from.
-    pub fn offer(&self, id: &str, event: &Event) {
-        if let Some(member) = self.members.get(id).filter(|m| m.since.is_some()) {
+    /// Offers `event`, which comes from or is about client `from`, to listed client `to`, best
+    /// effort: hole-punch requests and relayed datagrams, which their senders repeat, and
+    /// which a flood must not turn into a queue full enough to cut the recipient off.
+    /// `from`'s join goes out first if it has not yet ([`announce_first`](Self::announce_first)).
+    pub fn offer(&mut self, to: &str, from: &str, event: &Event) {
+        self.announce_first(from);
+        if let Some(member) = self.members.get(to).filter(|m| m.since.is_some()) {
             member.outbox.offer(line_message(&event.to_string()));
         }
     }
