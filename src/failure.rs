@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::Duration;
 
+/// Why a subcommand ended unsuccessfully: one line for the user, and the exit code.
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
@@ -33,13 +34,33 @@ impl fmt::Display for Failure {
     }
 }
 
+/// An OS error in words, for a user: `no such file or directory`, without the
+/// `(os error 2)` that `io::Error` adds, which means nothing to anyone reading the line.
+pub fn in_words(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => &text,
+    };
+    // "No such file" reads as a sentence of its own; mid-line it is "no such file". An
+    // acronym ("TLS ...") keeps its capitals.
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => first
+            .to_lowercase()
+            .chain(text[first.len_utf8()..].chars())
+            .collect(),
+        _ => text.to_string(),
+    }
+}
+
 /// Starts a named thread; failing to is a runtime failure, said in one line.
 pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Failure> {
     thread::Builder::new()
         .name(name.into())
         .spawn(body)
         .map(drop)
-        .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {e}")))
+        .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {}", in_words(&e))))
 }
 
 /// Connects to `natchat <command>` (whose user-facing name is `what`) at `host:port`, giving
@@ -58,7 +79,8 @@ pub fn connect(
         .ok_or_else(|| cannot("no address".into()))?;
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| {
         Failure::runtime(format!(
-            "cannot reach the {what} at {addr}: {e}. Is 'natchat {command}' running there?"
+            "cannot reach the {what} at {addr}: {}. Is 'natchat {command}' running there?",
+            in_words(&e)
         ))
     })?;
     Ok((stream, addr))
@@ -72,5 +94,19 @@ pub fn cannot_listen(addr: &str, e: &std::io::Error, choose: &str) -> Failure {
         }
         _ => String::new(),
     };
-    Failure::runtime(format!("cannot listen on {addr}: {e}.{hint}"))
+    Failure::runtime(format!("cannot listen on {addr}: {}.{hint}", in_words(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_words;
+    use std::io;
+
+    #[test]
+    fn os_errors_read_as_words() {
+        let gone = io::Error::from_raw_os_error(2);
+        assert_eq!(in_words(&gone), "no such file or directory");
+        let custom = io::Error::other("TLS is not spoken here");
+        assert_eq!(in_words(&custom), "TLS is not spoken here");
+    }
 }

@@ -74,7 +74,10 @@ where
             Ok(accepted) => accepted,
             Err(e) if is_resource_shortage(&e) => {
                 if !short {
-                    eprintln!("accept: {e}; pausing new connections until some close");
+                    crate::warn!(
+                        "accept: {}; pausing new connections until some close",
+                        crate::failure::in_words(&e)
+                    );
                     short = true;
                 }
                 thread::sleep(BACKOFF);
@@ -106,7 +109,10 @@ where
                 handle(stream, addr);
             });
         if let Err(e) = spawned {
-            eprintln!("cannot start a thread for {addr}: {e}; pausing new connections");
+            crate::warn!(
+                "cannot start a thread for {addr}: {}; pausing new connections",
+                crate::failure::in_words(&e)
+            );
             thread::sleep(BACKOFF);
         }
     }

@@ -199,7 +199,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("natchat: {failure}");
+            natchat::warn!("{failure}");
             ExitCode::from(failure.code as u8)
         }
     }
@@ -277,6 +277,7 @@ fn run_server(m: &Matches) -> Result<(), Failure> {
     };
     let port = config.port;
     ctrlc::set_handler(|| {
+        natchat::output::end_interrupted_line();
         natchat::say!("Server stopped.");
         std::process::exit(0);
     })

@@ -24,6 +24,26 @@ macro_rules! say {
     }};
 }
 
+/// Prints `natchat: <message>` on stderr, like `eprintln!`, but never panics: every warning
+/// and error line natchat prints starts the same way, whichever part of it speaks.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "natchat: {}", format_args!($($arg)*));
+    }};
+}
+
+/// Ends the line that a terminal's echo of `^C` left the cursor on, so that what a Ctrl+C
+/// handler prints next (`exit`, `Server stopped.`) stands on a line of its own rather than
+/// reading `^Cexit`. Prints nothing when stdout is not a terminal: there was no echo.
+pub fn end_interrupted_line() {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        crate::say!();
+    }
+}
+
 /// Queues a server event line for the printer thread; never blocks.
 #[macro_export]
 macro_rules! event {

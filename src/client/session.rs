@@ -13,7 +13,7 @@
 //! ```
 
 use super::Config;
-use crate::failure::{connect, spawn, Failure};
+use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{is_timeout, LineError, LineReader};
 use crate::wire::{
     check_id, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_LINE,
@@ -75,8 +75,12 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
     let (tcp, server_addr) = connect(&config.server, config.port, "server", "server")?;
     let _ = tcp.set_nodelay(true);
     let udp = bind_udp(config.udp_port)?;
-    let lost =
-        |e: io::Error| Failure::runtime(format!("registration with {server_addr} failed: {e}"));
+    let lost = |e: io::Error| {
+        Failure::runtime(format!(
+            "registration with {server_addr} failed: {}",
+            in_words(&e)
+        ))
+    };
     let private_ip = tcp.local_addr().map_err(lost)?.ip();
     let private = SocketAddr::new(private_ip, udp.local_addr().map_err(lost)?.port());
 
@@ -176,14 +180,16 @@ fn bind_udp(port: u16) -> Result<UdpSocket, Failure> {
     match UdpSocket::bind(("0.0.0.0", port)) {
         Ok(udp) => Ok(udp),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            let udp = UdpSocket::bind(("0.0.0.0", 0))
-                .map_err(|e| Failure::runtime(format!("cannot open a UDP socket: {e}")))?;
+            let udp = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| {
+                Failure::runtime(format!("cannot open a UDP socket: {}", in_words(&e)))
+            })?;
             let actual = udp.local_addr().map(|a| a.port()).unwrap_or(0);
             crate::say!("UDP port {port} is in use; using port {actual} instead.");
             Ok(udp)
         }
         Err(e) => Err(Failure::runtime(format!(
-            "cannot bind UDP port {port}: {e}"
+            "cannot bind UDP port {port}: {}",
+            in_words(&e)
         ))),
     }
 }

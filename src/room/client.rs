@@ -15,7 +15,7 @@
 
 use super::upload::{command_argument, Header};
 use super::MAX_LINE;
-use crate::failure::{connect, spawn, Failure};
+use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, LineError, LineReader};
 use crossbeam_channel::{bounded, select, Receiver};
 use std::fs::File;
@@ -35,9 +35,12 @@ const LEAVE_WAIT: Duration = Duration::from_secs(2);
 pub fn run(host: &str, port: u16) -> Result<(), Failure> {
     let (stream, _) = connect(host, port, "chat server", "room-server")?;
     super::exit_on_interrupt(|| {})?;
-    let reader = stream
-        .try_clone()
-        .map_err(|e| Failure::runtime(format!("cannot read from the chat server: {e}")))?;
+    let reader = stream.try_clone().map_err(|e| {
+        Failure::runtime(format!(
+            "cannot read from the chat server: {}",
+            in_words(&e)
+        ))
+    })?;
     let closed = spawn_printer(reader)?;
     let input = spawn_input()?;
     loop {
@@ -81,7 +84,7 @@ fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
     let (mut file, bytes) = match open_regular(path) {
         Ok(opened) => opened,
         Err(e) => {
-            crate::say!("Cannot upload {path}: {e}");
+            crate::say!("Cannot upload {path}: {}", in_words(&e));
             return Ok(());
         }
     };
@@ -114,9 +117,10 @@ fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
         // then it drops the partial file.
         let read = read.map_err(|e| {
             Failure::runtime(format!(
-                "reading {path} failed after {} of {bytes} bytes were sent ({e}); \
+                "reading {path} failed after {} of {bytes} bytes were sent ({}); \
                  disconnected, so that the server drops the partial upload",
-                bytes - left
+                bytes - left,
+                in_words(&e)
             ))
         })?;
         stream
@@ -165,7 +169,7 @@ fn spawn_printer(stream: TcpStream) -> Result<Receiver<()>, Failure> {
                 Ok(Some(line)) => crate::say!("{}", clean(&line)),
                 Ok(None) | Err(LineError::Io(_)) => return,
                 Err(e @ LineError::TooLong { .. }) => {
-                    eprintln!("natchat: the server sent a {e}; hanging up");
+                    crate::warn!("the server sent a {e}; hanging up");
                     return;
                 }
             }

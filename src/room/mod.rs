@@ -57,6 +57,7 @@ fn online(n: usize) -> String {
 fn exit_on_interrupt(tidy: impl Fn() + Send + 'static) -> Result<(), Failure> {
     ctrlc::set_handler(move || {
         tidy();
+        crate::output::end_interrupted_line();
         crate::say!("exit");
         std::process::exit(0);
     })

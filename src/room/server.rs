@@ -84,7 +84,10 @@ fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
     let outbox = match Outbox::start(stream.clone(), QUEUE) {
         Ok(outbox) => outbox,
         Err(e) => {
-            eprintln!("cannot start a writer thread for {addr}: {e}; closing its connection");
+            crate::warn!(
+                "cannot start a writer thread for {addr}: {}; closing its connection",
+                failure::in_words(&e)
+            );
             return;
         }
     };

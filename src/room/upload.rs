@@ -125,9 +125,14 @@ impl Store {
         match target.and_then(|partial| partial.commit(&self.dir, &name)) {
             Ok(stored) => Ok(Received::Stored(stored)),
             Err(e) => {
-                eprintln!("cannot store an upload in {}: {e}", self.dir.display());
+                crate::warn!(
+                    "cannot store an upload in {}: {}",
+                    self.dir.display(),
+                    crate::failure::in_words(&e)
+                );
                 Ok(Received::Refused(format!(
-                    "The server could not store {name}: {e}"
+                    "The server could not store {name}: {}",
+                    crate::failure::in_words(&e)
                 )))
             }
         }
