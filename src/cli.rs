@@ -1,7 +1,7 @@
 //! A tiny command-line parser, so that the binary needs no dependency for it.
 //!
-//! Each subcommand describes itself with a [`Command`]: its positional arguments and its
-//! `--flag VALUE` options, each with a default and a line of help. [`Command::parse`] turns
+//! Each subcommand describes itself with a [`Command`]: its positional arguments, its
+//! `--name VALUE` options, each with a default and a line of help, and its `--name` flags. [`Command::parse`] turns
 //! the words after the subcommand into [`Matches`], and `--help` text is generated from the
 //! same description, so the help can never drift from what is accepted.
 
@@ -10,18 +10,28 @@ use std::str::FromStr;
 
 /// One `--name VALUE` option of a subcommand.
 pub struct Opt {
+    /// Its name, without the dashes.
     pub name: &'static str,
+    /// What its value is, in a word, for `--help` (`PORT`, `SECS`).
     pub value: &'static str,
+    /// The value when the option is not given; `None`: no value.
     pub default: Option<&'static str>,
+    /// One line for `--help`.
     pub help: &'static str,
 }
 
-/// A subcommand: its name, what it does, its positional arguments and options.
+/// A subcommand: its name, what it does, its positional arguments, options and flags.
 pub struct Command {
+    /// The word after `natchat`.
     pub name: &'static str,
+    /// One line for the overview and `--help`.
     pub about: &'static str,
+    /// Each positional argument's name and help line, in order.
     pub positionals: &'static [(&'static str, &'static str)],
+    /// The `--name VALUE` options.
     pub options: &'static [Opt],
+    /// The `--name` flags (no value: on when given), each with its help line.
+    pub flags: &'static [(&'static str, &'static str)],
 }
 
 /// Why the command line was not accepted. Printed as one line, exit code 2.
@@ -29,6 +39,7 @@ pub struct Command {
 pub enum CliError {
     /// `--help` was asked for: print this text and exit 0.
     Help(String),
+    /// The command line was wrong: this line says how, and where to look.
     Usage(String),
 }
 
@@ -45,6 +56,7 @@ pub struct Matches {
     command: &'static str,
     positionals: Vec<String>,
     values: Vec<(&'static str, Option<String>)>,
+    flags: Vec<&'static str>,
 }
 
 impl Command {
@@ -56,6 +68,7 @@ impl Command {
             .map(|o| (o.name, o.default.map(str::to_string)))
             .collect();
         let mut positionals = Vec::new();
+        let mut flags = Vec::new();
         let mut words = args.iter();
         while let Some(word) = words.next() {
             if word == "--help" || word == "-h" {
@@ -66,6 +79,13 @@ impl Command {
                     Some((name, value)) => (name, Some(value.to_string())),
                     None => (flag, None),
                 };
+                if let Some((known, _)) = self.flags.iter().find(|(n, _)| *n == name) {
+                    if inline.is_some() {
+                        return Err(self.usage(format!("--{name} takes no value")));
+                    }
+                    flags.push(*known);
+                    continue;
+                }
                 let slot = values
                     .iter_mut()
                     .find(|(n, _)| *n == name)
@@ -93,14 +113,12 @@ impl Command {
             command: self.name,
             positionals,
             values,
+            flags,
         })
     }
 
     fn usage(&self, problem: String) -> CliError {
-        CliError::Usage(format!(
-            "natchat {}: {problem}. Try 'natchat {} --help'.",
-            self.name, self.name
-        ))
+        CliError::Usage(format!("{problem}. Try 'natchat {} --help'.", self.name))
     }
 
     /// The `--help` text, generated from the description.
@@ -131,6 +149,9 @@ impl Command {
                 .unwrap_or_default();
             text += &format!("  {flag:<24} {}{default}\n", opt.help);
         }
+        for (name, help) in self.flags {
+            text += &format!("  {:<24} {help}\n", format!("--{name}"));
+        }
         text += &format!("  {:<24} Print this help\n", "-h, --help");
         text
     }
@@ -151,8 +172,16 @@ impl Matches {
     /// The value of an option that has a default, parsed.
     pub fn value<T: FromStr>(&self, name: &str) -> Result<T, CliError> {
         self.get(name)?.ok_or_else(|| {
-            CliError::Usage(format!("natchat {}: --{name} is required", self.command))
+            CliError::Usage(format!(
+                "--{name} is required. Try 'natchat {} --help'.",
+                self.command
+            ))
         })
+    }
+
+    /// Whether flag `--name` was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
     }
 
     /// Positional argument `index`, parsed.
@@ -163,8 +192,8 @@ impl Matches {
     fn convert<T: FromStr>(&self, what: &str, raw: &str) -> Result<T, CliError> {
         raw.parse().map_err(|_| {
             CliError::Usage(format!(
-                "natchat {}: invalid value '{raw}' for {what}. Try 'natchat {} --help'.",
-                self.command, self.command
+                "invalid value '{raw}' for {what}. Try 'natchat {} --help'.",
+                self.command
             ))
         })
     }
@@ -184,6 +213,7 @@ mod tests {
             default: Some("10080"),
             help: "the port",
         }],
+        flags: &[("quiet", "say less")],
     };
 
     fn words(s: &str) -> Vec<String> {
@@ -199,6 +229,8 @@ mod tests {
         assert_eq!(m.value::<u16>("port").unwrap(), 7);
         let m = CMD.parse(&words("host --port=8")).unwrap();
         assert_eq!(m.value::<u16>("port").unwrap(), 8);
+        assert!(!m.flag("quiet"));
+        assert!(CMD.parse(&words("--quiet host")).unwrap().flag("quiet"));
     }
 
     #[test]
@@ -218,5 +250,20 @@ mod tests {
             CMD.parse(&words("--help")),
             Err(CliError::Help(_))
         ));
+        assert!(matches!(
+            CMD.parse(&words("host --quiet=yes")),
+            Err(CliError::Usage(_))
+        ));
+        match CMD
+            .parse(&words("host --port x"))
+            .unwrap()
+            .value::<u16>("port")
+        {
+            Err(CliError::Usage(line)) => assert_eq!(
+                line,
+                "invalid value 'x' for --port. Try 'natchat demo --help'."
+            ),
+            _ => panic!("a bad port is a usage error"),
+        }
     }
 }

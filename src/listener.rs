@@ -27,48 +27,76 @@ pub const MAPPINGS_PER_THREAD: usize = 4;
 /// Mappings and threads kept for everything else: the program, its libraries, the heap.
 const RESERVE: usize = 2000;
 
-/// How many connections this machine lets one process serve, at most `requested`.
+/// The most connections a server takes when not told: beyond what a course needs, and
+/// lowered further when this machine allows fewer (see [`cap`]).
+pub const DEFAULT_MAX: usize = 15_000;
+
+/// The most connections a server takes at once, and where that number comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Cap {
+    /// How many.
+    pub connections: usize,
+    /// The option that sets it (`--max-clients`), for the line said when the server is full.
+    pub option: &'static str,
+    /// True when this machine's limits set it, not the option.
+    pub by_kernel: bool,
+}
+
+/// How many connections this machine lets one process serve, at most `requested` (or
+/// [`DEFAULT_MAX`] when the user did not set `option`).
 ///
 /// Each connection costs two threads, and each thread about four memory mappings. Linux caps
 /// both: `vm.max_map_count` mappings per process (65530) and `kernel.pid_max` threads in all
 /// (32768). Past either, starting a thread fails, and Rust aborts the whole process when a
-/// new thread cannot get its signal stack. So the cap is worked out here, at start-up, and
-/// said in one line when it is lower than asked. (Running out of file descriptors, one per
-/// connection, is different: `accept` fails, and [`serve`] pauses until some close.)
-pub fn affordable(requested: usize) -> usize {
+/// new thread cannot get its signal stack. So the cap is worked out here, at start-up. It is
+/// said at once only when the user asked for more than the machine allows; otherwise only
+/// if the server ever fills up ([`serve`]): a class of thirty never needs to hear of it.
+/// (Running out of file descriptors, one per connection, is different: `accept` fails, and
+/// [`serve`] pauses until some close.)
+pub fn cap(requested: Option<usize>, option: &'static str) -> Cap {
     let read =
         |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let by_mappings = read("/proc/sys/vm/max_map_count")
         .map(|maps| maps.saturating_sub(RESERVE) / (THREADS_PER_CONNECTION * MAPPINGS_PER_THREAD));
     let by_threads = read("/proc/sys/kernel/pid_max")
         .map(|pids| pids.saturating_sub(RESERVE) / THREADS_PER_CONNECTION);
+    let wanted = requested.unwrap_or(DEFAULT_MAX);
     let limit = [by_mappings, by_threads]
         .into_iter()
         .flatten()
-        .fold(requested, usize::min);
-    if limit < requested {
+        .fold(wanted, usize::min);
+    if let Some(requested) = requested.filter(|&requested| limit < requested) {
         crate::say!(
             "Serving at most {limit} connections, not {requested}: each takes two threads, and \
-             this machine's vm.max_map_count and kernel.pid_max allow no more. As root, \
-             'sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304' raises them."
+             {KERNEL_LIMITS}"
         );
     }
-    limit
+    Cap {
+        connections: limit,
+        option,
+        by_kernel: limit < wanted,
+    }
 }
+
+/// Which kernel settings cap connections, and how to raise them.
+const KERNEL_LIMITS: &str = "this machine's vm.max_map_count and kernel.pid_max allow no more. \
+     As root, 'sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304' raises them.";
 
 /// Accepts connections for ever, running `handle` on a thread of its own for each one.
 ///
-/// Beyond `max_connections` open at once, a newcomer is sent `refusal` (one line) and closed.
+/// Beyond `cap` connections open at once, a newcomer is sent `refusal` (one line) and closed,
+/// and the server says once, each time it fills up, that it is full and why.
 /// When `accept` fails because the process is out of file descriptors (EMFILE) or the system
 /// is (ENFILE), or a thread cannot be started, the loop says so once, waits a little and goes
 /// on: the connections already open keep being served.
-pub fn serve<F>(listener: TcpListener, max_connections: usize, refusal: String, handle: F)
+pub fn serve<F>(listener: TcpListener, cap: Cap, refusal: String, handle: F)
 where
     F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
 {
     let handle = Arc::new(handle);
     let open = Arc::new(AtomicUsize::new(0));
     let mut short = false;
+    let mut full = false;
     loop {
         let (mut stream, addr) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -93,11 +121,25 @@ where
         // A peer that stops reading must not hold a writer thread for ever, and with it a
         // file descriptor, after its connection has otherwise ended.
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        if open.load(Ordering::SeqCst) >= max_connections {
+        if open.load(Ordering::SeqCst) >= cap.connections {
+            if !full {
+                full = true;
+                let why = if cap.by_kernel {
+                    format!("each takes two threads, and {KERNEL_LIMITS}")
+                } else {
+                    format!("{} allows no more", cap.option)
+                };
+                crate::warn!(
+                    "server full: {} connections open; newcomers are refused until some \
+                     leave. {why}",
+                    cap.connections
+                );
+            }
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = writeln!(stream, "{refusal}");
+            let _ = stream.write_all(format!("{refusal}\n").as_bytes());
             continue;
         }
+        full = false;
         open.fetch_add(1, Ordering::SeqCst);
         let guard = OpenConnection(open.clone());
         let handle = handle.clone();

@@ -39,10 +39,11 @@ const SERVER: Command = Command {
         Opt {
             name: "max-clients",
             value: "N",
-            default: Some("15000"),
-            help: "connections beyond this are refused",
+            default: None,
+            help: "connections beyond this are refused [default: as many as this machine allows, at most 15000]",
         },
     ],
+    flags: &[],
 };
 
 const CLIENT: Command = Command {
@@ -81,6 +82,10 @@ const CLIENT: Command = Command {
             help: "how often to send a UDP keep-alive",
         },
     ],
+    flags: &[(
+        "asleep",
+        "register Asleep: listed, but unreachable until @awake (or a @chat)",
+    )],
 };
 
 const ROOM_SERVER: Command = Command {
@@ -106,8 +111,8 @@ const ROOM_SERVER: Command = Command {
         Opt {
             name: "max-users",
             value: "N",
-            default: Some("15000"),
-            help: "connections beyond this are refused",
+            default: None,
+            help: "connections beyond this are refused [default: as many as this machine allows, at most 15000]",
         },
         Opt {
             name: "upload-idle-secs",
@@ -116,6 +121,7 @@ const ROOM_SERVER: Command = Command {
             help: "an upload that sends nothing this long is dropped",
         },
     ],
+    flags: &[],
 };
 
 const ROOM_CLIENT: Command = Command {
@@ -123,6 +129,7 @@ const ROOM_CLIENT: Command = Command {
     about: "a chat room client: each line typed goes to everyone; #upload <path> sends a file",
     positionals: &[("HOST", "the chat room server"), ("PORT", "its port")],
     options: &[],
+    flags: &[],
 };
 
 const BENCH: Command = Command {
@@ -180,6 +187,7 @@ const BENCH: Command = Command {
             help: "extra clients that never read (room)",
         },
     ],
+    flags: &[],
 };
 
 /// What runs a subcommand once its command line is parsed.
@@ -273,7 +281,7 @@ fn run_server(m: &Matches) -> Result<(), Failure> {
         port: m.value("port").map_err(usage)?,
         timeout: seconds(m, "timeout-secs")?,
         register_timeout: seconds(m, "register-secs")?,
-        max_clients: m.value("max-clients").map_err(usage)?,
+        max_clients: m.get("max-clients").map_err(usage)?,
     };
     let port = config.port;
     ctrlc::set_handler(|| {
@@ -292,6 +300,7 @@ fn run_client(m: &Matches) -> Result<(), Failure> {
         udp_port: m.value("udp-port").map_err(usage)?,
         id: m.get("id").map_err(usage)?,
         keepalive: seconds(m, "keepalive-secs")?,
+        asleep: m.flag("asleep"),
     })
 }
 
@@ -301,7 +310,7 @@ fn run_room_server(m: &Matches) -> Result<(), Failure> {
         port: m.positional(1, "PORT").map_err(usage)?,
         upload_dir: m.value("upload-dir").map_err(usage)?,
         max_upload_bytes: m.value("max-upload-bytes").map_err(usage)?,
-        max_users: m.value("max-users").map_err(usage)?,
+        max_users: m.get("max-users").map_err(usage)?,
         upload_idle: seconds(m, "upload-idle-secs")?,
     })
 }

@@ -160,6 +160,14 @@ impl Outbox {
     pub fn cut_off(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+
+    /// Ends the connection once what is queued is sent: the reading side is shut now, so
+    /// the client's reader thread sees the end of the stream and cleans up (dropping its
+    /// `Outbox`), and the writer then sends what is left, a last line saying why, and
+    /// closes.
+    pub fn close_after_queued(&self) {
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
 }
 
 /// `line` plus a newline, as a shareable message.

@@ -37,12 +37,24 @@ pub fn check_id(id: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
     {
-        Some(c) => Err(format!(
-            "'{}' is not allowed in an ID (use letters, digits, '_', '.', '-')",
-            c.escape_default()
-        )),
+        // Shown as itself ('é'), unless it would not show (a control character, a space).
+        Some(c) => {
+            let shown = if c.is_control() || c.is_whitespace() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            };
+            Err(format!(
+                "'{shown}' is not allowed in an ID (use letters, digits, '_', '.', '-')"
+            ))
+        }
         None => Ok(()),
     }
+}
+
+/// The `ERROR` text that refuses an ID someone else holds: the client asks for another.
+pub fn id_in_use(id: &str) -> String {
+    format!("ID '{id}' is already in use; choose another")
 }
 
 /// A message that could not be parsed.
@@ -88,6 +100,21 @@ impl<'a> Words<'a> {
 
     fn secret(&mut self) -> Result<Secret, WireError> {
         self.parse("secret")
+    }
+
+    /// A public endpoint, or [`ASLEEP`] for a client that has none yet.
+    fn public(&mut self) -> Result<Option<SocketAddr>, WireError> {
+        match self
+            .rest
+            .split_once(' ')
+            .map_or(self.rest, |(word, _)| word)
+        {
+            ASLEEP => {
+                self.word("public address")?;
+                Ok(None)
+            }
+            _ => self.parse("public address").map(Some),
+        }
     }
 
     /// Everything left, verbatim (chat text may hold spaces).
@@ -155,12 +182,29 @@ impl FromStr for Secret {
     }
 }
 
+/// The word that stands for the public endpoint of a client that is Asleep: registered over
+/// TCP, but not yet awake, so the server has not seen its UDP endpoint.
+pub const ASLEEP: &str = "asleep";
+
+/// A public endpoint on the wire: the address, or [`ASLEEP`] when there is none yet.
+struct Public(Option<SocketAddr>);
+
+impl fmt::Display for Public {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(public) => write!(f, "{public}"),
+            None => f.write_str(ASLEEP),
+        }
+    }
+}
+
 /// What the server knows of a registered client and tells the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     pub id: String,
-    /// The UDP endpoint the server saw: what peers behind other NATs must send to.
-    pub public: SocketAddr,
+    /// The UDP endpoint the server saw: what peers behind other NATs must send to. `None`
+    /// while the client is Asleep (registered with `--asleep` and not yet awake).
+    pub public: Option<SocketAddr>,
     /// The UDP endpoint the client reported: what peers behind the same NAT must send to.
     pub private: SocketAddr,
 }
@@ -169,7 +213,7 @@ impl PeerInfo {
     fn parse(words: &mut Words) -> Result<PeerInfo, WireError> {
         Ok(PeerInfo {
             id: words.id()?,
-            public: words.parse("public address")?,
+            public: words.public()?,
             private: words.parse("private address")?,
         })
     }
@@ -177,7 +221,7 @@ impl PeerInfo {
 
 impl fmt::Display for PeerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.id, self.public, self.private)
+        write!(f, "{} {} {}", self.id, Public(self.public), self.private)
     }
 }
 
@@ -217,8 +261,14 @@ impl FromStr for LeaveReason {
 /// Client → server, over TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// `REGISTER <id> <private-ip:port>`: the first line of every connection.
-    Register { id: String, private: SocketAddr },
+    /// `REGISTER <id> <private-ip:port> [asleep]`: the first line of every connection. With
+    /// `asleep`, the client stays Asleep (listed, without a UDP endpoint) until it sends
+    /// `AWAKE`; without, it announces its endpoint at once with `HELLO`.
+    Register {
+        id: String,
+        private: SocketAddr,
+        asleep: bool,
+    },
     /// `PUNCH <id>`: please tell us both, now, to send to each other (hole punching).
     Punch { peer: String },
     /// `RELAY <id> <datagram>`: forward this peer datagram, no direct path works.
@@ -230,7 +280,17 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Register { id, private } => write!(f, "REGISTER {id} {private}"),
+            Request::Register {
+                id,
+                private,
+                asleep,
+            } => {
+                write!(f, "REGISTER {id} {private}")?;
+                if *asleep {
+                    write!(f, " {ASLEEP}")?;
+                }
+                Ok(())
+            }
             Request::Punch { peer } => write!(f, "PUNCH {peer}"),
             Request::Relay { to, datagram } => write!(f, "RELAY {to} {datagram}"),
             Request::Exit => f.write_str("EXIT"),
@@ -246,6 +306,14 @@ impl FromStr for Request {
             "REGISTER" => Request::Register {
                 id: words.id()?,
                 private: words.parse("private address")?,
+                asleep: match words.rest {
+                    "" => false,
+                    ASLEEP => {
+                        words.rest = "";
+                        true
+                    }
+                    other => return Err(WireError(format!("unexpected {}", quoted(other)))),
+                },
             },
             "PUNCH" => Request::Punch { peer: words.id()? },
             "RELAY" => {
@@ -268,14 +336,19 @@ impl FromStr for Request {
 pub enum Event {
     /// `WELCOME <secret>`: the ID is yours; now announce your UDP endpoint with this secret.
     Welcome { secret: Secret },
-    /// `READY <public-ip:port>`: your announcement arrived from this address; the list follows.
-    Ready { public: SocketAddr },
+    /// `READY <public-ip:port>`: your announcement arrived from this address; the list
+    /// follows. `READY asleep` answers an Asleep registration at once.
+    Ready { public: Option<SocketAddr> },
     /// `PEER <id> <public> <private>`: one entry of the list sent after `READY`.
     Peer(PeerInfo),
     /// `LIST_END`: the list is complete.
     ListEnd,
     /// `JOIN <id> <public> <private>`: someone joined.
     Joined(PeerInfo),
+    /// `AWAKE <id> <public>`: someone sent the server an Awake request from this endpoint:
+    /// an Asleep client woke, or an awake one announced itself again (`@awake`). Sent to
+    /// everyone, the client itself included, which so learns that its request arrived.
+    Awake { id: String, public: SocketAddr },
     /// `MOVE <id> <public>`: someone's public endpoint changed (a NAT mapping was renewed).
     Moved { id: String, public: SocketAddr },
     /// `LEAVE <id> <reason>`: someone left.
@@ -292,10 +365,11 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Welcome { secret } => write!(f, "WELCOME {secret}"),
-            Event::Ready { public } => write!(f, "READY {public}"),
+            Event::Ready { public } => write!(f, "READY {}", Public(*public)),
             Event::Peer(info) => write!(f, "PEER {info}"),
             Event::ListEnd => f.write_str("LIST_END"),
             Event::Joined(info) => write!(f, "JOIN {info}"),
+            Event::Awake { id, public } => write!(f, "AWAKE {id} {public}"),
             Event::Moved { id, public } => write!(f, "MOVE {id} {public}"),
             Event::Left { id, reason } => write!(f, "LEAVE {id} {}", reason.as_str()),
             Event::Punch { peer } => write!(f, "PUNCH {peer}"),
@@ -314,11 +388,15 @@ impl FromStr for Event {
                 secret: words.secret()?,
             },
             "READY" => Event::Ready {
-                public: words.parse("public address")?,
+                public: words.public()?,
             },
             "PEER" => Event::Peer(PeerInfo::parse(&mut words)?),
             "LIST_END" => Event::ListEnd,
             "JOIN" => Event::Joined(PeerInfo::parse(&mut words)?),
+            "AWAKE" => Event::Awake {
+                id: words.id()?,
+                public: words.parse("public address")?,
+            },
             "MOVE" => Event::Moved {
                 id: words.id()?,
                 public: words.parse("public address")?,
@@ -348,7 +426,8 @@ pub enum AnnounceKind {
     Hello,
     /// The periodic keep-alive.
     Alive,
-    /// `@awake`: announce again now, and have the server say so.
+    /// The Awake request: wakes an Asleep client, or (`@awake`) announces an awake one
+    /// again; the server says so, and tells everyone.
     Awake,
 }
 
@@ -482,7 +561,11 @@ mod tests {
         assert!(check_id(&"x".repeat(33)).is_err());
         assert!(check_id("").is_err());
         assert!(check_id("al ice").is_err());
-        assert!(check_id("é").is_err());
+        assert_eq!(
+            check_id("é"),
+            Err("'é' is not allowed in an ID (use letters, digits, '_', '.', '-')".into())
+        );
+        assert!(check_id("a\tb").unwrap_err().starts_with("'\\t' is not"));
     }
 
     #[test]
@@ -491,9 +574,34 @@ mod tests {
             "REGISTER alice 192.168.1.2:10081".parse(),
             Ok(Request::Register {
                 id: "alice".into(),
-                private: "192.168.1.2:10081".parse().unwrap()
+                private: "192.168.1.2:10081".parse().unwrap(),
+                asleep: false,
             })
         );
+        assert_eq!(
+            "REGISTER carol 192.168.1.3:10081 asleep".parse(),
+            Ok(Request::Register {
+                id: "carol".into(),
+                private: "192.168.1.3:10081".parse().unwrap(),
+                asleep: true,
+            })
+        );
+        assert_eq!(
+            "JOIN carol asleep 192.168.1.3:10081".parse(),
+            Ok(Event::Joined(PeerInfo {
+                id: "carol".into(),
+                public: None,
+                private: "192.168.1.3:10081".parse().unwrap(),
+            }))
+        );
+        assert_eq!(
+            "AWAKE carol 10.0.0.1:10081".parse(),
+            Ok(Event::Awake {
+                id: "carol".into(),
+                public: "10.0.0.1:10081".parse().unwrap(),
+            })
+        );
+        assert_eq!("READY asleep".parse(), Ok(Event::Ready { public: None }));
         assert_eq!(
             "RELAY bob CHAT alice 7 hi there".parse(),
             Ok(Request::Relay {
@@ -523,6 +631,8 @@ mod tests {
             "REGISTER alice nowhere",
             "REGISTER bad/id 1.2.3.4:5",
             "REGISTER alice 1.2.3.4:5 extra",
+            "REGISTER alice 1.2.3.4:5 asleep extra",
+            "REGISTER alice 1.2.3.4:5 ASLEEP",
             "EXIT now",
             "PUNCH",
             "register alice 1.2.3.4:5",

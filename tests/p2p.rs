@@ -15,7 +15,7 @@ fn a_client_registers_and_receives_the_list() {
     });
     let endpoint = registered.split_whitespace().nth(1).unwrap().to_string();
     alice.wait_for("Online (1):");
-    alice.wait_for(&format!("alice {endpoint}  private=127.0.0.1:"));
+    alice.wait_for(&format!("alice {endpoint} Awake  private=127.0.0.1:"));
 }
 
 #[test]
@@ -46,15 +46,6 @@ fn show_list_shows_everyone_and_the_list_stays_current() {
     bob.wait_for("carol left (disconnected)");
     alice.send("@show_list");
     alice.wait_for("Online (2):");
-}
-
-#[test]
-fn awake_reaches_the_server() {
-    let (server, port) = p2p_server(&[]);
-    let mut alice = p2p_client("alice", port);
-    alice.send("@awake");
-    server.wait_for("alice is awake 127.0.0.1:");
-    alice.wait_for("Announced");
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
 }
 
 fn peer() -> impl Strategy<Value = PeerInfo> {
-    (id(), addr(), addr()).prop_map(|(id, public, private)| PeerInfo {
+    (id(), proptest::option::of(addr()), addr()).prop_map(|(id, public, private)| PeerInfo {
         id,
         public,
         private,
@@ -50,7 +50,11 @@ fn peer() -> impl Strategy<Value = PeerInfo> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (id(), addr()).prop_map(|(id, private)| Request::Register { id, private }),
+        (id(), addr(), any::<bool>()).prop_map(|(id, private, asleep)| Request::Register {
+            id,
+            private,
+            asleep
+        }),
         id().prop_map(|peer| Request::Punch { peer }),
         (id(), datagram()).prop_map(|(to, datagram)| Request::Relay { to, datagram }),
         Just(Request::Exit),
@@ -65,10 +69,11 @@ fn event() -> impl Strategy<Value = Event> {
     ];
     prop_oneof![
         secret().prop_map(|secret| Event::Welcome { secret }),
-        addr().prop_map(|public| Event::Ready { public }),
+        proptest::option::of(addr()).prop_map(|public| Event::Ready { public }),
         peer().prop_map(Event::Peer),
         Just(Event::ListEnd),
         peer().prop_map(Event::Joined),
+        (id(), addr()).prop_map(|(id, public)| Event::Awake { id, public }),
         (id(), addr()).prop_map(|(id, public)| Event::Moved { id, public }),
         (id(), reason).prop_map(|(id, reason)| Event::Left { id, reason }),
         id().prop_map(|peer| Event::Punch { peer }),

@@ -235,7 +235,7 @@ fn record(pid: u32, kib: &AtomicU64, threads: &AtomicU64) {
 }
 
 /// The server takes two threads per client and the bench one, and each server thread about
-/// four memory mappings (the counts `listener::affordable` uses): `kernel.pid_max` and
+/// four memory mappings (the counts `listener::cap` uses): `kernel.pid_max` and
 /// `vm.max_map_count` must allow that. When they do not and we are root, raise them (and
 /// say so); otherwise explain.
 pub fn ensure_limits(clients: usize) -> Result<(), String> {

@@ -193,6 +193,7 @@ fn register(
     let register = Request::Register {
         id: id.to_string(),
         private,
+        asleep: false,
     };
     (&stream)
         .write_all(format!("{register}\n").as_bytes())

@@ -9,12 +9,18 @@
 //!  UDP thread ────── FromPeer ───┼──▶ event loop (select!) ──▶ stdout, TCP writes, UDP sends
 //!  ticker (50 ms) ───────────────┘    owns: Peers (paths), Outgoing (retransmits)
 //! ```
+//!
+//! Asleep and Awake (the course's rubric): a client started with `--asleep` is registered
+//! over TCP but has told the server no UDP endpoint, so nobody can chat with it. `@awake`
+//! sends the Awake request over UDP, repeated until the server's `AWAKE` line for us comes
+//! back over TCP; a `@chat` typed while Asleep sends the Awake request first and the chat
+//! once we are awake, in that order.
 
 mod delivery;
 mod peers;
 mod session;
 
-use crate::failure::Failure;
+use crate::failure::{in_words, Failure};
 use crate::lines::clean;
 use crate::wire::{Announce, AnnounceKind, Datagram, Event, Request, Secret, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver};
@@ -35,10 +41,20 @@ pub struct Config {
     /// When `None`, asked for at the terminal.
     pub id: Option<String>,
     pub keepalive: Duration,
+    /// Register Asleep: listed, but without a UDP endpoint until `@awake` (or a `@chat`).
+    pub asleep: bool,
 }
 
 /// The commands, for the line shown after a mistyped one.
 const COMMANDS: &str = "@show_list, @chat <id> <message>, @awake, @exit";
+
+/// How often an unanswered Awake request is sent again, and for how long.
+const AWAKE_EVERY: Duration = Duration::from_millis(250);
+const AWAKE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long to wait, when the server's connection ends, for a new one to tell whether the
+/// server is still running.
+const STILL_RUNNING_CHECK: Duration = Duration::from_secs(1);
 
 /// Registers, then runs the event loop until the user leaves (`Ok`) or the server goes.
 pub fn run(config: Config) -> Result<(), Failure> {
@@ -53,17 +69,22 @@ pub fn run(config: Config) -> Result<(), Failure> {
         outgoing: Outgoing::default(),
         keepalive: config.keepalive,
         next_keepalive: Instant::now() + config.keepalive,
+        waking: None,
+        last_error: None,
     };
     for info in session.list {
         if info.id != client.id {
             client.peers.insert(info);
         }
     }
-    crate::say!(
-        "Registered as {}; public endpoint {}.",
-        client.id,
-        client.peers.me.public
-    );
+    match client.peers.me.public {
+        Some(public) => crate::say!("Registered as {}; public endpoint {public}.", client.id),
+        None => crate::say!(
+            "Registered as {} and Asleep: the server knows our ID, not yet our UDP endpoint, \
+             so nobody can chat with us. @awake wakes us (a @chat does too).",
+            client.id
+        ),
+    }
     client.show_list();
     crate::say!("Commands: {COMMANDS}");
     client.run(session.input, session.from_server, session.from_peers)
@@ -81,6 +102,19 @@ struct Client {
     outgoing: Outgoing,
     keepalive: Duration,
     next_keepalive: Instant,
+    /// An Awake request waiting for the server's answer.
+    waking: Option<Waking>,
+    /// The server's last `ERROR` line: the reason, if it then closes the connection.
+    last_error: Option<String>,
+}
+
+/// An Awake request on its way: sent again every [`AWAKE_EVERY`] until the server's `AWAKE`
+/// for us arrives, or [`AWAKE_PATIENCE`] has passed.
+struct Waking {
+    next_send: Instant,
+    give_up_at: Instant,
+    /// Chats typed while Asleep, sent once we are awake: (to, text).
+    chats: Vec<(String, String)>,
 }
 
 /// How a datagram reached us.
@@ -125,38 +159,98 @@ impl Client {
     /// One line typed by the user. Returns false for `@exit`.
     fn command(&mut self, line: &str) -> Result<bool, Failure> {
         let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let alone = rest.trim().is_empty();
         match command {
             "" => {}
-            "@show_list" => self.show_list(),
             "@chat" => self.chat(rest.trim_start())?,
-            "@awake" => {
-                self.announce(AnnounceKind::Awake);
-                crate::say!("Announced our UDP endpoint to the server again.");
+            "@show_list" | "@awake" | "@exit" if !alone => {
+                crate::say!("Usage: {command}, with nothing after it; nothing was done.")
             }
+            "@show_list" => self.show_list(),
+            "@awake" => self.wake(Instant::now()),
             "@exit" => return Ok(false),
-            other => crate::say!("Unknown command '{}'. Commands: {COMMANDS}", clean(other)),
+            other => match meant(other) {
+                Some(command) => crate::say!(
+                    "Unknown command '{}'. Did you mean '{command}{}{}'?",
+                    clean(other),
+                    if alone { "" } else { " " },
+                    clean(rest.trim())
+                ),
+                None => crate::say!("Unknown command '{}'. Commands: {COMMANDS}", clean(other)),
+            },
         }
         Ok(true)
     }
 
     fn chat(&mut self, args: &str) -> Result<(), Failure> {
         let (to, text) = args.split_once(' ').unwrap_or((args, ""));
+        let asleep = self.peers.get(to).map(|peer| peer.is_asleep());
         if to.is_empty() || text.is_empty() {
             crate::say!("Usage: @chat <id> <message>");
         } else if to == self.id {
             crate::say!("That is you; @show_list shows who else is online.");
-        } else if !self.peers.contains(to) {
+        } else if asleep.is_none() {
             crate::say!(
                 "No client named '{}' is online; @show_list shows who is.",
                 clean(to)
+            );
+        } else if asleep == Some(true) {
+            crate::say!(
+                "{to} is Asleep: it has no UDP endpoint yet, so it cannot receive chats. \
+                 Message not sent; you will see '{to} is awake' when it can."
             );
         } else if text.len() > MAX_TEXT {
             crate::say!(
                 "Message too long: {} bytes, at most {MAX_TEXT}.",
                 text.len()
             );
+        } else if self.peers.me.public.is_none() {
+            // Asleep ourselves: the Awake request goes first, the chat once it is answered.
+            let now = Instant::now();
+            let waking = self.waking.is_some();
+            self.wake(now);
+            if !waking {
+                crate::say!("Waking up first: the message follows once the server has answered.");
+            }
+            if let Some(waking) = &mut self.waking {
+                waking.chats.push((to.to_string(), text.to_string()));
+            }
         } else {
             let sends = self.outgoing.queue(to, text.to_string(), Instant::now());
+            self.transmit(sends)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the Awake request (and again, until answered: see [`Client::on_tick`]).
+    fn wake(&mut self, now: Instant) {
+        self.announce(AnnounceKind::Awake);
+        if self.waking.is_none() {
+            crate::say!("Sent the Awake request to the server.");
+        }
+        let chats = self.waking.take().map(|w| w.chats).unwrap_or_default();
+        self.waking = Some(Waking {
+            next_send: now + AWAKE_EVERY,
+            give_up_at: now + AWAKE_PATIENCE,
+            chats,
+        });
+    }
+
+    /// The server's `AWAKE` for us: our request arrived, and this is the endpoint it saw.
+    /// Chats typed while we were Asleep go now.
+    fn woke(&mut self, public: SocketAddr) -> Result<(), Failure> {
+        let was_asleep = self.peers.me.public.is_none();
+        self.peers.set_my_public(public);
+        if was_asleep {
+            self.next_keepalive = Instant::now() + self.keepalive;
+        }
+        crate::say!("Awake: the server sees our UDP endpoint as {public}.");
+        let Some(waking) = self.waking.take() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        for (to, text) in waking.chats {
+            let sends = self.outgoing.queue(&to, text, now);
             self.transmit(sends)?;
         }
         Ok(())
@@ -194,8 +288,21 @@ impl Client {
     fn on_event(&mut self, event: Event) -> Result<(), Failure> {
         match event {
             Event::Joined(info) => {
-                crate::say!("{} joined ({})", info.id, info.public);
+                match info.public {
+                    Some(public) => crate::say!("{} joined ({public})", info.id),
+                    None => crate::say!("{} joined (Asleep)", info.id),
+                }
                 self.peers.insert(info);
+            }
+            Event::Awake { id, public } if id == self.id => self.woke(public)?,
+            Event::Awake { id, public } => {
+                let my_public = self.peers.me.public;
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    crate::say!("{id} is awake ({public})");
+                    if peer.info.public != Some(public) {
+                        peer.relocate(Some(public), my_public);
+                    }
+                }
             }
             Event::Left { id, reason } => {
                 self.peers.remove(&id);
@@ -206,7 +313,7 @@ impl Client {
                 let my_public = self.peers.me.public;
                 if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} moved to {public}");
-                    peer.moved(public, my_public);
+                    peer.relocate(Some(public), my_public);
                 }
             }
             Event::Punch { peer } => {
@@ -215,7 +322,11 @@ impl Client {
                 }
             }
             Event::Relayed { datagram } => self.on_datagram(datagram, Via::Relay)?,
-            Event::Error { message } => crate::say!("Server: {}", clean(&message)),
+            Event::Error { message } => {
+                let message = clean(&message);
+                crate::say!("Server: {message}");
+                self.last_error = Some(message);
+            }
             // Only valid during registration; a server that sends them later is ignored.
             Event::Welcome { .. } | Event::Ready { .. } | Event::Peer(_) | Event::ListEnd => {}
         }
@@ -281,11 +392,35 @@ impl Client {
         }
     }
 
-    /// Keep-alives, retransmissions, give-ups and punching probes that are due.
+    /// Keep-alives, Awake requests, retransmissions, give-ups and punching probes that are
+    /// due.
     fn on_tick(&mut self, now: Instant) -> Result<(), Failure> {
-        if now >= self.next_keepalive {
+        // Asleep, there is no endpoint to keep alive: the server does not expect one.
+        if now >= self.next_keepalive && self.peers.me.public.is_some() {
             self.announce(AnnounceKind::Alive);
             self.next_keepalive = now + self.keepalive;
+        }
+        if let Some(waking) = &mut self.waking {
+            if now >= waking.give_up_at {
+                let chats = std::mem::take(&mut waking.chats);
+                self.waking = None;
+                let still = if self.peers.me.public.is_none() {
+                    " We are still Asleep."
+                } else {
+                    ""
+                };
+                crate::say!(
+                    "The server did not answer our Awake request within {} s; is UDP blocked \
+                     on the way?{still}",
+                    AWAKE_PATIENCE.as_secs()
+                );
+                for (to, text) in chats {
+                    crate::say!("Message to {to} was not sent: [{}]", clean(&text));
+                }
+            } else if now >= waking.next_send {
+                waking.next_send = now + AWAKE_EVERY;
+                self.announce(AnnounceKind::Awake);
+            }
         }
         let (sends, failed) = self.outgoing.due(now);
         self.transmit(sends)?;
@@ -305,19 +440,26 @@ impl Client {
         Ok(())
     }
 
+    /// Everyone online, each with its status: `<id> <public> Awake  private=<private>  path=`
+    /// for an awake peer, `<id> Asleep` for one with no endpoint yet.
     fn show_list(&self) {
         let me = &self.peers.me;
         crate::say!("Online ({}):", self.peers.len() + 1);
-        crate::say!("{} {}  private={}  (you)", me.id, me.public, me.private);
+        match me.public {
+            Some(public) => crate::say!("{} {public} Awake  private={}  (you)", me.id, me.private),
+            None => crate::say!("{} Asleep  (you)", me.id),
+        }
         for peer in self.peers.iter() {
             let info = &peer.info;
-            crate::say!(
-                "{} {}  private={}  path={}",
-                info.id,
-                info.public,
-                info.private,
-                peer.path_label()
-            );
+            match info.public {
+                Some(public) => crate::say!(
+                    "{} {public} Awake  private={}  path={}",
+                    info.id,
+                    info.private,
+                    peer.path_label()
+                ),
+                None => crate::say!("{} Asleep", info.id),
+            }
         }
     }
 
@@ -335,15 +477,34 @@ impl Client {
         let _ = self.udp.send_to(text.as_bytes(), to);
     }
 
+    /// Sends one request line, with one system call (`writeln!` on a socket would make
+    /// several).
     fn request(&mut self, request: &Request) -> Result<(), Failure> {
-        writeln!(self.tcp, "{request}").map_err(|_| self.server_lost())
+        self.tcp
+            .write_all(format!("{request}\n").as_bytes())
+            .map_err(|_| self.server_lost())
     }
 
+    /// The connection to the server ended. Says why as far as it is known: the server's
+    /// last `ERROR` line, and whether the server is still running (a new connection is
+    /// accepted) or gone.
     fn server_lost(&self) -> Failure {
-        Failure::runtime(format!(
-            "lost the connection to the server at {}; exiting. Restart the client when the server is back.",
-            self.server
-        ))
+        let server = self.server;
+        let reason = match &self.last_error {
+            Some(error) => format!(" ({error})"),
+            None => String::new(),
+        };
+        match TcpStream::connect_timeout(&server, STILL_RUNNING_CHECK) {
+            Ok(_) => Failure::runtime(format!(
+                "the server at {server} closed our connection{reason}; it is still running: \
+                 start the client again to rejoin."
+            )),
+            Err(e) => Failure::runtime(format!(
+                "lost the connection to the server at {server}{reason}, and it does not answer \
+                 ({}); exiting. Restart the client when the server is back.",
+                in_words(&e)
+            )),
+        }
     }
 
     /// Unregisters and waits (briefly) for the server to close the connection, so that the
@@ -364,6 +525,20 @@ impl Client {
         crate::say!("Successfully Terminated");
         Ok(())
     }
+}
+
+/// The command a mistyped one most likely meant: `chat`, `@Chat`, `@show-list` and
+/// `@showlist` are `@chat`, `@chat`, `@show_list`, `@show_list`.
+fn meant(typed: &str) -> Option<&'static str> {
+    let squashed: String = typed
+        .trim_start_matches('@')
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    ["@show_list", "@chat", "@awake", "@exit"]
+        .into_iter()
+        .find(|command| command[1..].replace('_', "") == squashed)
 }
 
 fn report_undelivered(failed: Vec<Undelivered>) {

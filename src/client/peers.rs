@@ -7,6 +7,10 @@
 //! every [`DIRECT_RETRY`] the direct path is tried again: longer than conntrack's 30 s for an
 //! unanswered UDP flow, so that a stale NAT entry from a failed punch has expired by then and
 //! a relayed peer can heal back to a direct path.
+//!
+//! An Asleep peer (registered, not yet awake) has no public endpoint: nothing reaches it,
+//! and chats to it are refused until it wakes. While we are Asleep ourselves, we do not know
+//! our own public IP, so no peer counts as behind our NAT until we wake.
 
 use super::delivery::{ReplayWindow, RELAY_AFTER};
 use crate::wire::PeerInfo;
@@ -46,7 +50,7 @@ struct Burst {
 
 pub struct Peer {
     pub info: PeerInfo,
-    /// Same public IP as ours: behind the same NAT.
+    /// Same public IP as ours: behind the same NAT. False while either side is Asleep.
     pub same_nat: bool,
     pub path: Path,
     /// Which of its messages we have shown.
@@ -56,21 +60,28 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(info: PeerInfo, my_public: SocketAddr) -> Peer {
-        Peer {
-            same_nat: info.public.ip() == my_public.ip(),
+    fn new(info: PeerInfo, my_public: Option<SocketAddr>) -> Peer {
+        let mut peer = Peer {
+            same_nat: false,
             info,
             path: Path::Untried,
             received: ReplayWindow::default(),
             punch_asked: false,
             burst: None,
-        }
+        };
+        peer.relocate(peer.info.public, my_public);
+        peer
     }
 
-    /// The address that reaches the peer without the server.
-    pub fn direct_addr(&self) -> SocketAddr {
+    /// Asleep: registered, but its UDP endpoint is not known yet.
+    pub fn is_asleep(&self) -> bool {
+        self.info.public.is_none()
+    }
+
+    /// The address that reaches the peer without the server; none while it is Asleep.
+    pub fn direct_addr(&self) -> Option<SocketAddr> {
         if self.same_nat {
-            self.info.private
+            Some(self.info.private)
         } else {
             self.info.public
         }
@@ -82,14 +93,15 @@ impl Peer {
     /// same NAT (another LAN may well use the same 192.168.1.x), and a peer behind the same
     /// NAT is never heard from at its public address (no hairpinning).
     pub fn sent_from(&self, addr: SocketAddr) -> bool {
-        addr == self.direct_addr()
+        Some(addr) == self.direct_addr()
     }
 
-    /// The peer's NAT gave it a new public endpoint: every path must be found again, but
-    /// what it already sent stays known, so that its retransmissions are not shown twice.
-    pub fn moved(&mut self, public: SocketAddr, my_public: SocketAddr) {
+    /// The peer's public endpoint, or ours, is new (a NAT gave it a new mapping; it or we
+    /// woke): every path must be found again, but what it already sent stays known, so
+    /// that its retransmissions are not shown twice.
+    pub fn relocate(&mut self, public: Option<SocketAddr>, my_public: Option<SocketAddr>) {
         self.info.public = public;
-        self.same_nat = public.ip() == my_public.ip();
+        self.same_nat = matches!((public, my_public), (Some(p), Some(m)) if p.ip() == m.ip());
         self.path = Path::Untried;
         self.punch_asked = false;
         self.burst = None;
@@ -127,9 +139,14 @@ impl Peer {
                 (Route::Relay, false)
             }
             path => {
+                // Chats to an Asleep peer are refused before they get here; the relay
+                // would refuse too.
+                let Some(addr) = self.direct_addr() else {
+                    return (Route::Relay, false);
+                };
                 let ask_punch = path == Path::Untried && !self.same_nat && !self.punch_asked;
                 self.punch_asked |= ask_punch;
-                (Route::Direct(self.direct_addr()), ask_punch)
+                (Route::Direct(addr), ask_punch)
             }
         }
     }
@@ -164,7 +181,7 @@ impl Peer {
         if burst.left == 0 {
             self.burst = None;
         }
-        Some(self.direct_addr())
+        self.direct_addr()
     }
 
     /// A datagram came straight from the peer: the direct path works.
@@ -188,6 +205,18 @@ impl Peers {
         }
     }
 
+    /// We woke, or the server sees us at a new endpoint: which peers are behind our NAT may
+    /// have changed, and with it every direct address.
+    pub fn set_my_public(&mut self, public: SocketAddr) {
+        if self.me.public == Some(public) {
+            return;
+        }
+        self.me.public = Some(public);
+        for peer in self.others.values_mut() {
+            peer.relocate(peer.info.public, Some(public));
+        }
+    }
+
     /// Adds or replaces a peer (a rejoin starts afresh).
     pub fn insert(&mut self, info: PeerInfo) {
         let peer = Peer::new(info, self.me.public);
@@ -202,8 +231,8 @@ impl Peers {
         self.others.get_mut(id)
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.others.contains_key(id)
+    pub fn get(&self, id: &str) -> Option<&Peer> {
+        self.others.get(id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
@@ -226,7 +255,7 @@ mod tests {
     fn info(id: &str, public: &str, private: &str) -> PeerInfo {
         PeerInfo {
             id: id.into(),
-            public: public.parse().unwrap(),
+            public: Some(public.parse().unwrap()),
             private: private.parse().unwrap(),
         }
     }
@@ -289,12 +318,46 @@ mod tests {
         );
         assert!(peer.received.first_time(1));
         peer.confirm_direct();
-        peer.moved("10.0.0.2:40000".parse().unwrap(), me.public);
+        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()), me.public);
         assert_eq!(peer.path, Path::Untried);
         assert!(peer.sent_from("10.0.0.2:40000".parse().unwrap()));
         assert!(
             !peer.received.first_time(1),
             "a retransmission after the move is no news"
+        );
+    }
+
+    #[test]
+    fn an_asleep_peer_has_no_direct_address_until_it_wakes_and_neither_do_we() {
+        let mut peers = Peers::new(PeerInfo {
+            public: None,
+            ..info("me", "10.0.0.1:10081", "192.168.1.2:10081")
+        });
+        peers.insert(PeerInfo {
+            public: None,
+            ..info("sleepy", "10.0.0.1:1", "192.168.1.3:10081")
+        });
+        peers.insert(info("near", "10.0.0.1:40000", "192.168.1.4:10081"));
+        let sleepy = peers.get_mut("sleepy").unwrap();
+        assert!(sleepy.is_asleep());
+        assert_eq!(sleepy.direct_addr(), None);
+        assert!(!peers.get_mut("near").unwrap().same_nat, "we are Asleep");
+
+        peers.set_my_public("10.0.0.1:10081".parse().unwrap());
+        let near = peers.get_mut("near").unwrap();
+        assert!(near.same_nat, "awake, we see it is behind our NAT");
+        assert_eq!(
+            near.direct_addr(),
+            Some("192.168.1.4:10081".parse().unwrap())
+        );
+        let sleepy = peers.get_mut("sleepy").unwrap();
+        sleepy.relocate(
+            Some("10.0.0.1:50000".parse().unwrap()),
+            Some("10.0.0.1:10081".parse().unwrap()),
+        );
+        assert_eq!(
+            sleepy.direct_addr(),
+            Some("192.168.1.3:10081".parse().unwrap())
         );
     }
 

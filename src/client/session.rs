@@ -11,12 +11,20 @@
 //!    ── UDP  HELLO alice <secret> ─────────────▶   (repeated until READY)
 //!    ◀─ TCP  READY 10.0.0.1:10081, PEER ..., LIST_END
 //! ```
+//!
+//! An Asleep client (`--asleep`) registers with `REGISTER carol <private> asleep` and sends
+//! no `HELLO`: the server answers `READY asleep` and the list at once, and the event loop
+//! wakes it later with an Awake request (`@awake`, or a first `@chat`).
+//!
+//! When the ID was typed at the prompt rather than given with `--id`, an ID that is not
+//! valid, or that someone else holds, is asked for again.
 
 use super::Config;
 use crate::failure::{connect, in_words, spawn, Failure};
-use crate::lines::{is_timeout, LineError, LineReader};
+use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::wire::{
-    check_id, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret, MAX_LINE,
+    check_id, id_in_use, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret,
+    MAX_LINE,
 };
 use crossbeam_channel::{bounded, Receiver};
 use std::io::{self, BufRead, Write};
@@ -64,14 +72,48 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `HELLO` is repeated until the server answers.
 const HELLO_EVERY: Duration = Duration::from_millis(250);
 
+/// Why a registration did not go through.
+enum Refusal {
+    /// Someone else holds the ID: a typed one is asked for again.
+    IdInUse(String),
+    /// Anything else: the session cannot start.
+    Failed(Failure),
+}
+
+impl From<Failure> for Refusal {
+    fn from(failure: Failure) -> Refusal {
+        Refusal::Failed(failure)
+    }
+}
+
+/// Registers (asking for the ID at the prompt when `--id` was not given), then starts the
+/// reader threads.
 pub fn start(config: &Config) -> Result<Session, Failure> {
     let stdin = io::stdin();
-    let id = match &config.id {
-        Some(id) => id.clone(),
-        None => ask_id(&stdin)?,
+    let Some(id) = &config.id else {
+        // Typed at the prompt: a mistake is asked about again, until end of input.
+        loop {
+            let id = ask_id(&stdin)?;
+            if let Err(why) = check_id(&id) {
+                crate::say!("Invalid ID '{}': {why}.", clean(&id));
+                continue;
+            }
+            match register(config, id) {
+                Ok(session) => return Ok(session),
+                Err(Refusal::IdInUse(message)) => crate::say!("{message}."),
+                Err(Refusal::Failed(failure)) => return Err(failure),
+            }
+        }
     };
-    check_id(&id).map_err(|why| Failure::usage(format!("invalid ID '{id}': {why}")))?;
+    check_id(id).map_err(|why| Failure::usage(format!("invalid ID '{}': {why}", clean(id))))?;
+    register(config, id.clone()).map_err(|refusal| match refusal {
+        Refusal::IdInUse(message) => Failure::runtime(format!("registration refused: {message}")),
+        Refusal::Failed(failure) => failure,
+    })
+}
 
+/// Connects, registers `id`, announces the UDP endpoint (unless Asleep) and receives the list.
+fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     let (tcp, server_addr) = connect(&config.server, config.port, "server", "server")?;
     let _ = tcp.set_nodelay(true);
     let udp = bind_udp(config.udp_port)?;
@@ -86,58 +128,44 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
 
     let mut writer = tcp.try_clone().map_err(lost)?;
     let mut reader = LineReader::new(tcp.try_clone().map_err(lost)?, MAX_LINE);
-    writeln!(
-        writer,
-        "{}",
-        Request::Register {
-            id: id.clone(),
-            private
-        }
-    )
-    .map_err(lost)?;
+    let register = Request::Register {
+        id: id.clone(),
+        private,
+        asleep: config.asleep,
+    };
+    // One write for the whole line: `writeln!` on a socket would send it in pieces.
+    writer
+        .write_all(format!("{register}\n").as_bytes())
+        .map_err(lost)?;
     tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
     let secret = match next_event(&mut reader, server_addr)? {
         Event::Welcome { secret } => secret,
+        Event::Error { message } if message == id_in_use(&id) => {
+            return Err(Refusal::IdInUse(message))
+        }
         Event::Error { message } => {
-            return Err(Failure::runtime(format!("registration refused: {message}")))
+            return Err(
+                Failure::runtime(format!("registration refused: {}", clean(&message))).into(),
+            )
         }
-        other => return Err(confused(server_addr, &other)),
+        other => return Err(confused(server_addr, &other).into()),
     };
 
-    // Announce the UDP endpoint until the server has seen it.
-    let hello = Announce {
-        kind: AnnounceKind::Hello,
-        id: id.clone(),
-        secret: secret.clone(),
-    }
-    .to_string();
-    tcp.set_read_timeout(Some(HELLO_EVERY)).map_err(lost)?;
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    let public = loop {
-        if Instant::now() >= deadline {
-            return Err(Failure::runtime(format!(
-                "the server at {server_addr} never saw our UDP announcement from port {}; is UDP blocked on the way?",
-                private.port()
-            )));
+    let public = if config.asleep {
+        match next_event(&mut reader, server_addr)? {
+            Event::Ready { public: None } => None,
+            other => return Err(confused(server_addr, &other).into()),
         }
-        let _ = udp.send_to(hello.as_bytes(), server_addr);
-        match reader.read_line() {
-            Ok(Some(line)) => match parse_event(&line, server_addr)? {
-                Event::Ready { public } => break public,
-                other => return Err(confused(server_addr, &other)),
-            },
-            Err(LineError::Io(e)) if is_timeout(&e) => {}
-            Ok(None) | Err(_) => return Err(closed_during_registration(server_addr)),
-        }
+    } else {
+        Some(hello(&id, &secret, &udp, &mut reader, server_addr)?)
     };
 
-    tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
     let mut list = Vec::new();
     loop {
         match next_event(&mut reader, server_addr)? {
             Event::Peer(info) => list.push(info),
             Event::ListEnd => break,
-            other => return Err(confused(server_addr, &other)),
+            other => return Err(confused(server_addr, &other).into()),
         }
     }
     tcp.set_read_timeout(None).map_err(lost)?;
@@ -152,7 +180,7 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
         me,
         secret,
         server_addr,
-        input: spawn_input(stdin)?,
+        input: spawn_input(io::stdin())?,
         from_server: spawn_tcp_reader(reader)?,
         from_peers: spawn_udp_reader(udp.try_clone().map_err(lost)?)?,
         tcp,
@@ -161,7 +189,7 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
     })
 }
 
-/// `Enter ID : `, and one line from the terminal.
+/// `Enter ID : `, and one line from the terminal; end of input is a failure.
 fn ask_id(stdin: &io::Stdin) -> Result<String, Failure> {
     print!("Enter ID : ");
     let _ = io::stdout().flush();
@@ -194,10 +222,64 @@ fn bind_udp(port: u16) -> Result<UdpSocket, Failure> {
     }
 }
 
+/// Announces the UDP endpoint (`HELLO`) until the server has seen it, and returns the public
+/// endpoint it saw (`READY`).
+fn hello(
+    id: &str,
+    secret: &Secret,
+    udp: &UdpSocket,
+    reader: &mut LineReader<TcpStream>,
+    server: SocketAddr,
+) -> Result<SocketAddr, Failure> {
+    let hello = Announce {
+        kind: AnnounceKind::Hello,
+        id: id.to_string(),
+        secret: secret.clone(),
+    }
+    .to_string();
+    let timeout = |reader: &LineReader<TcpStream>, limit| {
+        reader.get_ref().set_read_timeout(Some(limit)).map_err(|e| {
+            Failure::runtime(format!(
+                "registration with {server} failed: {}",
+                in_words(&e)
+            ))
+        })
+    };
+    timeout(reader, HELLO_EVERY)?;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let public = loop {
+        if Instant::now() >= deadline {
+            let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+            return Err(Failure::runtime(format!(
+                "the server at {server} never saw our UDP announcement from port {port}; \
+                 is UDP blocked on the way?"
+            )));
+        }
+        let _ = udp.send_to(hello.as_bytes(), server);
+        match reader.read_line() {
+            Ok(Some(line)) => match parse_event(&line, server)? {
+                Event::Ready {
+                    public: Some(public),
+                } => break public,
+                other => return Err(confused(server, &other)),
+            },
+            Err(LineError::Io(e)) if is_timeout(&e) => {}
+            Ok(None) | Err(_) => return Err(closed_during_registration(server)),
+        }
+    };
+    timeout(reader, STEP_TIMEOUT)?;
+    Ok(public)
+}
+
 fn next_event(reader: &mut LineReader<TcpStream>, server: SocketAddr) -> Result<Event, Failure> {
     match reader.read_line() {
         Ok(Some(line)) => parse_event(&line, server),
         Ok(None) => Err(closed_during_registration(server)),
+        Err(LineError::Io(e)) if is_timeout(&e) => Err(Failure::runtime(format!(
+            "the server at {server} did not answer within {} s. Is it a natchat server \
+             ('natchat server'), and are --server and --port right?",
+            STEP_TIMEOUT.as_secs()
+        ))),
         Err(e) => Err(Failure::runtime(format!(
             "registration with {server} failed: {e}"
         ))),

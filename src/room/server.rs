@@ -24,8 +24,9 @@ pub struct Config {
     /// Where uploaded files are stored; created when the first one arrives.
     pub upload_dir: PathBuf,
     pub max_upload_bytes: u64,
-    /// Connections beyond this are refused.
-    pub max_users: usize,
+    /// Connections beyond this are refused; `None`: as many as the machine allows, up to
+    /// [`listener::DEFAULT_MAX`].
+    pub max_users: Option<usize>,
     /// An upload that sends nothing for this long is dropped, and its connection closed.
     pub upload_idle: Duration,
 }
@@ -50,10 +51,10 @@ pub fn run(config: Config) -> Result<(), Failure> {
     crate::say!("Chat Server started on port {port}.");
     crate::output::start();
 
-    let max_users = listener::affordable(config.max_users);
+    let cap = listener::cap(config.max_users, "--max-users");
     let refusal = format!(
         "The chat room is full ({}); try again later.",
-        super::online(max_users)
+        super::online(cap.connections)
     );
     let room =
         Room::start().map_err(|e| Failure::runtime(format!("cannot start the room: {e}")))?;
@@ -65,7 +66,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         },
         upload_idle: config.upload_idle,
     };
-    listener::serve(listener, max_users, refusal, move |stream, addr| {
+    listener::serve(listener, cap, refusal, move |stream, addr| {
         serve_user(stream, addr, &server)
     });
     Ok(())

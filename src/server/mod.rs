@@ -21,7 +21,7 @@ use crate::outbox::Outbox;
 use crate::rounds::{self, Round};
 use crate::wire::{Announce, Event, LeaveReason, Request, Secret, MAX_LINE};
 use parking_lot::Mutex;
-use registry::{Announced, Registry};
+use registry::{Announced, Departed, Registry};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -38,8 +38,9 @@ pub struct Config {
     pub timeout: Duration,
     /// A connection that has not registered by then is closed.
     pub register_timeout: Duration,
-    /// Connections beyond this are refused.
-    pub max_clients: usize,
+    /// Connections beyond this are refused; `None`: as many as the machine allows, up to
+    /// [`listener::DEFAULT_MAX`].
+    pub max_clients: Option<usize>,
 }
 
 /// How many messages may wait for one client before it counts as not reading. Generous: the
@@ -74,16 +75,13 @@ pub fn run(config: Config) -> io::Result<()> {
         .name("reaper".into())
         .spawn(move || reap_silent(shared, timeout))?;
 
-    let max_clients = listener::affordable(config.max_clients);
+    let cap = listener::cap(config.max_clients, "--max-clients");
     let refusal = Event::Error {
-        message: format!("server full ({max_clients} clients); try again later"),
+        message: format!("server full ({} clients); try again later", cap.connections),
     };
-    listener::serve(
-        listener,
-        max_clients,
-        refusal.to_string(),
-        move |stream, addr| serve_client(stream, addr, &registry, config.register_timeout),
-    );
+    listener::serve(listener, cap, refusal.to_string(), move |stream, addr| {
+        serve_client(stream, addr, &registry, config.register_timeout)
+    });
     Ok(())
 }
 
@@ -142,10 +140,23 @@ fn serve_client(
         }
     };
     let mut members = registry.lock();
-    if let Some(public) = members.remove(&id, conn, reason) {
-        match public {
-            Some(public) => crate::event!("{id} is {} {public}", reason.as_str()),
-            None => crate::event!("{id} left before announcing its UDP endpoint ({addr})"),
+    if let Some(departed) = members.remove(&id, conn, reason) {
+        print_departure(&id, reason, departed, Some(addr));
+    }
+}
+
+/// The server's line for a client that left; `tcp` is where its connection came from, when
+/// known.
+fn print_departure(id: &str, reason: LeaveReason, departed: Departed, tcp: Option<SocketAddr>) {
+    let how = reason.as_str();
+    match (departed, tcp) {
+        (Departed::Listed(Some(public)), _) => crate::event!("{id} is {how} {public}"),
+        (Departed::Listed(None), _) => crate::event!("{id} is {how} (Asleep)"),
+        (Departed::Unannounced, Some(addr)) if reason != LeaveReason::Disappeared => {
+            crate::event!("{id} left before announcing its UDP endpoint ({addr})")
+        }
+        (Departed::Unannounced, _) => {
+            crate::event!("{id} never announced its UDP endpoint; closed")
         }
     }
 }
@@ -185,7 +196,11 @@ fn register(
             }
         };
         match line.parse::<Request>() {
-            Ok(Request::Register { id, private }) => {
+            Ok(Request::Register {
+                id,
+                private,
+                asleep,
+            }) => {
                 // Made before taking the lock: it reads /dev/urandom.
                 let secret = match Secret::random() {
                     Ok(secret) => secret,
@@ -194,15 +209,12 @@ fn register(
                         return None;
                     }
                 };
-                let welcome = Event::Welcome {
-                    secret: secret.clone(),
-                };
-                let claimed = registry
-                    .lock()
-                    .register(&id, private, outbox.clone(), secret);
-                return match claimed {
+                let mut members = registry.lock();
+                return match members.register(&id, private, outbox.clone(), secret, asleep) {
                     Ok(conn) => {
-                        outbox.push_line(&welcome.to_string());
+                        if asleep {
+                            crate::event!("{id} Asleep");
+                        }
                         Some((id, conn))
                     }
                     Err(why) => {
@@ -240,6 +252,8 @@ fn handle_request(
             let mut members = registry.lock();
             if peer == id || !members.is_listed(&peer) || !members.is_listed_as(id, conn) {
                 refuse(format!("cannot punch to '{peer}': not online"));
+            } else if members.is_asleep(&peer) {
+                refuse(format!("cannot punch to '{peer}': it is Asleep"));
             } else if members.may_punch(id) {
                 // Both at once: each side's probes open its own NAT for the other's.
                 let requester = id.to_string();
@@ -253,6 +267,10 @@ fn handle_request(
                 refuse(format!("relay: a datagram you send must be from '{id}'"));
             } else if !members.is_listed_as(id, conn) {
                 refuse(format!("relay: '{id}' is not online"));
+            } else if members.is_asleep(&to) {
+                refuse(format!(
+                    "relay: '{to}' is Asleep and receives no chats until it wakes"
+                ));
             } else {
                 // Best effort: a dropped relay is retransmitted by its sender.
                 members.offer(&to, id, &Event::Relayed { datagram });
@@ -283,7 +301,7 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
         let id = &announce.id;
         match members.announce(&announce, from) {
             Announced::Ready(public) => crate::event!("{id} {public}"),
-            Announced::Awake(public) => crate::event!("{id} is awake {public}"),
+            Announced::Awake(public) => crate::event!("{id} Awake {public}"),
             Announced::Moved(public) => crate::event!("{id} moved to {public}"),
             Announced::Refreshed | Announced::Rejected => {}
         }
@@ -291,21 +309,27 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
 }
 
 /// The reaper thread: four times a second, every client silent for `timeout` has disappeared.
-/// Its connection is cut, and its connection thread then finds it already removed.
+/// It is told why in a last line, and its connection closed; its connection thread then
+/// finds it already removed.
 fn reap_silent(registry: Shared, timeout: Duration) {
     loop {
         thread::sleep(Duration::from_millis(250));
         let mut members = registry.lock();
         for (id, conn) in members.silent(timeout) {
-            let outbox = members.get(&id).map(|m| m.outbox.clone());
-            match members.remove(&id, conn, LeaveReason::Disappeared) {
-                Some(Some(public)) => crate::event!("{id} is disappeared {public}"),
-                Some(None) => crate::event!("{id} never announced its UDP endpoint; closed"),
-                None => {}
-            }
-            if let Some(outbox) = outbox {
-                outbox.cut_off();
-            }
+            let Some(outbox) = members.get(&id).map(|m| m.outbox.clone()) else {
+                continue;
+            };
+            let Some(departed) = members.remove(&id, conn, LeaveReason::Disappeared) else {
+                continue;
+            };
+            let why = match departed {
+                Departed::Unannounced => "no UDP announcement from you reached the server",
+                Departed::Listed(_) => "no UDP keep-alive from you reached the server",
+            };
+            print_departure(&id, LeaveReason::Disappeared, departed, None);
+            let secs = timeout.as_secs_f64();
+            outbox.push_line(&format!("ERROR {why} for {secs} s; closing the connection"));
+            outbox.close_after_queued();
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use crate::outbox::{line_message, Outbox};
 use crate::rounds::{Round, Since, Woken};
-use crate::wire::{Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret, MAX_LINE};
+use crate::wire::{
+    id_in_use, Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret, MAX_LINE,
+};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::iter;
@@ -22,7 +24,8 @@ pub struct Member {
     pub conn: u64,
     pub outbox: Outbox,
     pub private: SocketAddr,
-    /// Unknown until the client's first UDP announcement arrives.
+    /// Unknown until the client's first UDP announcement arrives: while it is Asleep, or
+    /// (not yet listed) while its `HELLO` is on its way.
     pub public: Option<SocketAddr>,
     /// Which joins and leaves it is told of: those after it was listed.
     since: Option<Since>,
@@ -33,13 +36,28 @@ pub struct Member {
 }
 
 impl Member {
-    fn info(&self, id: &str) -> Option<PeerInfo> {
-        Some(PeerInfo {
+    /// What everyone else is told of it.
+    fn info(&self, id: &str) -> PeerInfo {
+        PeerInfo {
             id: id.to_string(),
-            public: self.public?,
+            public: self.public,
             private: self.private,
-        })
+        }
     }
+
+    /// Listed without a UDP endpoint: registered with `--asleep`, and not yet awake.
+    fn is_asleep(&self) -> bool {
+        self.since.is_some() && self.public.is_none()
+    }
+}
+
+/// What the server knew of a client that left.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Departed {
+    /// It was listed: awake at this public endpoint, or Asleep (`None`).
+    Listed(Option<SocketAddr>),
+    /// Its first UDP announcement never arrived, so nobody was told of it.
+    Unannounced,
 }
 
 /// About how many bytes of the list go in one message: see [`Registry::send_list`].
@@ -53,7 +71,8 @@ const PUNCH_EVERY: Duration = Duration::from_millis(100);
 pub enum Announced {
     /// First announcement: the client is now listed, at this public endpoint.
     Ready(SocketAddr),
-    /// `@awake`, at this public endpoint (which may be new).
+    /// An Awake request, from this public endpoint (which may be new): an Asleep client
+    /// woke, or an awake one announced itself again.
     Awake(SocketAddr),
     /// A keep-alive from a new public endpoint: the NAT mapping changed.
     Moved(SocketAddr),
@@ -80,20 +99,28 @@ impl Registry {
         }
     }
 
-    /// Claims `id` for a new connection, which will announce itself with `secret`; the
-    /// caller sends `WELCOME <secret>`. Refuses an ID that someone already holds: its owner
-    /// keeps it. Returns the connection's number.
+    /// Claims `id` for a new connection and sends it `WELCOME <secret>`: the secret its UDP
+    /// announcements must carry. An Asleep client (`asleep`) is listed at once, without an
+    /// endpoint; any other is listed when its first announcement arrives. Refuses an ID
+    /// that someone already holds: its owner keeps it. Returns the connection's number.
     pub fn register(
         &mut self,
         id: &str,
         private: SocketAddr,
         outbox: Outbox,
         secret: Secret,
+        asleep: bool,
     ) -> Result<u64, String> {
         if self.members.contains_key(id) {
-            return Err(format!("ID '{id}' is already in use; choose another"));
+            return Err(id_in_use(id));
         }
         self.next_conn += 1;
+        outbox.push_line(
+            &Event::Welcome {
+                secret: secret.clone(),
+            }
+            .to_string(),
+        );
         self.members.insert(
             id.to_string(),
             Member {
@@ -107,58 +134,87 @@ impl Registry {
                 last_punch: None,
             },
         );
+        if asleep {
+            self.list(id);
+        }
         Ok(self.next_conn)
     }
 
+    /// Lists `id`: sends it the list, and everyone else a `JOIN` (in the round).
+    fn list(&mut self, id: &str) {
+        let Some(member) = self.members.get(id) else {
+            return;
+        };
+        let joined = Event::Joined(member.info(id));
+        self.send_list(id, member.public);
+        self.round.announce(&joined.to_string());
+        // Everything before this is in the list it was just sent.
+        let since = self.round.since_now();
+        if let Some(member) = self.members.get_mut(id) {
+            member.since = Some(since);
+        }
+    }
+
     /// Applies a UDP announcement that came from `from`. Only one carrying the ID's secret
-    /// changes anything. On the first one, the newcomer gets the list and everyone else a
-    /// `JOIN` (in the round); on a new endpoint, everyone else gets a `MOVE`.
+    /// changes anything:
+    /// - the first one from a client not yet listed lists it (the list to it, a `JOIN` to
+    ///   everyone else);
+    /// - an Awake request (or any announcement from an Asleep client, which wakes it) is
+    ///   told to everyone as `AWAKE`, the client included: so it learns its request arrived,
+    ///   and the others learn its endpoint;
+    /// - a keep-alive from a new endpoint is told to everyone else as `MOVE`.
     pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
-        let Some(member) = self.members.get_mut(&announce.id) else {
+        let id = announce.id.as_str();
+        let Some(member) = self.members.get_mut(id) else {
             return Announced::Rejected;
         };
         if !member.secret.matches(&announce.secret) {
             return Announced::Rejected;
         }
         member.last_heard = Instant::now();
+        let listed = member.since.is_some();
         let previous = member.public.replace(from);
-        match previous {
-            None => {
-                self.send_list(&announce.id, from);
-                let member = &self.members[&announce.id];
-                if let Some(info) = member.info(&announce.id) {
-                    self.round.announce(&Event::Joined(info).to_string());
-                }
-                // Everything before this is in the list it was just sent.
-                let since = self.round.since_now();
-                if let Some(member) = self.members.get_mut(&announce.id) {
-                    member.since = Some(since);
-                }
-                return Announced::Ready(from);
-            }
-            Some(old) if old != from => {
-                let moved = Event::Moved {
-                    id: announce.id.clone(),
-                    public: from,
-                };
-                self.announce_first(&announce.id);
-                // A hint, not a must: a client whose endpoint keeps changing must not be able
-                // to fill everyone's queue with it.
-                let moved = line_message(&moved.to_string());
-                for (id, member) in &self.members {
-                    if *id != announce.id && member.since.is_some() {
-                        member.outbox.offer(moved.clone());
-                    }
-                }
-                if announce.kind != AnnounceKind::Awake {
-                    return Announced::Moved(from);
-                }
-            }
-            Some(_) => {}
+        if previous.is_none() && !listed {
+            self.list(id);
+            return Announced::Ready(from);
         }
-        match announce.kind {
-            AnnounceKind::Awake => Announced::Awake(from),
-            _ => Announced::Refreshed,
+        if previous.is_none() || announce.kind == AnnounceKind::Awake {
+            self.tell_everyone(
+                id,
+                &Event::Awake {
+                    id: id.to_string(),
+                    public: from,
+                },
+            );
+            return Announced::Awake(from);
+        }
+        if previous == Some(from) {
+            return Announced::Refreshed;
+        }
+        self.tell_everyone(
+            id,
+            &Event::Moved {
+                id: id.to_string(),
+                public: from,
+            },
+        );
+        Announced::Moved(from)
+    }
+
+    /// Tells everyone listed that `id`'s endpoint is now known or changed: `AWAKE` to `id`
+    /// itself too, for certain; to the others, and any `MOVE`, as a hint, not a must, so
+    /// that a client whose endpoint keeps changing cannot fill everyone's queue with it.
+    fn tell_everyone(&mut self, id: &str, event: &Event) {
+        self.announce_first(id);
+        let message = line_message(&event.to_string());
+        for (other, member) in &self.members {
+            if other == id {
+                if matches!(event, Event::Awake { .. }) {
+                    member.outbox.push(message.clone());
+                }
+            } else if member.since.is_some() {
+                member.outbox.offer(message.clone());
+            }
         }
     }
 
@@ -166,13 +222,14 @@ impl Registry {
     /// in pieces of about [`LIST_PIECE`] bytes, not as one message: the list of ten thousand
     /// clients is 600 KB, and allocations that large, one per join, leave the heap
     /// fragmented long after they are freed.
-    fn send_list(&self, id: &str, public: SocketAddr) {
+    fn send_list(&self, id: &str, public: Option<SocketAddr>) {
         let outbox = &self.members[id].outbox;
+        // Everyone listed, and the newcomer itself.
         let peers = self
             .members
             .iter()
-            .filter_map(|(other, m)| m.info(other))
-            .map(Event::Peer);
+            .filter(|(other, m)| m.since.is_some() || *other == id)
+            .map(|(other, m)| Event::Peer(m.info(other)));
         let list = iter::once(Event::Ready { public })
             .chain(peers)
             .chain(iter::once(Event::ListEnd));
@@ -190,32 +247,30 @@ impl Registry {
     }
 
     /// Removes `id` if connection `conn` still owns it, and tells everyone else.
-    /// Returns the public endpoint it had, if it was listed.
-    pub fn remove(
-        &mut self,
-        id: &str,
-        conn: u64,
-        reason: LeaveReason,
-    ) -> Option<Option<SocketAddr>> {
+    /// Returns what was known of it.
+    pub fn remove(&mut self, id: &str, conn: u64, reason: LeaveReason) -> Option<Departed> {
         if self.members.get(id)?.conn != conn {
             return None;
         }
         let member = self.members.remove(id)?;
-        if member.since.is_some() {
-            let left = Event::Left {
-                id: id.to_string(),
-                reason,
-            };
-            self.round.announce(&left.to_string());
+        if member.since.is_none() {
+            return Some(Departed::Unannounced);
         }
-        Some(member.public)
+        let left = Event::Left {
+            id: id.to_string(),
+            reason,
+        };
+        self.round.announce(&left.to_string());
+        Some(Departed::Listed(member.public))
     }
 
-    /// The clients not heard from for `timeout`, with their connection numbers.
+    /// The clients not heard from for `timeout`, with their connection numbers. An Asleep
+    /// client is never silent: it has no UDP endpoint to keep alive, and stays registered
+    /// for as long as its TCP connection lives.
     pub fn silent(&self, timeout: Duration) -> Vec<(String, u64)> {
         self.members
             .iter()
-            .filter(|(_, m)| m.last_heard.elapsed() > timeout)
+            .filter(|(_, m)| !m.is_asleep() && m.last_heard.elapsed() > timeout)
             .map(|(id, m)| (id.clone(), m.conn))
             .collect()
     }
@@ -224,9 +279,14 @@ impl Registry {
         self.members.get(id)
     }
 
-    /// Whether `id` is registered and listed (its UDP endpoint is known).
+    /// Whether `id` is registered and listed (awake, or Asleep).
     pub fn is_listed(&self, id: &str) -> bool {
         self.members.get(id).is_some_and(|m| m.since.is_some())
+    }
+
+    /// Whether `id` is listed and Asleep: it has no endpoint, so nothing can reach it.
+    pub fn is_asleep(&self, id: &str) -> bool {
+        self.members.get(id).is_some_and(Member::is_asleep)
     }
 
     /// Whether connection `conn` holds `id` and is listed: what a client must be to ask for
