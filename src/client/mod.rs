@@ -22,12 +22,13 @@ mod session;
 
 use crate::failure::{in_words, Failure};
 use crate::lines::clean;
+use crate::lines::is_timeout;
 use crate::wire::{Announce, AnnounceKind, Datagram, Event, Request, Secret, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver};
 use delivery::{Outgoing, Send, Undelivered};
 use peers::{Peers, Route};
 use session::{FromPeer, FromServer, Input};
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -486,16 +487,15 @@ impl Client {
     }
 
     /// The connection to the server ended. Says why as far as it is known: the server's
-    /// last `ERROR` line, and whether the server is still running (a new connection is
-    /// accepted) or gone.
+    /// last `ERROR` line, and whether the server is still running or gone.
     fn server_lost(&self) -> Failure {
         let server = self.server;
         let reason = match &self.last_error {
             Some(error) => format!(" ({error})"),
             None => String::new(),
         };
-        match TcpStream::connect_timeout(&server, STILL_RUNNING_CHECK) {
-            Ok(_) => Failure::runtime(format!(
+        match still_running(server) {
+            Ok(()) => Failure::runtime(format!(
                 "the server at {server} closed our connection{reason}; it is still running: \
                  start the client again to rejoin."
             )),
@@ -506,7 +506,6 @@ impl Client {
             )),
         }
     }
-
     /// Unregisters and waits (briefly) for the server to close the connection, so that the
     /// `EXIT` is surely read before this process goes.
     fn exit(mut self, from_server: &Receiver<FromServer>) -> Result<(), Failure> {
@@ -524,6 +523,23 @@ impl Client {
         }
         crate::say!("Successfully Terminated");
         Ok(())
+    }
+}
+
+/// Whether a natchat server still runs at `server`: it accepts a new connection, and keeps
+/// it open, silent, as a server waiting for `REGISTER` does. Accepting alone proves nothing:
+/// a server being killed closes our old connection first and its listening socket a moment
+/// later, and meanwhile the kernel still completes new connections, then resets them.
+fn still_running(server: SocketAddr) -> io::Result<()> {
+    let probe = TcpStream::connect_timeout(&server, STILL_RUNNING_CHECK)?;
+    probe.set_read_timeout(Some(STILL_RUNNING_CHECK))?;
+    match (&probe).read(&mut [0u8; 1]) {
+        Err(e) if is_timeout(&e) => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "it closed a new connection at once",
+        )),
     }
 }
 
