@@ -2,11 +2,15 @@
 
 SHELL     := /bin/bash
 CARGO     ?= cargo
-BIN       := target/release/natchat
-# P2P chat: server address and port, and the client's ID (asked for when empty).
+BIN       ?= target/release/natchat
+# NOBUILD=1 runs BIN as it is, without `build` first (tests/make.rs: no nested cargo build).
+BUILT     := $(if $(NOBUILD),,build)
+# P2P chat: server address and port, the client's ID (asked for when empty), and ASLEEP=1
+# to start the client asleep.
 SERVER    ?= 127.0.0.1
 PORT      ?= 10080
 ID        ?=
+ASLEEP    ?=
 # Chat room: the address the server listens on, the host clients connect to, and the port.
 BIND      ?= 0.0.0.0
 HOST      ?= 127.0.0.1
@@ -15,12 +19,17 @@ ROOM_PORT ?= 8888
 MODE      ?= home
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
+# $(call arg,NAME): variable NAME's value as one shell word, exactly as given: a space, a quote
+# or a `;` in ID reaches natchat (which refuses it itself) instead of the shell.
+arg = '$(subst ','\'',$($(1)))'
+
 .PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat clean
 
 help:
 	@echo "make build                       build natchat (release)"
 	@echo "make run-server [PORT=10080]     the P2P registration server"
-	@echo "make run-client ID=alice [SERVER=127.0.0.1 PORT=10080]"
+	@echo "make run-client ID=alice [SERVER=127.0.0.1 PORT=10080 ASLEEP=1]"
+	@echo "                                 ASLEEP=1 starts the client asleep (--asleep)"
 	@echo "make run-room-server [BIND=0.0.0.0 ROOM_PORT=8888]"
 	@echo "make run-room-client [HOST=127.0.0.1 ROOM_PORT=8888]"
 	@echo "make demo                        a scripted P2P session on loopback, as a transcript"
@@ -34,30 +43,31 @@ help:
 build:
 	$(CARGO) build --release --quiet
 
-run-server: build
-	$(BIN) server --port $(PORT)
+run-server: $(BUILT)
+	$(call arg,BIN) server --port $(call arg,PORT)
 
-run-client: build
-	$(BIN) client --server $(SERVER) --port $(PORT) $(if $(ID),--id $(ID))
+run-client: $(BUILT)
+	$(call arg,BIN) client --server $(call arg,SERVER) --port $(call arg,PORT) \
+	  $(if $(ID),--id $(call arg,ID)) $(if $(filter 1,$(ASLEEP)),--asleep)
 
-run-room-server: build
-	$(BIN) room-server $(BIND) $(ROOM_PORT)
+run-room-server: $(BUILT)
+	$(call arg,BIN) room-server $(call arg,BIND) $(call arg,ROOM_PORT)
 
-run-room-client: build
-	$(BIN) room-client $(HOST) $(ROOM_PORT)
+run-room-client: $(BUILT)
+	$(call arg,BIN) room-client $(call arg,HOST) $(call arg,ROOM_PORT)
 
 # A server and two scripted clients on a free loopback port; every line they print, tagged
 # with who printed it, in order. Everything is stopped at the end, also on failure.
-demo: build
+demo: $(BUILT)
 	@set -e; trap 'kill $$server 2>/dev/null' EXIT; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	tag() { while IFS= read -r line; do printf '%-8s %s\n' "[$$1]" "$$line"; done; }; \
-	$(BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
+	$(call arg,BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
 	{ sleep 1; echo "@show_list"; sleep 1; echo "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
-	  sleep 1.5; echo "@exit"; } | $(BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
+	  sleep 1.5; echo "@exit"; } | $(call arg,BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
 	sleep 0.5; \
 	{ sleep 2; echo "@chat alice Hello Alice!"; sleep 2; echo "@show_list"; echo "@exit"; } \
-	  | $(BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
+	  | $(call arg,BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
 	sleep 0.5
 
 # Only cargo test, also as root: the NAT lab (test-nat) is started on purpose, never by
@@ -76,7 +86,7 @@ bench-scale: build
 	$(BIN) bench scale
 
 mininet: build
-	$(SUDO) bash mininet/execute_mn.sh --mode $(MODE)
+	$(SUDO) bash mininet/execute_mn.sh --mode $(call arg,MODE)
 
 test-nat: build
 	$(SUDO) bash mininet/execute_mn.sh --test
