@@ -57,16 +57,18 @@ run-room-client: $(BUILT)
 	$(call arg,BIN) room-client $(call arg,HOST) $(call arg,ROOM_PORT)
 
 # A server and two scripted clients on a free loopback port; every line they print, tagged
-# with who printed it, in order. Everything is stopped at the end, also on failure.
+# with who printed it, in order, and each command a client types (`[alice]  > @show_list`)
+# just before what it prints in answer. Everything is stopped at the end, also on failure.
 demo: $(BUILT)
-	@set -e; trap 'kill $$server 2>/dev/null' EXIT; \
+	@set -e; trap 'kill $$server 2>/dev/null' EXIT; exec 3>&1; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	tag() { while IFS= read -r line; do printf '%-8s %s\n' "[$$1]" "$$line"; done; }; \
+	types() { printf '%-8s > %s\n' "[$$1]" "$$2" >&3; printf '%s\n' "$$2"; }; \
 	$(call arg,BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
-	{ sleep 1; echo "@show_list"; sleep 1; echo "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
-	  sleep 1.5; echo "@exit"; } | $(call arg,BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
+	{ sleep 1; types alice "@show_list"; sleep 1; types alice "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
+	  sleep 1.5; types alice "@exit"; } | $(call arg,BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
 	sleep 0.5; \
-	{ sleep 2; echo "@chat alice Hello Alice!"; sleep 2; echo "@show_list"; echo "@exit"; } \
+	{ sleep 2; types bob "@chat alice Hello Alice!"; sleep 2; types bob "@show_list"; sleep 0.5; types bob "@exit"; } \
 	  | $(call arg,BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
 	sleep 0.5
 
