@@ -2,11 +2,15 @@
 
 SHELL     := /bin/bash
 CARGO     ?= cargo
-BIN       := target/release/natchat
-# P2P chat: server address and port, and the client's ID (asked for when empty).
+BIN       ?= target/release/natchat
+# NOBUILD=1 runs BIN as it is, without `build` first (tests/make.rs: no nested cargo build).
+BUILT     := $(if $(NOBUILD),,build)
+# P2P chat: server address and port, the client's ID (asked for when empty), and ASLEEP=1
+# to start the client asleep.
 SERVER    ?= 127.0.0.1
 PORT      ?= 10080
 ID        ?=
+ASLEEP    ?=
 # Chat room: the address the server listens on, the host clients connect to, and the port.
 BIND      ?= 0.0.0.0
 HOST      ?= 127.0.0.1
@@ -15,55 +19,63 @@ ROOM_PORT ?= 8888
 MODE      ?= home
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
+# $(call arg,NAME): variable NAME's value as one shell word, exactly as given: a space, a quote
+# or a `;` in ID reaches natchat (which refuses it itself) instead of the shell.
+arg = '$(subst ','\'',$($(1)))'
+
 .PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat clean
 
 help:
 	@echo "make build                       build natchat (release)"
 	@echo "make run-server [PORT=10080]     the P2P registration server"
-	@echo "make run-client ID=alice [SERVER=127.0.0.1 PORT=10080]"
+	@echo "make run-client ID=alice [SERVER=127.0.0.1 PORT=10080 ASLEEP=1]"
+	@echo "                                 ASLEEP=1 starts the client asleep (--asleep)"
 	@echo "make run-room-server [BIND=0.0.0.0 ROOM_PORT=8888]"
 	@echo "make run-room-client [HOST=127.0.0.1 ROOM_PORT=8888]"
 	@echo "make demo                        a scripted P2P session on loopback, as a transcript"
-	@echo "make test                        every test (the NAT lab too when run as root)"
+	@echo "make test                        cargo test: every test but the NAT lab (installs nothing)"
 	@echo "make lint                        rustfmt and clippy, warnings are errors"
 	@echo "make bench                       the standard benchmark set, as one table (a few minutes)"
 	@echo "make bench-scale                 10,000 clients per server (root; a long run)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
-	@echo "make test-nat                    the NAT lab scenarios, unattended (root)"
+	@echo "make test-nat                    the NAT lab scenarios, unattended (root; about a minute)"
 
 build:
 	$(CARGO) build --release --quiet
 
-run-server: build
-	$(BIN) server --port $(PORT)
+run-server: $(BUILT)
+	$(call arg,BIN) server --port $(call arg,PORT)
 
-run-client: build
-	$(BIN) client --server $(SERVER) --port $(PORT) $(if $(ID),--id $(ID))
+run-client: $(BUILT)
+	$(call arg,BIN) client --server $(call arg,SERVER) --port $(call arg,PORT) \
+	  $(if $(ID),--id $(call arg,ID)) $(if $(filter 1,$(ASLEEP)),--asleep)
 
-run-room-server: build
-	$(BIN) room-server $(BIND) $(ROOM_PORT)
+run-room-server: $(BUILT)
+	$(call arg,BIN) room-server $(call arg,BIND) $(call arg,ROOM_PORT)
 
-run-room-client: build
-	$(BIN) room-client $(HOST) $(ROOM_PORT)
+run-room-client: $(BUILT)
+	$(call arg,BIN) room-client $(call arg,HOST) $(call arg,ROOM_PORT)
 
 # A server and two scripted clients on a free loopback port; every line they print, tagged
-# with who printed it, in order. Everything is stopped at the end, also on failure.
-demo: build
-	@set -e; trap 'kill $$server 2>/dev/null' EXIT; \
+# with who printed it, in order, and each command a client types (`[alice]  > @show_list`)
+# just before what it prints in answer. Everything is stopped at the end, also on failure.
+demo: $(BUILT)
+	@set -e; trap 'kill $$server 2>/dev/null' EXIT; exec 3>&1; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	tag() { while IFS= read -r line; do printf '%-8s %s\n' "[$$1]" "$$line"; done; }; \
-	$(BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
-	{ sleep 1; echo "@show_list"; sleep 1; echo "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
-	  sleep 1.5; echo "@exit"; } | $(BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
+	types() { printf '%-8s > %s\n' "[$$1]" "$$2" >&3; printf '%s\n' "$$2"; }; \
+	$(call arg,BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
+	{ sleep 1; types alice "@show_list"; sleep 1; types alice "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
+	  sleep 1.5; types alice "@exit"; } | $(call arg,BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
 	sleep 0.5; \
-	{ sleep 2; echo "@chat alice Hello Alice!"; sleep 2; echo "@show_list"; echo "@exit"; } \
-	  | $(BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
+	{ sleep 2; types bob "@chat alice Hello Alice!"; sleep 2; types bob "@show_list"; sleep 0.5; types bob "@exit"; } \
+	  | $(call arg,BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
 	sleep 0.5
 
+# Only cargo test, also as root: the NAT lab (test-nat) is started on purpose, never by
+# surprise on a machine where someone may have a lab of their own open.
 test:
 	$(CARGO) test --quiet
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-nat; \
-	 else echo "NAT lab skipped: it needs root (run 'sudo make test-nat')."; fi
 
 lint:
 	$(CARGO) fmt --check
@@ -76,7 +88,7 @@ bench-scale: build
 	$(BIN) bench scale
 
 mininet: build
-	$(SUDO) bash mininet/execute_mn.sh --mode $(MODE)
+	$(SUDO) bash mininet/execute_mn.sh --mode $(call arg,MODE)
 
 test-nat: build
 	$(SUDO) bash mininet/execute_mn.sh --test

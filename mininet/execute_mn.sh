@@ -6,8 +6,8 @@
 #
 # Installs the Debian packages it needs when they are missing, builds natchat (cargo build
 # --release; NATCHAT=/path/to/natchat skips that), and leaves no lab behind: the Python side
-# stops the lab in a finally block, and the EXIT trap below removes whatever a crash or a
-# kill left, with `mn -c` as the last resort.
+# stops the lab in a finally block, and the EXIT trap below removes what a killed lab left.
+# It touches nothing it did not make: another lab running at the same time is left alone.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -100,30 +100,15 @@ if [ ! -x "$natchat" ]; then
 fi
 
 # --- Cleanup --------------------------------------------------------------------------
-# A lab stopped by Mininet leaves nothing. One whose Python was killed leaves its three
-# Linux bridges (its node shells exit when their terminal closes, and the natchat processes
-# die with the Python that started them): remove those. Anything else of the lab that is
-# still there, a node shell or an interface, calls for `mn -c`, the last resort (it also
-# kills every ping and controller on the machine and deletes /tmp/*.log and /tmp/*.out).
-lab_nodes='server|nat[12]|h[1-4]|s[0-2]'
-lab_left_over() {
-    pgrep -f "^bash --norc --noediting -is mininet:($lab_nodes)\$" >/dev/null && return 0
-    grep -Eq " ($lab_nodes)-eth[0-9]+[:@]" <<<"$(ip -o link show)" && return 0
-    return 1
+# The lab removes only what it made itself. Each run names and marks its devices after its
+# own process (mininet/topo.py: Owner): a lab stopped by Mininet leaves nothing, and what a
+# killed one leaves (its bridges) is removed by the next run, or by this trap once the Python
+# has ended, because its mark names a process that is gone. Never `mn -c`: that would tear
+# down every other lab on the machine, someone's own `sudo mn` included.
+remove_dead_labs() {
+    /usr/bin/python3 "$here/topo.py" --remove-dead || true
 }
-clean_lab() {
-    for bridge in s0 s1 s2; do
-        if grep -qw bridge <<<"$(ip -d link show "$bridge" 2>/dev/null)"; then
-            ip link del "$bridge" 2>/dev/null || true
-        fi
-    done
-    if lab_left_over; then
-        echo "*** Parts of a lab are still there: mn -c" >&2
-        mn -c >/dev/null 2>&1 || true
-    fi
-}
-clean_lab   # what a killed run left would make this one fail
-trap clean_lab EXIT
+trap remove_dead_labs EXIT
 
 export PATH="$(dirname "$natchat"):$PATH"   # so that the lab's hosts find `natchat`
 export PYTHONDONTWRITEBYTECODE=1             # no root-owned __pycache__ in the work tree

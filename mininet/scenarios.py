@@ -27,7 +27,7 @@ from subprocess import PIPE, STDOUT, TimeoutExpired
 
 from mininet.log import setLogLevel
 
-from topo import SERVER_IP, client_command, server_command, start_lab, stop_lab
+from topo import LabClash, SERVER_IP, client_command, server_command, start_lab, stop_lab
 
 # The server forgets a client silent this long; clients send a keep-alive this often. Short,
 # so that the link-cut scenario takes seconds, not the 30 s of the defaults.
@@ -439,6 +439,8 @@ def main():
     except Stopped as e:
         print(f'Stopped by {e}; the lab is stopped.')
         sys.exit(130)
+    except LabClash as e:
+        sys.exit(f'scenarios.py: {e}')
     passed = sum(results)
     print(f'{passed} passed, {len(results) - passed} failed')
     sys.exit(0 if all(results) else 1)

@@ -27,22 +27,31 @@ NAT modes, the same for both routers:
   symmetric  MASQUERADE --random-fully, plus the home filter: a new public port for every
              destination, so the port the server saw is useless to peers. Only the relay works.
 
+What the lab creates in the machine's own network namespace (its three bridges and the
+switch ends of its cables) is named after this run, `nc<pid>s0`, `nc<pid>s0p1`, ..., and
+marked as this run's with an interface alias (see Owner), so that another lab running at the
+same time, someone's own `sudo mn` or a second natchat lab, is never touched. The node names
+(s0, h1, nat1, ...) stay as drawn above: the hosts live in namespaces of their own.
+
 Run as root: `python3 topo.py [--mode home|bare|symmetric]` opens the Mininet CLI
-(mininet/execute_mn.sh does that, and builds natchat first).
+(mininet/execute_mn.sh does that, and builds natchat first). `python3 topo.py --remove-dead`
+removes what natchat labs whose process is gone left behind, and nothing else.
 """
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
 from mininet.cli import CLI
 from mininet.log import error, info, setLogLevel
 from mininet.net import Mininet
-from mininet.node import Node
+from mininet.node import Node, Switch
 from mininet.nodelib import LinuxBridge
 from mininet.term import makeTerm
 from mininet.topo import Topo
@@ -67,6 +76,122 @@ CLIENTS = {
     'h3': ('192.168.2.2', 'nat2'),
     'h4': ('192.168.2.3', 'nat2'),
 }
+
+
+class Owner:
+    """Which run made a device, written into the device itself as its interface alias.
+
+    A process ID alone could be reused, and could belong to another PID namespace (a
+    container sharing this network); the process's start time and PID namespace make the
+    mark say exactly one process. A device whose mark names a process that provably no longer
+    runs is a leftover of a killed lab; anything else, marked or not, belongs to someone else.
+    """
+
+    MARK = re.compile(r'^natchat-lab pid=(\d+) start=(\d+) pidns=(\d+)$')
+
+    def __init__(self, pid, start, pidns):
+        self.pid, self.start, self.pidns = pid, start, pidns
+
+    @classmethod
+    def this_process(cls):
+        pid = os.getpid()
+        return cls(pid, start_time(pid), os.stat('/proc/self/ns/pid').st_ino)
+
+    @classmethod
+    def of_device(cls, name):
+        """The owner marked on device `name`, or None when it carries no natchat mark."""
+        try:
+            with open(f'/sys/class/net/{name}/ifalias') as f:
+                match = cls.MARK.match(f.read().strip())
+        except OSError:
+            return None
+        return cls(*map(int, match.groups())) if match else None
+
+    def mark(self):
+        return f'natchat-lab pid={self.pid} start={self.start} pidns={self.pidns}'
+
+    def is_dead(self):
+        """True only when provably gone: same PID namespace as ours, and no process with
+        that ID and start time."""
+        if self.pidns != os.stat('/proc/self/ns/pid').st_ino:
+            return False  # a PID of another namespace: we cannot see whether it runs
+        return start_time(self.pid) != self.start
+
+
+def start_time(pid):
+    """When process `pid` started (clock ticks since boot), or None when there is none."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            # Field 22; the name in parentheses (field 2) may itself hold spaces.
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+OWNER = Owner.this_process()
+# The prefix of every device this run creates in the machine's namespace: 11 characters at
+# most for a 7-digit PID, so that a port name (`nc4194304s0p1`) fits the kernel's 15.
+TAG = f'nc{OWNER.pid}'
+
+
+class LabClash(Exception):
+    """A device name this lab needs is taken by something alive: another lab."""
+
+
+def remove_dead_labs():
+    """Removes the devices left by natchat labs whose process is provably gone, and only
+    those. (A veth whose host namespace died has gone with it; what a killed run leaves are
+    its bridges, and the cables of a host in which some process still runs.)"""
+    for name in sorted(os.listdir('/sys/class/net')):
+        owner = Owner.of_device(name)
+        if owner and owner.is_dead():
+            # Deleting one end of a veth deletes the other: a later name may be gone already.
+            gone = subprocess.run(['ip', 'link', 'del', 'dev', name], capture_output=True)
+            if gone.returncode == 0:
+                print(f'*** Removed {name}, left by natchat lab {owner.pid} (no longer running)',
+                      file=sys.stderr)
+
+
+def claim(names):
+    """Fails with LabClash when any of `names` exists: it belongs to a running lab (dead
+    natchat labs' devices are removed first), which Mininet would otherwise delete."""
+    remove_dead_labs()
+    for name in names:
+        if os.path.exists(f'/sys/class/net/{name}'):
+            owner = Owner.of_device(name)
+            whose = f'natchat lab {owner.pid}' if owner else 'not a natchat lab'
+            raise LabClash(f'{name} already exists ({whose}): another lab uses that name; '
+                           'leaving it alone')
+
+
+def mark_device(node, name):
+    node.cmd(f'ip link set dev {name} alias {shlex.quote(OWNER.mark())}')
+
+
+class LabBridge(LinuxBridge):
+    """A switch as a Linux bridge named `device` in the machine's namespace, marked as this
+    run's the moment it is made. Mininet's own LinuxBridge names the bridge after the node
+    (s0) and deletes any bridge of that name first: someone else's."""
+
+    def __init__(self, name, device, **params):
+        self.device = device
+        super().__init__(name, **params)
+
+    def start(self, _controllers):
+        self.cmd(f'ip link add name {self.device} type bridge')
+        mark_device(self, self.device)
+        for intf in self.intfList():
+            if intf.name.startswith(self.device):
+                mark_device(self, intf.name)
+                self.cmd(f'ip link set dev {intf.name} master {self.device} up')
+        self.cmd(f'ip link set dev {self.device} up')
+
+    def stop(self, deleteIntfs=True):
+        self.cmd(f'ip link del dev {self.device}')
+        Switch.stop(self, deleteIntfs)  # its ports; not LinuxBridge.stop, which uses the node name
+
+    def connected(self):
+        return True  # no spanning tree: forwarding from the start
 
 
 class NatRouter(Node):
@@ -119,28 +244,44 @@ class NatLab(Topo):
     """The diagram at the top of this file, as Mininet nodes and links."""
 
     def build(self, mode='home'):
+        # Every device in the machine's namespace, named after this run: see claim().
+        self.devices = []
+        self.cables = {}  # switch name -> cables so far (Topo has its own self.ports)
         # Three Ethernet segments: the public one, and one home LAN behind each router.
-        public = self.addSwitch('s0')
-        home_lan = {'nat1': self.addSwitch('s1'), 'nat2': self.addSwitch('s2')}
+        public = self.switch('s0')
+        home_lan = {'nat1': self.switch('s1'), 'nat2': self.switch('s2')}
 
         # The "internet": the registration server and the routers' WAN sides. The server
         # needs no route: every client reaches it from a public address on this LAN.
         server = self.addHost('server', ip=f'{SERVER_IP}/24')
-        self.addLink(server, public)
+        self.cable(server, public)
 
         for name, (wan_ip, lan_ip) in ROUTERS.items():
             router = self.addHost(name, cls=NatRouter, mode=mode, ip=f'{wan_ip}/24')
-            self.addLink(router, public,
-                         intfName1=f'{name}-wan', params1={'ip': f'{wan_ip}/24'})
-            self.addLink(router, home_lan[name],
-                         intfName1=f'{name}-lan', params1={'ip': f'{lan_ip}/24'})
+            self.cable(router, public,
+                       intfName1=f'{name}-wan', params1={'ip': f'{wan_ip}/24'})
+            self.cable(router, home_lan[name],
+                       intfName1=f'{name}-lan', params1={'ip': f'{lan_ip}/24'})
 
         # The home hosts reach the internet through their router. Nothing routes to
         # 192.168.x.0/24 from outside, so a private address is only reachable on its own LAN.
         for name, (ip, router) in CLIENTS.items():
             gateway = ROUTERS[router][1]
             host = self.addHost(name, ip=f'{ip}/24', defaultRoute=f'via {gateway}')
-            self.addLink(host, home_lan[router])
+            self.cable(host, home_lan[router])
+
+    def switch(self, name):
+        device = f'{TAG}{name}'
+        self.devices.append(device)
+        return self.addSwitch(name, cls=LabBridge, device=device)
+
+    def cable(self, host, switch, **params):
+        """A link from `host` to `switch`; the switch's end, in the machine's namespace, is
+        named after the switch's device and the port: nc<pid>s0p1."""
+        self.cables[switch] = self.cables.get(switch, 0) + 1
+        port = f'{self.nodeInfo(switch)["device"]}p{self.cables[switch]}'
+        self.devices.append(port)
+        self.addLink(host, switch, intfName2=port, **params)
 
 
 class LabCLI(CLI):
@@ -197,7 +338,9 @@ def start_lab(mode='home'):
     blocked = bridged_traffic_blocked()
     if blocked:
         error(f'*** Warning: {blocked}\n')
-    net = Mininet(topo=NatLab(mode=mode), controller=None, switch=LinuxBridge,
+    topo = NatLab(mode=mode)
+    claim(topo.devices)
+    net = Mininet(topo=topo, controller=None, switch=LabBridge,
                   autoSetMacs=True, waitConnected=False)
     try:
         net.start()
@@ -243,6 +386,12 @@ def stop_lab(net):
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline and any(os.path.exists(f'/proc/{pid}') for pid in inside):
             time.sleep(0.05)
+    # Our xterms, ended here: Mininet's stop would also kill every Mininet X11 tunnel on the
+    # machine (pkill -f mnexec.*socat), another lab's too.
+    for term in net.terms:
+        if term.poll() is None:
+            term.kill()
+    net.terms = []
     net.stop()
 
 
@@ -318,15 +467,23 @@ def main():
                         help='NAT behaviour of both routers')
     parser.add_argument('--natchat', default='natchat',
                         help='the natchat binary (default: on PATH)')
+    parser.add_argument('--remove-dead', action='store_true',
+                        help='only remove what natchat labs that no longer run left behind')
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit('topo.py: Mininet needs root; run: sudo bash mininet/execute_mn.sh')
+    if args.remove_dead:
+        remove_dead_labs()
+        return
     if not shutil.which(args.natchat):
         sys.exit(f'topo.py: no {args.natchat} on PATH; build it (cargo build --release) and add '
                  'target/release to PATH, or pass --natchat PATH')
 
     setLogLevel('info')
-    net = start_lab(args.mode)
+    try:
+        net = start_lab(args.mode)
+    except LabClash as e:
+        sys.exit(f'topo.py: {e}')
     try:
         info(f'*** NAT mode: {args.mode}\n')
         for router in ('nat1', 'nat2'):

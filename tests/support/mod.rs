@@ -155,11 +155,15 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.pid().to_string())
-            .status();
-        let _ = self.child.kill();
+        // Only a process not yet reaped: once it has been, its PID may be someone else's.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // A stopped process (STOP) must be continued to die of the kill.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.pid().to_string())
+                .status();
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
