@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{natchat, room_client, room_server, SOON};
+use support::{natchat, room_client, room_server, Proc, SOON};
 
 /// A user on a plain TCP socket, like `nc HOST PORT`: lines out with CRLF; a thread collects
 /// the lines that come in. Dropping it hangs up.
@@ -318,6 +318,67 @@ fn an_upload_arrives_byte_for_byte_and_everyone_is_told() {
     b.wait_for(&format!("[{a_addr}] still here"));
     assert_eq!(server.count("uploaded"), 1);
     assert_eq!(uploads.files(), ["data.bin"]);
+}
+
+#[test]
+fn quoted_upload_paths_name_the_file_inside_the_quotes() {
+    let uploads = TempDir::new("quoted");
+    let files = TempDir::new("quoted-src");
+    let (_server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    fs::write(files.path("google.png"), b"png").unwrap();
+    fs::write(files.path("my file.png"), b"my png").unwrap();
+    // Relative paths, as students type them, from the directory they are in.
+    let mut client = Proc::spawn_command(
+        "client",
+        natchat()
+            .current_dir(&files.0)
+            .args(["room-client", "127.0.0.1", &port.to_string()]),
+    );
+    client.wait_for("Connected to the chat server");
+    client.send("#upload 'google.png'");
+    client.wait_line("that says google.png was uploaded", SOON, |l| {
+        l == "File google.png has uploaded!"
+    });
+    client.send("#upload \"my file.png\"");
+    client.wait_line("that says my file.png was uploaded", SOON, |l| {
+        l == "File my file.png has uploaded!"
+    });
+    assert_eq!(uploads.files(), ["google.png", "my file.png"]);
+    assert_eq!(fs::read(uploads.path("my file.png")).unwrap(), b"my png");
+}
+
+#[test]
+fn pipes_devices_and_directories_are_refused_at_once_and_the_client_goes_on() {
+    let uploads = TempDir::new("irregular");
+    let files = TempDir::new("irregular-src");
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    let fifo = files.path("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut client = room_client("client", port);
+    let client_addr = joined(&server.wait_for("entered (1 user online)"));
+    let other = RawUser::join(port);
+
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "a FIFO (named pipe)"),
+        (files.arg(), "a directory"),
+        ("/dev/zero", "a device"),
+    ] {
+        client.send(&format!("#upload {path}"));
+        let refusal = format!("Cannot upload {path}: it is {what}, not a regular file.");
+        client.wait_line(&format!("equal to {refusal:?}"), SOON, |l| l == refusal);
+    }
+    client.send("still chatting");
+    other.wait_for(&format!("[{client_addr}] still chatting"));
+    assert_eq!(server.count("upload"), 0, "{:?}", server.output());
+    assert_eq!(uploads.files(), Vec::<String>::new());
+
+    client.close_stdin();
+    assert!(client.wait_exit(SOON).success());
+    assert_eq!(client.output().last().map(String::as_str), Some("exit"));
 }
 
 #[test]
