@@ -2,12 +2,14 @@
 //!
 //! ```text
 //!  stdin thread ── lines ──▶ main thread ──▶ socket: messages, and #upload files streamed
-//!  socket thread ──────────▶ stdout: every line from the server, cleaned
+//!  socket thread ──────────▶ Console: every line from the server, cleaned
 //!                └─ `closed` disconnects when the server closes ──▶ main thread
 //! ```
 //!
 //! The socket thread prints on its own, so lines keep arriving while the main thread is busy
 //! streaming a file: a long upload cannot make this client a reader too slow for the room.
+//! On a terminal the user types after a `[You] ` prompt, and the server's echo of the user's
+//! own line is not printed again (see [`Console`]); piped, every line is printed as it comes.
 //!
 //! `#upload <path>` takes the path as a shell user would type it: `'my file.png'` and
 //! `"my file.png"` name `my file.png`. Only a regular file is sent: a directory, a FIFO or a
@@ -17,6 +19,7 @@
 //! Ctrl+C prints `exit` and exits 0; when the server goes, `server closed` is the one
 //! error line and the exit status is 1, as for any session that ended against the user's will.
 
+use super::console::Console;
 use super::upload::{command_argument, Header};
 use super::MAX_LINE;
 use crate::failure::{connect, in_words, spawn, Failure};
@@ -27,6 +30,7 @@ use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest line accepted from the server: a message of [`MAX_LINE`] bytes can triple
@@ -51,32 +55,40 @@ pub fn run(host: &str, port: u16) -> Result<(), Failure> {
             in_words(&e)
         ))
     })?;
-    let closed = spawn_printer(reader)?;
+    let console = Arc::new(Console::new());
+    let closed = spawn_printer(reader, console.clone())?;
     let input = spawn_input()?;
-    loop {
+    let ended = loop {
         select! {
             recv(input) -> line => match line {
-                Ok(line) => act(&stream, &line)?,
-                Err(_) => return leave(&stream, &closed),
+                Ok(line) => if let Err(e) = act(&stream, &line, &console) {
+                    break Err(e);
+                },
+                Err(_) => break leave(&stream, &closed, &console),
             },
-            recv(closed) -> _ => return Err(server_closed()),
+            recv(closed) -> _ => break Err(server_closed()),
         }
-    }
+    };
+    // The error line goes to stderr at the start of a row, not after a prompt.
+    console.end();
+    ended
 }
 
 /// One line typed by the user: a message, or `#upload <path>`.
-fn act(mut stream: &TcpStream, line: &str) -> Result<(), Failure> {
+fn act(mut stream: &TcpStream, line: &str, console: &Console) -> Result<(), Failure> {
     if let Some(argument) = command_argument(line) {
-        return upload(stream, unquote(argument));
+        return upload(stream, unquote(argument), console);
     }
     if line.trim().is_empty() {
+        // Not sent, so no echo will bring the next prompt.
+        console.prompt();
         return Ok(());
     }
     if line.len() > MAX_LINE {
-        crate::say!(
+        console.line(&format!(
             "Message too long ({} bytes; at most {MAX_LINE}); not sent.",
             line.len()
-        );
+        ));
         return Ok(());
     }
     stream
@@ -95,15 +107,15 @@ fn unquote(argument: &str) -> &str {
 
 /// Streams the file at `path`: the header, then its bytes. A file that cannot be opened, or
 /// is not a regular file, is reported here, and nothing is sent.
-fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
+fn upload(mut stream: &TcpStream, path: &str, console: &Console) -> Result<(), Failure> {
     if path.is_empty() {
-        crate::say!("Usage: #upload <path>");
+        console.line("Usage: #upload <path>");
         return Ok(());
     }
     let (mut file, bytes) = match open_regular(path) {
         Ok(opened) => opened,
         Err(why) => {
-            crate::say!("Cannot upload {path}: {why}.");
+            console.line(&format!("Cannot upload {path}: {why}."));
             return Ok(());
         }
     };
@@ -184,8 +196,9 @@ fn irregular(kind: FileType) -> Option<&'static str> {
 
 /// End of input: says so, tells the server (by ending our side of the stream), and waits a
 /// little for the lines still on their way, until the server closes its side.
-fn leave(stream: &TcpStream, closed: &Receiver<()>) -> Result<(), Failure> {
-    crate::say!("exit");
+fn leave(stream: &TcpStream, closed: &Receiver<()>, console: &Console) -> Result<(), Failure> {
+    console.end();
+    console.line("exit");
     let _ = stream.shutdown(Shutdown::Write);
     let _ = closed.recv_timeout(LEAVE_WAIT);
     Ok(())
@@ -196,17 +209,19 @@ fn server_closed() -> Failure {
 }
 
 /// The socket thread: prints every line from the server, cleaned. The channel it returns
-/// never carries anything: it disconnects when the server's stream ends.
-fn spawn_printer(stream: TcpStream) -> Result<Receiver<()>, Failure> {
+/// never carries anything: it disconnects when the server's stream ends, after the prompt
+/// has gone.
+fn spawn_printer(stream: TcpStream, console: Arc<Console>) -> Result<Receiver<()>, Failure> {
     let (closed, on_close) = bounded::<()>(0);
     spawn("server", move || {
         let _closed = closed;
         let mut reader = LineReader::new(stream, MAX_SERVER_LINE).complete_lines_only();
         loop {
             match reader.read_line() {
-                Ok(Some(line)) => crate::say!("{}", clean(&line)),
-                Ok(None) | Err(LineError::Io(_)) => return,
+                Ok(Some(line)) => console.server_line(&clean(&line)),
+                Ok(None) | Err(LineError::Io(_)) => return console.end(),
                 Err(e @ LineError::TooLong { .. }) => {
+                    console.end();
                     crate::warn!("the server sent a {e}; hanging up");
                     return;
                 }
