@@ -850,6 +850,30 @@ fn mistakes_and_missing_servers_are_one_line_with_an_exit_code() {
     assert!(stderr.contains("cannot listen on 127.0.0.1"), "{stderr}");
 }
 
+/// The server's warnings read like every other natchat error line: prefixed, in words.
+#[test]
+fn an_upload_the_server_cannot_store_is_one_warning_line() {
+    let root = TempDir::new("blocked");
+    let blocked = root.path("uploads");
+    fs::write(&blocked, b"a file where the directory should be").unwrap();
+    let (server, port) = room_server(&["--upload-dir", blocked.to_str().unwrap()]);
+    let nc = RawUser::join(port);
+    nc.send("#upload 2 hi.txt");
+    nc.send_bytes(b"hi");
+    nc.wait_for("The server could not store hi.txt: file exists");
+    let warning = format!(
+        "natchat: cannot store an upload in {}: file exists",
+        blocked.display()
+    );
+    server.wait_line(&format!("equal to {warning:?}"), SOON, |l| l == warning);
+    let errors = server.errors();
+    assert_eq!(errors, [warning], "stderr");
+    assert!(errors.iter().all(|l| !l.contains("(os error")));
+    // The uploader stays.
+    nc.send("still here");
+    nc.wait_for("[You] still here");
+}
+
 /// A path in a directory that does not exist yet must not be required up front.
 #[test]
 fn the_upload_directory_is_created_when_needed() {
