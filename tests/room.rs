@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{natchat, room_client, room_server, SOON};
+use support::tmux::Tmux;
+use support::{natchat, room_client, room_server, Proc, SOON};
 
 /// A user on a plain TCP socket, like `nc HOST PORT`: lines out with CRLF; a thread collects
 /// the lines that come in. Dropping it hangs up.
@@ -210,6 +211,132 @@ fn three_users_see_joins_messages_and_leaves_with_the_right_counts() {
     assert_eq!(a.wait_exit(SOON).code(), Some(1));
 }
 
+/// A room client on a terminal, in the room on `port`, greeted and prompting.
+fn terminal_client(port: u16) -> Tmux {
+    let term = Tmux::natchat("terminal", &["room-client", "127.0.0.1", &port.to_string()]);
+    term.wait_screen("greeted, with a prompt", SOON, |rows| {
+        rows == ["Connected to the chat server (1 user online)", "[You]"]
+    });
+    term
+}
+
+#[test]
+fn on_a_terminal_a_typed_line_shows_once_after_the_prompt() {
+    let uploads = TempDir::new("terminal");
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    let term = terminal_client(port);
+    let term_addr = joined(&server.wait_for("entered (1 user online)"));
+    let mut piped = room_client("piped", port);
+    let piped_addr = joined(&server.wait_for("entered (2 users online)"));
+    let greeted = [
+        "Connected to the chat server (1 user online)".to_string(),
+        format!("New user {piped_addr} entered (2 users online)"),
+    ];
+    term.wait_screen("with the newcomer and a prompt", SOON, |rows| {
+        rows[..] == [&greeted[..], &["[You]".to_string()]].concat()
+    });
+
+    term.type_line("Hello");
+    piped.wait_for(&format!("[{term_addr}] Hello"));
+    piped.send("Hi there");
+    // The echo `[You] Hello` is not printed again: the row typed on reads so already.
+    let chatted = [
+        &greeted[..],
+        &[
+            "[You] Hello".to_string(),
+            format!("[{piped_addr}] Hi there"),
+            "[You]".to_string(),
+        ],
+    ]
+    .concat();
+    term.wait_screen(
+        "with one Hello, and a line from the other user",
+        SOON,
+        |rows| rows == chatted,
+    );
+
+    // A line that arrives while the user is typing takes the prompt's row, and a fresh
+    // prompt follows. What was typed is still sent whole at Enter.
+    term.type_text("Good");
+    term.wait_for("[You] Good");
+    piped.send("while you type");
+    term.wait_for(&format!("[{piped_addr}] while you type"));
+    term.type_line("bye");
+    piped.wait_for(&format!("[{term_addr}] Goodbye"));
+    let expected = [
+        &chatted[..chatted.len() - 1],
+        &[
+            format!("[{piped_addr}] while you type"),
+            "[You] bye".to_string(),
+            "[You]".to_string(),
+        ],
+    ]
+    .concat();
+    term.wait_screen("with the line on a row of its own", SOON, |rows| {
+        rows == expected
+    });
+
+    // Piped, the output is plain lines, the echo included.
+    let plain = piped.output();
+    assert!(plain.contains(&"[You] Hi there".to_string()), "{plain:?}");
+    assert!(plain
+        .iter()
+        .all(|l| !l.contains('\x1b') && !l.contains('\r')));
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_prints_exit_on_a_row_of_its_own() {
+    let uploads = TempDir::new("ctrl-c");
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    let term = terminal_client(port);
+    term.send_key("C-c");
+    assert_eq!(term.wait_exit(SOON), Some(0));
+    assert_exit_after_ctrl_c(&term, "[You] ^C");
+    server.wait_for("left (0 users online)");
+
+    let uploads = TempDir::new("server-ctrl-c");
+    let server = Tmux::natchat(
+        "room-server",
+        &[
+            "room-server",
+            "127.0.0.1",
+            "0",
+            "--upload-dir",
+            uploads.arg(),
+        ],
+    );
+    server.wait_for("Chat Server started on port");
+    server.send_key("C-c");
+    assert_eq!(server.wait_exit(SOON), Some(0));
+    assert_exit_after_ctrl_c(&server, "^C");
+}
+
+#[test]
+fn end_of_input_on_a_terminal_prints_exit_where_the_prompt_was() {
+    let uploads = TempDir::new("ctrl-d");
+    let (_server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    let term = terminal_client(port);
+    term.send_key("C-d");
+    assert_eq!(term.wait_exit(SOON), Some(0));
+    // `exit` took the prompt's row, and no prompt came back.
+    let rows = term.screen();
+    assert!(rows.iter().any(|r| r == "exit"), "{rows:#?}");
+    assert!(rows.iter().all(|r| !r.starts_with("[You]")), "{rows:#?}");
+}
+
+/// The screen after Ctrl+C ended the program: `exit` on a row of its own, right below
+/// `interrupted`, the row that the terminal's `^C` ends.
+fn assert_exit_after_ctrl_c(term: &Tmux, interrupted: &str) {
+    let rows = term.screen();
+    let exit = rows.iter().position(|r| r == "exit");
+    assert!(
+        exit.is_some_and(|at| at > 0 && rows[at - 1] == interrupted),
+        "{}: no `exit` below {interrupted:?}: {rows:#?}",
+        term.name
+    );
+    assert!(rows.iter().all(|r| !r.contains("^Cexit")), "{rows:#?}");
+}
+
 #[test]
 fn nc_style_users_chat_with_room_clients() {
     let uploads = TempDir::new("nc");
@@ -318,6 +445,67 @@ fn an_upload_arrives_byte_for_byte_and_everyone_is_told() {
     b.wait_for(&format!("[{a_addr}] still here"));
     assert_eq!(server.count("uploaded"), 1);
     assert_eq!(uploads.files(), ["data.bin"]);
+}
+
+#[test]
+fn quoted_upload_paths_name_the_file_inside_the_quotes() {
+    let uploads = TempDir::new("quoted");
+    let files = TempDir::new("quoted-src");
+    let (_server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    fs::write(files.path("google.png"), b"png").unwrap();
+    fs::write(files.path("my file.png"), b"my png").unwrap();
+    // Relative paths, as students type them, from the directory they are in.
+    let mut client = Proc::spawn_command(
+        "client",
+        natchat()
+            .current_dir(&files.0)
+            .args(["room-client", "127.0.0.1", &port.to_string()]),
+    );
+    client.wait_for("Connected to the chat server");
+    client.send("#upload 'google.png'");
+    client.wait_line("that says google.png was uploaded", SOON, |l| {
+        l == "File google.png has uploaded!"
+    });
+    client.send("#upload \"my file.png\"");
+    client.wait_line("that says my file.png was uploaded", SOON, |l| {
+        l == "File my file.png has uploaded!"
+    });
+    assert_eq!(uploads.files(), ["google.png", "my file.png"]);
+    assert_eq!(fs::read(uploads.path("my file.png")).unwrap(), b"my png");
+}
+
+#[test]
+fn pipes_devices_and_directories_are_refused_at_once_and_the_client_goes_on() {
+    let uploads = TempDir::new("irregular");
+    let files = TempDir::new("irregular-src");
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
+    let fifo = files.path("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut client = room_client("client", port);
+    let client_addr = joined(&server.wait_for("entered (1 user online)"));
+    let other = RawUser::join(port);
+
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "a FIFO (named pipe)"),
+        (files.arg(), "a directory"),
+        ("/dev/zero", "a device"),
+    ] {
+        client.send(&format!("#upload {path}"));
+        let refusal = format!("Cannot upload {path}: it is {what}, not a regular file.");
+        client.wait_line(&format!("equal to {refusal:?}"), SOON, |l| l == refusal);
+    }
+    client.send("still chatting");
+    other.wait_for(&format!("[{client_addr}] still chatting"));
+    assert_eq!(server.count("upload"), 0, "{:?}", server.output());
+    assert_eq!(uploads.files(), Vec::<String>::new());
+
+    client.close_stdin();
+    assert!(client.wait_exit(SOON).success());
+    assert_eq!(client.output().last().map(String::as_str), Some("exit"));
 }
 
 #[test]
@@ -660,6 +848,30 @@ fn mistakes_and_missing_servers_are_one_line_with_an_exit_code() {
     let (code, stderr) = run(&["room-server", "127.0.0.1", &port.to_string()]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot listen on 127.0.0.1"), "{stderr}");
+}
+
+/// The server's warnings read like every other natchat error line: prefixed, in words.
+#[test]
+fn an_upload_the_server_cannot_store_is_one_warning_line() {
+    let root = TempDir::new("blocked");
+    let blocked = root.path("uploads");
+    fs::write(&blocked, b"a file where the directory should be").unwrap();
+    let (server, port) = room_server(&["--upload-dir", blocked.to_str().unwrap()]);
+    let nc = RawUser::join(port);
+    nc.send("#upload 2 hi.txt");
+    nc.send_bytes(b"hi");
+    nc.wait_for("The server could not store hi.txt: file exists");
+    let warning = format!(
+        "natchat: cannot store an upload in {}: file exists",
+        blocked.display()
+    );
+    server.wait_line(&format!("equal to {warning:?}"), SOON, |l| l == warning);
+    let errors = server.errors();
+    assert_eq!(errors, [warning], "stderr");
+    assert!(errors.iter().all(|l| !l.contains("(os error")));
+    // The uploader stays.
+    nc.send("still here");
+    nc.wait_for("[You] still here");
 }
 
 /// A path in a directory that does not exist yet must not be required up front.

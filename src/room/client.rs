@@ -2,26 +2,35 @@
 //!
 //! ```text
 //!  stdin thread ── lines ──▶ main thread ──▶ socket: messages, and #upload files streamed
-//!  socket thread ──────────▶ stdout: every line from the server, cleaned
+//!  socket thread ──────────▶ Console: every line from the server, cleaned
 //!                └─ `closed` disconnects when the server closes ──▶ main thread
 //! ```
 //!
 //! The socket thread prints on its own, so lines keep arriving while the main thread is busy
 //! streaming a file: a long upload cannot make this client a reader too slow for the room.
+//! On a terminal the user types after a `[You] ` prompt, and the server's echo of the user's
+//! own line is not printed again (see [`Console`]); piped, every line is printed as it comes.
+//!
+//! `#upload <path>` takes the path as a shell user would type it: `'my file.png'` and
+//! `"my file.png"` name `my file.png`. Only a regular file is sent: a directory, a FIFO or a
+//! device is refused with one line, before anything reaches the server.
 //!
 //! Endings: end of input (Ctrl+D) leaves the room and exits 0, after the server's last lines;
 //! Ctrl+C prints `exit` and exits 0; when the server goes, `server closed` is the one
 //! error line and the exit status is 1, as for any session that ended against the user's will.
 
+use super::console::Console;
 use super::upload::{command_argument, Header};
 use super::MAX_LINE;
 use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, LineError, LineReader};
 use crossbeam_channel::{bounded, select, Receiver};
-use std::fs::File;
+use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest line accepted from the server: a message of [`MAX_LINE`] bytes can triple
@@ -30,6 +39,11 @@ const MAX_SERVER_LINE: usize = 4 * MAX_LINE;
 
 /// How long leaving waits for the server's last lines (the echo of our own last message).
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
+/// `O_NONBLOCK`, as Linux numbers it on x86, ARM and RISC-V (std has no name for it, and
+/// one constant is not worth the libc crate). Without it, opening a FIFO for reading waits
+/// for a writer, for ever if none comes; on a regular file it changes nothing.
+const O_NONBLOCK: i32 = 0o4000;
 
 /// Connects, then relays between the user and the server until one of them ends.
 pub fn run(host: &str, port: u16) -> Result<(), Failure> {
@@ -41,32 +55,40 @@ pub fn run(host: &str, port: u16) -> Result<(), Failure> {
             in_words(&e)
         ))
     })?;
-    let closed = spawn_printer(reader)?;
+    let console = Arc::new(Console::new());
+    let closed = spawn_printer(reader, console.clone())?;
     let input = spawn_input()?;
-    loop {
+    let ended = loop {
         select! {
             recv(input) -> line => match line {
-                Ok(line) => act(&stream, &line)?,
-                Err(_) => return leave(&stream, &closed),
+                Ok(line) => if let Err(e) = act(&stream, &line, &console) {
+                    break Err(e);
+                },
+                Err(_) => break leave(&stream, &closed, &console),
             },
-            recv(closed) -> _ => return Err(server_closed()),
+            recv(closed) -> _ => break Err(server_closed()),
         }
-    }
+    };
+    // The error line goes to stderr at the start of a row, not after a prompt.
+    console.end();
+    ended
 }
 
 /// One line typed by the user: a message, or `#upload <path>`.
-fn act(mut stream: &TcpStream, line: &str) -> Result<(), Failure> {
-    if let Some(path) = command_argument(line) {
-        return upload(stream, path);
+fn act(mut stream: &TcpStream, line: &str, console: &Console) -> Result<(), Failure> {
+    if let Some(argument) = command_argument(line) {
+        return upload(stream, unquote(argument), console);
     }
     if line.trim().is_empty() {
+        // Not sent, so no echo will bring the next prompt.
+        console.prompt();
         return Ok(());
     }
     if line.len() > MAX_LINE {
-        crate::say!(
+        console.line(&format!(
             "Message too long ({} bytes; at most {MAX_LINE}); not sent.",
             line.len()
-        );
+        ));
         return Ok(());
     }
     stream
@@ -74,17 +96,26 @@ fn act(mut stream: &TcpStream, line: &str) -> Result<(), Failure> {
         .map_err(|_| server_closed())
 }
 
-/// Streams the file at `path`: the header, then its bytes. A file that cannot be opened is
-/// reported here, and nothing is sent.
-fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
+/// The path in `#upload <path>`, as a shell user types it: one pair of matching quotes
+/// around the whole of it is removed (`'google.png'`, `"my file.png"`), and nothing else.
+fn unquote(argument: &str) -> &str {
+    ['\'', '"']
+        .into_iter()
+        .find_map(|quote| argument.strip_prefix(quote)?.strip_suffix(quote))
+        .unwrap_or(argument)
+}
+
+/// Streams the file at `path`: the header, then its bytes. A file that cannot be opened, or
+/// is not a regular file, is reported here, and nothing is sent.
+fn upload(mut stream: &TcpStream, path: &str, console: &Console) -> Result<(), Failure> {
     if path.is_empty() {
-        crate::say!("Usage: #upload <path>");
+        console.line("Usage: #upload <path>");
         return Ok(());
     }
     let (mut file, bytes) = match open_regular(path) {
         Ok(opened) => opened,
-        Err(e) => {
-            crate::say!("Cannot upload {path}: {}", in_words(&e));
+        Err(why) => {
+            console.line(&format!("Cannot upload {path}: {why}."));
             return Ok(());
         }
     };
@@ -131,23 +162,43 @@ fn upload(mut stream: &TcpStream, path: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The file at `path` and its size, if it is a regular file that can be read.
-fn open_regular(path: &str) -> io::Result<(File, u64)> {
-    let file = File::open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+/// The file at `path` and its size, if it is a regular file that can be read; else why not,
+/// in words. Opening never blocks, and the kind of file is checked on the opened file itself,
+/// so it cannot be swapped for another between the check and the reading.
+fn open_regular(path: &str) -> Result<(File, u64), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+        .map_err(|e| in_words(&e))?;
+    let metadata = file.metadata().map_err(|e| in_words(&e))?;
+    match irregular(metadata.file_type()) {
+        None => Ok((file, metadata.len())),
+        Some(what) => Err(format!("it is {what}, not a regular file")),
     }
-    Ok((file, metadata.len()))
+}
+
+/// What kind of file this is, unless a regular one: reading a directory fails, a FIFO or a
+/// terminal may never end, and `/dev/zero` never does.
+fn irregular(kind: FileType) -> Option<&'static str> {
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else {
+        Some("a special file")
+    }
 }
 
 /// End of input: says so, tells the server (by ending our side of the stream), and waits a
 /// little for the lines still on their way, until the server closes its side.
-fn leave(stream: &TcpStream, closed: &Receiver<()>) -> Result<(), Failure> {
-    crate::say!("exit");
+fn leave(stream: &TcpStream, closed: &Receiver<()>, console: &Console) -> Result<(), Failure> {
+    console.end();
+    console.line("exit");
     let _ = stream.shutdown(Shutdown::Write);
     let _ = closed.recv_timeout(LEAVE_WAIT);
     Ok(())
@@ -158,17 +209,19 @@ fn server_closed() -> Failure {
 }
 
 /// The socket thread: prints every line from the server, cleaned. The channel it returns
-/// never carries anything: it disconnects when the server's stream ends.
-fn spawn_printer(stream: TcpStream) -> Result<Receiver<()>, Failure> {
+/// never carries anything: it disconnects when the server's stream ends, after the prompt
+/// has gone.
+fn spawn_printer(stream: TcpStream, console: Arc<Console>) -> Result<Receiver<()>, Failure> {
     let (closed, on_close) = bounded::<()>(0);
     spawn("server", move || {
         let _closed = closed;
         let mut reader = LineReader::new(stream, MAX_SERVER_LINE).complete_lines_only();
         loop {
             match reader.read_line() {
-                Ok(Some(line)) => crate::say!("{}", clean(&line)),
-                Ok(None) | Err(LineError::Io(_)) => return,
+                Ok(Some(line)) => console.server_line(&clean(&line)),
+                Ok(None) | Err(LineError::Io(_)) => return console.end(),
                 Err(e @ LineError::TooLong { .. }) => {
+                    console.end();
                     crate::warn!("the server sent a {e}; hanging up");
                     return;
                 }
@@ -191,4 +244,21 @@ fn spawn_input() -> Result<Receiver<String>, Failure> {
         }
     })?;
     Ok(typed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unquote;
+
+    #[test]
+    fn one_pair_of_matching_quotes_around_the_path_is_removed() {
+        assert_eq!(unquote("'google.png'"), "google.png");
+        assert_eq!(unquote("\"my file.png\""), "my file.png");
+        assert_eq!(unquote("plain.png"), "plain.png");
+        assert_eq!(unquote("'mixed.png\""), "'mixed.png\"");
+        assert_eq!(unquote("'it''s.png'"), "it''s.png");
+        assert_eq!(unquote("don't.png"), "don't.png");
+        assert_eq!(unquote("'"), "'");
+        assert_eq!(unquote("''"), "");
+    }
 }

@@ -32,8 +32,14 @@
 //!
 //! The server prints the same lines everyone else receives. Control characters in what users
 //! send are replaced (see [`clean`](crate::lines::clean)) before anyone else sees it.
+//!
+//! `natchat room-client` prints these lines as they come, except on a terminal: there the user
+//! types after a `[You] ` prompt, so the echo `[You] <text>` is already on the screen and is
+//! not printed again (see `console`). It sends `#upload <path>` only for a regular file, the
+//! path unquoted as a shell would (`'my file.png'`).
 
 pub mod client;
+mod console;
 mod registry;
 pub mod server;
 pub mod upload;
@@ -57,6 +63,9 @@ fn online(n: usize) -> String {
 fn exit_on_interrupt(tidy: impl Fn() + Send + 'static) -> Result<(), Failure> {
     ctrlc::set_handler(move || {
         tidy();
+        // Stdout's lock, held to the end, keeps every other thread's line (and the room
+        // client's prompt) from landing between the `^C` row's end and `exit`.
+        let _out = std::io::stdout().lock();
         crate::output::end_interrupted_line();
         crate::say!("exit");
         std::process::exit(0);

@@ -5,6 +5,8 @@
 //! killed when their [`Proc`] is dropped, so a failing test leaves nothing running.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod tmux;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,8 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
+    /// What it printed on stderr alone.
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -41,14 +45,19 @@ impl Proc {
             .spawn()
             .expect("spawn natchat");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), lines.clone());
-        collect(child.stderr.take().unwrap(), lines.clone());
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), vec![lines.clone()]);
+        collect(
+            child.stderr.take().unwrap(),
+            vec![lines.clone(), errors.clone()],
+        );
         let stdin = child.stdin.take();
         Proc {
             name: name.to_string(),
             child,
             stdin,
             lines,
+            errors,
         }
     }
 
@@ -59,6 +68,11 @@ impl Proc {
     /// Everything printed so far.
     pub fn output(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
     }
 
     pub fn count(&self, needle: &str) -> usize {
@@ -168,9 +182,9 @@ impl Drop for Proc {
     }
 }
 
-/// Collects `stream` into `lines`, a line at a time. A partial line (a prompt such as
+/// Collects `stream` into each of `sinks`, a line at a time. A partial line (a prompt such as
 /// `Enter ID : `) is shown too, and replaced as it grows.
-fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+fn collect(stream: impl Read + Send + 'static, sinks: Vec<Arc<Mutex<Vec<String>>>>) {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut partial: Vec<u8> = Vec::new();
@@ -180,24 +194,24 @@ fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
                 Ok(chunk) => chunk.to_vec(),
             };
             reader.consume(chunk.len());
-            let mut out = lines.lock().unwrap();
+            let mut outs: Vec<_> = sinks.iter().map(|sink| sink.lock().unwrap()).collect();
             if !partial.is_empty() {
-                out.pop();
+                outs.iter_mut().for_each(|out| drop(out.pop()));
             }
             for byte in chunk {
                 if byte == b'\n' {
-                    out.push(
-                        String::from_utf8_lossy(&partial)
-                            .trim_end_matches('\r')
-                            .to_string(),
-                    );
+                    let line = String::from_utf8_lossy(&partial)
+                        .trim_end_matches('\r')
+                        .to_string();
+                    outs.iter_mut().for_each(|out| out.push(line.clone()));
                     partial.clear();
                 } else {
                     partial.push(byte);
                 }
             }
             if !partial.is_empty() {
-                out.push(String::from_utf8_lossy(&partial).to_string());
+                let line = String::from_utf8_lossy(&partial).to_string();
+                outs.iter_mut().for_each(|out| out.push(line.clone()));
             }
         }
     });
