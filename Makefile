@@ -32,7 +32,7 @@ help:
 	@echo "                                 ASLEEP=1 starts the client asleep (--asleep)"
 	@echo "make run-room-server [BIND=0.0.0.0 ROOM_PORT=8888]"
 	@echo "make run-room-client [HOST=127.0.0.1 ROOM_PORT=8888]"
-	@echo "make demo                        a scripted P2P session on loopback, as a transcript"
+	@echo "make demo                        a scripted P2P session on loopback (one client Asleep), as a transcript"
 	@echo "make test                        cargo test: every test but the NAT lab (installs nothing)"
 	@echo "make lint                        rustfmt and clippy, warnings are errors"
 	@echo "make bench                       the standard benchmark set, as one table (a few minutes)"
@@ -56,20 +56,26 @@ run-room-server: $(BUILT)
 run-room-client: $(BUILT)
 	$(call arg,BIN) room-client $(call arg,HOST) $(call arg,ROOM_PORT)
 
-# A server and two scripted clients on a free loopback port; every line they print, tagged
-# with who printed it, in order, and each command a client types (`[alice]  > @show_list`)
-# just before what it prints in answer. Everything is stopped at the end, also on failure.
+# A server and three scripted clients on a free loopback port (carol starts Asleep, as in the
+# course's rubric); every line they print, tagged with who printed it, in order, and each
+# command a client types (`[alice]  > @show_list`) just before what it prints in answer.
+# Everything is stopped at the end, also on failure.
 demo: $(BUILT)
 	@set -e; trap 'kill $$server 2>/dev/null' EXIT; exec 3>&1; \
 	port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	tag() { while IFS= read -r line; do printf '%-8s %s\n' "[$$1]" "$$line"; done; }; \
 	types() { printf '%-8s > %s\n' "[$$1]" "$$2" >&3; printf '%s\n' "$$2"; }; \
+	client() { $(call arg,BIN) client --port $$port --udp-port 0 --id "$$@" 2>&1; }; \
 	$(call arg,BIN) server --bind 127.0.0.1 --port $$port > >(tag server) 2>&1 & server=$$!; sleep 0.5; \
 	{ sleep 1; types alice "@show_list"; sleep 1; types alice "@chat bob Hi Bob, it is Alice. Héllo in UTF-8 ✓"; \
-	  sleep 1.5; types alice "@exit"; } | $(call arg,BIN) client --port $$port --udp-port 0 --id alice 2>&1 | tag alice & \
-	sleep 0.5; \
-	{ sleep 2; types bob "@chat alice Hello Alice!"; sleep 2; types bob "@show_list"; sleep 0.5; types bob "@exit"; } \
-	  | $(call arg,BIN) client --port $$port --udp-port 0 --id bob 2>&1 | tag bob; \
+	  sleep 3; types alice "@exit"; } | client alice | tag alice & \
+	sleep 0.2; \
+	{ sleep 1.3; types carol "@show_list"; sleep 1; types carol "@awake"; sleep 1; \
+	  types carol "@chat alice Good morning, I was Asleep"; sleep 1; types carol "@exit"; } \
+	  | client carol --asleep | tag carol & \
+	sleep 0.3; \
+	{ sleep 2; types bob "@chat alice Hello Alice!"; sleep 3; types bob "@show_list"; sleep 0.5; types bob "@exit"; } \
+	  | client bob | tag bob; \
 	sleep 0.5
 
 # Only cargo test, also as root: the NAT lab (test-nat) is started on purpose, never by

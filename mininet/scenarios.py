@@ -219,8 +219,9 @@ def chat(sender, receiver, text):
     receiver.wait_for(from_line(sender.name, text), since=since)
 
 
-# A row of @show_list: `<id> <public>  private=<private>  path=<path>`, or `(you)` for oneself.
-LIST_ROW = re.compile(r'^(\S+) (\S+)  private=(\S+)  (?:path=(\S+)|\(you\))$')
+# A row of @show_list for an awake client: `<id> <public> Awake  private=<private>  path=<path>`,
+# or `(you)` for oneself. (An Asleep one reads `<id> Asleep`; the scenarios start none.)
+LIST_ROW = re.compile(r'^(\S+) (\S+) Awake  private=(\S+)  (?:path=(\S+)|\(you\))$')
 
 
 def show_list(client):

@@ -180,3 +180,60 @@ fn an_asleep_client_stays_registered_however_long_it_sleeps() {
     carol.send("@chat alice still here");
     alice.wait_for("From carol [still here]");
 }
+
+/// Plays a registration server by hand that lists `bob` and never answers an Awake request
+/// (as when UDP is blocked on the way): returns its port and the thread serving one client.
+fn server_that_never_hears_awake() -> (u16, thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serving = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut register = String::new();
+        BufReader::new(&stream).read_line(&mut register).unwrap();
+        assert!(register.ends_with(" asleep\n"), "{register:?}");
+        let list = "WELCOME 0123456789abcdef0123456789abcdef\nREADY asleep\n\
+                    PEER bob 127.0.0.1:9 127.0.0.1:9\nLIST_END\n";
+        stream.write_all(list.as_bytes()).unwrap();
+        // Hold the connection until the client hangs up.
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    (port, serving)
+}
+
+#[test]
+fn chats_held_for_an_awake_request_are_reported_when_no_answer_comes() {
+    let (port, serving) = server_that_never_hears_awake();
+    let mut carol = asleep_client("carol", port);
+    carol.send("@chat bob are you there?");
+    carol.wait_line("the give-up", SOON * 2, |l| {
+        l == "The server did not answer our Awake request within 10 s; is UDP blocked on the \
+              way? We are still Asleep."
+    });
+    carol.wait_line("the held chat", SOON, |l| {
+        l == "Message to bob was not sent (no answer to our Awake request): [are you there?]"
+    });
+    carol.close_stdin();
+    assert!(carol.wait_exit(SOON).success());
+    serving.join().unwrap();
+}
+
+#[test]
+fn chats_held_for_an_awake_request_are_reported_when_the_client_ends_first() {
+    let (port, serving) = server_that_never_hears_awake();
+    let mut carol = asleep_client("carol", port);
+    carol.send("@chat bob one");
+    carol.send("@chat bob two");
+    carol.send("@exit");
+    assert!(carol.wait_exit(SOON).success());
+    for text in ["one", "two"] {
+        carol.wait_line("a held chat", SOON, |l| {
+            l == format!(
+                "Message to bob was not sent (the client ended before the server answered our \
+                 Awake request): [{text}]"
+            )
+        });
+    }
+    carol.wait_for("Successfully Terminated");
+    serving.join().unwrap();
+}

@@ -4,6 +4,7 @@
 mod support;
 
 use std::time::Duration;
+use support::tmux::Tmux;
 use support::{natchat, p2p_client, p2p_server, Proc, SOON};
 
 #[test]
@@ -300,4 +301,48 @@ fn the_server_going_away_ends_the_client_with_one_line() {
             && l.contains(", and it does not answer (connection re")
             && l.ends_with("); exiting. Restart the client when the server is back.")
     });
+}
+
+#[test]
+fn on_a_terminal_the_id_prompt_asks_again_and_ctrl_c_ends_on_lines_of_their_own() {
+    let (server, port) = p2p_server(&[]);
+    let _alice = p2p_client("alice", port);
+    let port = port.to_string();
+    let term = Tmux::natchat("terminal", &["client", "--port", &port, "--udp-port", "0"]);
+    term.wait_for("Enter ID :");
+    term.type_line("no spaces");
+    term.wait_screen("asking again after an invalid ID", SOON, |rows| {
+        rows == [
+            "Enter ID : no spaces",
+            "Invalid ID 'no spaces': ' ' is not allowed in an ID (use letters, digits, '_', '.', \
+             '-').",
+            "Enter ID :",
+        ]
+    });
+    term.type_line("alice");
+    term.wait_screen("asking again after a taken ID", SOON, |rows| {
+        rows[2..]
+            == [
+                "Enter ID : alice",
+                "ID 'alice' is already in use; choose another.",
+                "Enter ID :",
+            ]
+    });
+    term.type_line("dora");
+    term.wait_for("Commands:");
+    server.wait_for("dora 127.0.0.1:");
+
+    term.send_key("C-c");
+    assert_eq!(term.wait_exit(SOON), Some(0));
+    term.assert_ended_after_ctrl_c("Successfully Terminated", "^C");
+    server.wait_for("dora is deregistered");
+}
+
+#[test]
+fn on_a_terminal_ctrl_c_stops_the_server_on_a_line_of_its_own() {
+    let term = Tmux::natchat("server", &["server", "--port", "0", "--bind", "127.0.0.1"]);
+    term.wait_for("listening on");
+    term.send_key("C-c");
+    assert_eq!(term.wait_exit(SOON), Some(0));
+    term.assert_ended_after_ctrl_c("Server stopped.", "^C");
 }

@@ -291,7 +291,7 @@ fn ctrl_c_on_a_terminal_prints_exit_on_a_row_of_its_own() {
     let term = terminal_client(port);
     term.send_key("C-c");
     assert_eq!(term.wait_exit(SOON), Some(0));
-    assert_exit_after_ctrl_c(&term, "[You] ^C");
+    term.assert_ended_after_ctrl_c("exit", "[You] ^C");
     server.wait_for("left (0 users online)");
 
     let uploads = TempDir::new("server-ctrl-c");
@@ -308,7 +308,7 @@ fn ctrl_c_on_a_terminal_prints_exit_on_a_row_of_its_own() {
     server.wait_for("Chat Server started on port");
     server.send_key("C-c");
     assert_eq!(server.wait_exit(SOON), Some(0));
-    assert_exit_after_ctrl_c(&server, "^C");
+    server.assert_ended_after_ctrl_c("exit", "^C");
 }
 
 #[test]
@@ -322,19 +322,6 @@ fn end_of_input_on_a_terminal_prints_exit_where_the_prompt_was() {
     let rows = term.screen();
     assert!(rows.iter().any(|r| r == "exit"), "{rows:#?}");
     assert!(rows.iter().all(|r| !r.starts_with("[You]")), "{rows:#?}");
-}
-
-/// The screen after Ctrl+C ended the program: `exit` on a row of its own, right below
-/// `interrupted`, the row that the terminal's `^C` ends.
-fn assert_exit_after_ctrl_c(term: &Tmux, interrupted: &str) {
-    let rows = term.screen();
-    let exit = rows.iter().position(|r| r == "exit");
-    assert!(
-        exit.is_some_and(|at| at > 0 && rows[at - 1] == interrupted),
-        "{}: no `exit` below {interrupted:?}: {rows:#?}",
-        term.name
-    );
-    assert!(rows.iter().all(|r| !r.contains("^Cexit")), "{rows:#?}");
 }
 
 #[test]

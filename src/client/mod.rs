@@ -126,11 +126,26 @@ enum Via {
 }
 
 impl Client {
+    /// Runs the event loop until the user leaves (`Ok`) or the session fails; either way,
+    /// chats still held for an Awake request that never came back are reported.
     fn run(
         mut self,
         input: Receiver<Input>,
         from_server: Receiver<FromServer>,
         from_peers: Receiver<FromPeer>,
+    ) -> Result<(), Failure> {
+        let ended = self.serve(&input, &from_server, &from_peers);
+        self.report_unsent("the client ended before the server answered our Awake request");
+        ended?;
+        self.exit(&from_server)
+    }
+
+    /// Reacts to whatever comes first, until the user leaves (`Ok`) or the server goes.
+    fn serve(
+        &mut self,
+        input: &Receiver<Input>,
+        from_server: &Receiver<FromServer>,
+        from_peers: &Receiver<FromPeer>,
     ) -> Result<(), Failure> {
         let ticker = tick(Duration::from_millis(50));
         loop {
@@ -138,10 +153,14 @@ impl Client {
                 recv(input) -> input => match input {
                     Ok(Input::Line(line)) => {
                         if !self.command(line.trim())? {
-                            return self.exit(&from_server);
+                            return Ok(());
                         }
                     }
-                    Ok(Input::End) | Ok(Input::Interrupt) | Err(_) => return self.exit(&from_server),
+                    Ok(Input::Interrupt) => {
+                        crate::output::end_interrupted_line();
+                        return Ok(());
+                    }
+                    Ok(Input::End) | Err(_) => return Ok(()),
                 },
                 recv(from_server) -> event => match event {
                     Ok(FromServer::Event(event)) => self.on_event(event)?,
@@ -154,6 +173,13 @@ impl Client {
                 },
                 recv(ticker) -> _ => self.on_tick(Instant::now())?,
             }
+        }
+    }
+
+    /// Reports each chat held for an Awake request that was not answered, saying `why`.
+    fn report_unsent(&mut self, why: &str) {
+        for (to, text) in self.waking.take().map(|w| w.chats).unwrap_or_default() {
+            crate::say!("Message to {to} was not sent ({why}): [{}]", clean(&text));
         }
     }
 
@@ -403,8 +429,6 @@ impl Client {
         }
         if let Some(waking) = &mut self.waking {
             if now >= waking.give_up_at {
-                let chats = std::mem::take(&mut waking.chats);
-                self.waking = None;
                 let still = if self.peers.me.public.is_none() {
                     " We are still Asleep."
                 } else {
@@ -415,9 +439,7 @@ impl Client {
                      on the way?{still}",
                     AWAKE_PATIENCE.as_secs()
                 );
-                for (to, text) in chats {
-                    crate::say!("Message to {to} was not sent: [{}]", clean(&text));
-                }
+                self.report_unsent("no answer to our Awake request");
             } else if now >= waking.next_send {
                 waking.next_send = now + AWAKE_EVERY;
                 self.announce(AnnounceKind::Awake);

@@ -122,6 +122,23 @@ impl Tmux {
         })
     }
 
+    /// Checks the screen after Ctrl+C ended the program: its last words, `last`, on a row of
+    /// their own, right below `interrupted`, the row the terminal's echo of `^C` ends; never
+    /// glued to it (`^Cexit`).
+    pub fn assert_ended_after_ctrl_c(&self, last: &str, interrupted: &str) {
+        let rows = self.screen();
+        let at = rows.iter().position(|r| r == last);
+        assert!(
+            at.is_some_and(|at| at > 0 && rows[at - 1] == interrupted),
+            "{}: no {last:?} below {interrupted:?}: {rows:#?}",
+            self.name
+        );
+        assert!(
+            rows.iter().all(|r| !r.contains(&format!("^C{last}"))),
+            "{rows:#?}"
+        );
+    }
+
     /// Waits for the program to end; returns its exit code (`None`: a signal ended it).
     ///
     /// tmux calls a pane dead as soon as its terminal closes, but knows how the program
