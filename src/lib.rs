@@ -13,6 +13,8 @@ pub mod client;
 pub mod failure;
 pub mod lines;
 pub mod listener;
+pub mod mac;
+pub mod nonce;
 pub mod outbox;
 pub mod output;
 pub mod room;

@@ -4,6 +4,8 @@
 
 mod support;
 
+use natchat::nonce::{Key, Nonces};
+use natchat::wire::Datagram;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -65,17 +67,24 @@ impl Raw {
         panic!("no {prefix:?}");
     }
 
-    /// Registers as `id` and announces the UDP socket; returns the secret.
-    fn register(port: u16, id: &str) -> (Raw, String) {
+    /// Registers as `id` and proves the UDP socket's address with the nonce of `WELCOME`.
+    fn register(port: u16, id: &str) -> Raw {
         let mut raw = Raw::connect(port);
         let udp_addr = raw.udp.local_addr().unwrap();
         raw.send(&format!("REGISTER {id} {udp_addr}"));
-        let secret = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
+        let nonce = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
         raw.udp
-            .send_to(format!("HELLO {id} {secret}").as_bytes(), raw.server)
+            .send_to(format!("HELLO {id} {nonce}").as_bytes(), raw.server)
             .unwrap();
         raw.expect("LIST_END");
-        (raw, secret)
+        raw
+    }
+
+    /// Asks the server to pair us with `peer`: the key we then share.
+    fn key_for(&mut self, peer: &str) -> Key {
+        self.send(&format!("PUNCH {peer}"));
+        let line = self.expect(&format!("PUNCH {peer} "));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
     }
 
     /// Every line after the list (the list included), up to one starting with `prefix`.
@@ -108,6 +117,12 @@ impl Raw {
         }
         got
     }
+}
+
+/// A well-formed `CHAT` from `from`, untagged: what a relay carries without checking.
+fn untagged_chat(from: &str, seq: u64, text: &str) -> String {
+    let stamp = Nonces::new().unwrap().draw();
+    Datagram::chat(from, seq, stamp, text.to_string(), None).to_string()
 }
 
 /// The UDP endpoint a client shows for itself in its list.
@@ -148,10 +163,13 @@ fn garbage_on_the_registration_port_gets_errors_and_disturbs_no_one() {
     let _ = random.write_all(&noise);
 
     // Registered, then misbehaving.
-    let (mut carol, _) = Raw::register(port, "carol");
+    let mut carol = Raw::register(port, "carol");
     carol.send("REGISTER carol 127.0.0.1:1");
     assert_eq!(carol.expect("ERROR"), "ERROR already registered as 'carol'");
-    carol.send("RELAY bob CHAT alice 1 I am alice");
+    carol.send(&format!(
+        "RELAY bob {}",
+        untagged_chat("alice", 1, "I am alice")
+    ));
     assert!(carol.expect("ERROR").contains("must be from 'carol'"));
     carol.send("PUNCH nobody");
     assert!(carol.expect("ERROR").contains("not online"));
@@ -163,7 +181,10 @@ fn garbage_on_the_registration_port_gets_errors_and_disturbs_no_one() {
     let dave_udp = dave.udp.local_addr().unwrap();
     dave.send(&format!("REGISTER dave {dave_udp}"));
     dave.expect("WELCOME ");
-    dave.send("RELAY bob CHAT dave 1 too early");
+    dave.send(&format!(
+        "RELAY bob {}",
+        untagged_chat("dave", 1, "too early")
+    ));
     assert_eq!(dave.expect("ERROR"), "ERROR relay: 'dave' is not online");
 
     // A 10 MB line: an error, and the connection is closed.
@@ -188,33 +209,45 @@ fn nobody_can_announce_move_or_speak_for_someone_else() {
     let bob_endpoint = own_endpoint(&bob, "bob");
     let alice_endpoint = own_endpoint(&alice, "alice");
 
-    let (mallory, mallory_secret) = Raw::register(port, "mallory");
+    let mut mallory = Raw::register(port, "mallory");
     alice.wait_for("mallory joined");
     let server_addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    // Keep-alives and announcements for bob without bob's secret.
-    for kind in ["HELLO", "ALIVE", "AWAKE"] {
-        mallory.udp_to(
-            &format!("{kind} bob 0123456789abcdef0123456789abcdef"),
-            server_addr,
-        );
+    // Announcements for bob from mallory's address: a guessed nonce, a keep-alive, an
+    // Awake request. At most they make the server challenge bob, who answers from where
+    // he really is.
+    for forged in [
+        "HELLO bob 0123456789abcdef0123456789abcdef",
+        "ALIVE bob",
+        "AWAKE bob",
+    ] {
+        mallory.udp_to(forged, server_addr);
     }
-    mallory.udp_to("AWAKE bob not-a-secret", server_addr);
-    // A chat datagram claiming to be bob, from mallory's own address.
-    mallory.udp_to("CHAT bob 1 send me your password", alice_endpoint);
+    // Chats claiming to be bob, from mallory's own address: untagged, and tagged with the
+    // key mallory shares with alice (not bob's).
+    mallory.udp_to(
+        &untagged_chat("bob", 1, "send me your password"),
+        alice_endpoint,
+    );
+    let key = mallory.key_for("alice");
+    let stamp = Nonces::new().unwrap().draw();
+    let wrong_key = Datagram::chat("bob", 2, stamp, "wrong key".into(), Some(&key));
+    mallory.udp_to(&wrong_key.to_string(), alice_endpoint);
     // And one from an ID alice does not know.
-    mallory.udp_to("CHAT nobody 1 boo", alice_endpoint);
+    mallory.udp_to(&untagged_chat("nobody", 1, "boo"), alice_endpoint);
 
-    // Barriers: mallory's own announcement and chat, sent after the forgeries, arrive; so
+    // Barriers: mallory's own Awake request and chat, sent after the forgeries, arrive; so
     // the forgeries had their chance before them.
-    mallory.udp_to(&format!("AWAKE mallory {mallory_secret}"), server_addr);
+    mallory.udp_to("AWAKE mallory", server_addr);
     server.wait_for("mallory Awake");
-    mallory.udp_to("CHAT mallory 1 barrier", alice_endpoint);
+    let barrier = Datagram::chat("mallory", 1, stamp, "barrier".into(), Some(&key));
+    mallory.udp_to(&barrier.to_string(), alice_endpoint);
     alice.wait_for("From mallory [barrier]");
     // Bob really speaks: it arrives.
     let mut bob = bob;
     bob.send("@chat alice the real bob");
     alice.wait_for("From bob [the real bob]");
     assert_eq!(alice.count("send me your password"), 0);
+    assert_eq!(alice.count("wrong key"), 0);
     assert_eq!(alice.count("boo"), 0);
     assert_eq!(server.count("bob Awake"), 0);
     assert_eq!(server.count("bob moved"), 0);
@@ -224,18 +257,83 @@ fn nobody_can_announce_move_or_speak_for_someone_else() {
 }
 
 #[test]
+fn a_replayed_announcement_moves_nobody() {
+    let (server, port) = p2p_server(QUIET_RAW);
+    let alice = p2p_client("alice", port);
+    let mut victim = Raw::connect(port);
+    let victim_udp = victim.udp.local_addr().unwrap();
+    victim.send(&format!("REGISTER victim {victim_udp}"));
+    let nonce = victim.expect("WELCOME ")["WELCOME ".len()..].to_string();
+    let hello = format!("HELLO victim {nonce}");
+    victim.udp_to(&hello, victim.server);
+    victim.expect("LIST_END");
+    let registered = server.wait_for("victim 127.0.0.1:");
+    alice.wait_for("victim joined");
+
+    // An attacker who saw those datagrams sends them again, from elsewhere.
+    let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for replay in [hello.as_str(), "ALIVE victim", "AWAKE victim"] {
+        attacker.send_to(replay.as_bytes(), victim.server).unwrap();
+    }
+    // The victim is challenged over its own connection, and answers from its own socket:
+    // nothing moves.
+    let challenge = victim.expect("CHALLENGE ");
+    let nonce = challenge.rsplit(' ').next().unwrap();
+    victim.udp_to(&format!("HELLO victim {nonce}"), victim.server);
+    // A barrier: the victim's own Awake request, from its own address, is told as one.
+    victim.udp_to("AWAKE victim", victim.server);
+    alice.wait_for(&format!("victim is awake ({victim_udp})"));
+    assert_eq!(server.count("victim moved"), 0, "{:?}", server.output());
+    assert_eq!(alice.count("victim moved"), 0);
+    assert!(registered.ends_with(&victim_udp.to_string()));
+    // Spent: the nonce that answered the challenge works no second time, from anywhere.
+    attacker
+        .send_to(format!("HELLO victim {nonce}").as_bytes(), victim.server)
+        .unwrap();
+    victim.udp_to("AWAKE victim", victim.server);
+    alice.wait_count(&format!("victim is awake ({victim_udp})"), 2, SOON);
+    assert_eq!(server.count("victim moved"), 0);
+}
+
+#[test]
+fn a_new_address_is_believed_once_it_answers_the_challenge() {
+    let (server, port) = p2p_server(QUIET_RAW);
+    let alice = p2p_client("alice", port);
+    let mut roamer = Raw::register(port, "roamer");
+    alice.wait_for("roamer joined");
+    // Its NAT gives it a new mapping: the same client, on a new socket.
+    let moved = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let new_addr = moved.local_addr().unwrap();
+    moved.send_to(b"ALIVE roamer", roamer.server).unwrap();
+    let challenge = roamer.expect("CHALLENGE ");
+    let nonce = challenge.rsplit(' ').next().unwrap();
+    moved
+        .send_to(format!("HELLO roamer {nonce}").as_bytes(), roamer.server)
+        .unwrap();
+    server.wait_for(&format!("roamer moved to {new_addr}"));
+    alice.wait_for(&format!("roamer moved to {new_addr}"));
+}
+
+#[test]
 fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
     let (_server, port) = p2p_server(QUIET_RAW);
     let alice = p2p_client("alice", port);
-    let (raw, _) = Raw::register(port, "raw");
+    let mut raw = Raw::register(port, "raw");
     alice.wait_for("raw joined");
     let alice_endpoint = own_endpoint(&alice, "alice");
+    let key = raw.key_for("alice");
+    let mut stamps = Nonces::new().unwrap();
+    let stamp = stamps.draw();
+    let once = Datagram::chat("raw", 1, stamp, "only once".into(), Some(&key));
     for _ in 0..3 {
-        raw.udp_to("CHAT raw 1 only once", alice_endpoint);
+        raw.udp_to(&once.to_string(), alice_endpoint);
     }
-    raw.udp_to("CHAT raw 2 \u{1b}[2Jno escapes", alice_endpoint);
-    // Every copy is acknowledged: wait for three ACKs of message 1.
-    let acks = |replies: &[String]| replies.iter().filter(|d| *d == "ACK alice 1").count();
+    let escapes = "\u{1b}[2Jno escapes".to_string();
+    let escapes = Datagram::chat("raw", 2, stamps.draw(), escapes, Some(&key));
+    raw.udp_to(&escapes.to_string(), alice_endpoint);
+    // Every copy is acknowledged, echoing the stamp: wait for three ACKs of message 1.
+    let ack = format!("ACK alice 1 {stamp}");
+    let acks = |replies: &[String]| replies.iter().filter(|d| **d == ack).count();
     let mut replies = Vec::new();
     let deadline = Instant::now() + SOON;
     while acks(&replies) < 3 && Instant::now() < deadline {
@@ -302,8 +400,11 @@ fn nothing_reaches_an_asleep_client_through_the_server() {
         ],
     );
     carol.wait_for("Commands:");
-    let (mut raw, _) = Raw::register(port, "raw");
-    raw.send("RELAY carol CHAT raw 1 wake up");
+    let mut raw = Raw::register(port, "raw");
+    raw.send(&format!(
+        "RELAY carol {}",
+        untagged_chat("raw", 1, "wake up")
+    ));
     assert_eq!(
         raw.expect("ERROR"),
         "ERROR relay: 'carol' is Asleep and receives no chats until it wakes"
@@ -387,7 +488,7 @@ fn a_flood_of_punch_requests_cuts_no_one_off() {
     let mut alice = p2p_client("alice", port);
     let bob = p2p_client("bob", port);
     alice.wait_for("bob joined");
-    let (mut mallory, _) = Raw::register(port, "mallory");
+    let mut mallory = Raw::register(port, "mallory");
     let flood = "PUNCH bob\n".repeat(50_000);
     mallory.tcp.write_all(flood.as_bytes()).unwrap();
     // mallory's own connection still answers: the flood was all read.
@@ -410,8 +511,8 @@ fn clients_registering_at_once_each_learn_of_every_other_exactly_once() {
                 let mut raw = Raw::connect(port);
                 let udp_addr = raw.udp.local_addr().unwrap();
                 raw.send(&format!("REGISTER {id} {udp_addr}"));
-                let secret = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
-                raw.udp_to(&format!("HELLO {id} {secret}"), raw.server);
+                let nonce = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
+                raw.udp_to(&format!("HELLO {id} {nonce}"), raw.server);
                 let mut lines = raw.lines_until("LIST_END");
                 listed.send(()).unwrap();
                 lines.extend(raw.lines_until("JOIN last "));

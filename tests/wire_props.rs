@@ -1,9 +1,8 @@
 //! Property tests: every encoder and parser agree, and no input makes a parser panic.
 
 use natchat::lines::{clean, LineReader};
-use natchat::wire::{
-    Announce, AnnounceKind, Datagram, Event, LeaveReason, PeerInfo, Request, Secret, MAX_TEXT,
-};
+use natchat::nonce::{Key, Nonce};
+use natchat::wire::{Announce, Datagram, Event, LeaveReason, PeerInfo, Request, MAX_TEXT};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 
@@ -23,20 +22,40 @@ fn text() -> impl Strategy<Value = String> {
     "[^\r\n]{0,200}".prop_filter("fits in a datagram", |t| t.len() <= MAX_TEXT)
 }
 
-fn secret() -> impl Strategy<Value = Secret> {
+fn nonce() -> impl Strategy<Value = Nonce> {
+    "[0-9a-f]{32}".prop_map(|s| s.parse().unwrap())
+}
+
+fn key() -> impl Strategy<Value = Key> {
     "[0-9a-f]{32}".prop_map(|s| s.parse().unwrap())
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {
     prop_oneof![
-        (id(), any::<u64>(), text()).prop_map(|(from, seq, text)| Datagram::Chat {
+        (id(), any::<u64>(), nonce(), any::<u64>(), text()).prop_map(
+            |(from, seq, stamp, tag, text)| Datagram::Chat {
+                from,
+                seq,
+                stamp,
+                tag,
+                text
+            }
+        ),
+        (id(), any::<u64>(), nonce()).prop_map(|(from, seq, stamp)| Datagram::Ack {
             from,
             seq,
-            text
+            stamp
         }),
-        (id(), any::<u64>()).prop_map(|(from, seq)| Datagram::Ack { from, seq }),
-        id().prop_map(|from| Datagram::Probe { from }),
-        id().prop_map(|from| Datagram::ProbeAck { from }),
+        (id(), nonce(), any::<u64>()).prop_map(|(from, nonce, tag)| Datagram::Probe {
+            from,
+            nonce,
+            tag
+        }),
+        (id(), nonce(), any::<u64>()).prop_map(|(from, nonce, tag)| Datagram::ProbeAck {
+            from,
+            nonce,
+            tag
+        }),
     ]
 }
 
@@ -68,7 +87,8 @@ fn event() -> impl Strategy<Value = Event> {
         Just(LeaveReason::Disappeared)
     ];
     prop_oneof![
-        secret().prop_map(|secret| Event::Welcome { secret }),
+        nonce().prop_map(|nonce| Event::Welcome { nonce }),
+        nonce().prop_map(|nonce| Event::Challenge { nonce }),
         proptest::option::of(addr()).prop_map(|public| Event::Ready { public }),
         peer().prop_map(Event::Peer),
         Just(Event::ListEnd),
@@ -76,19 +96,18 @@ fn event() -> impl Strategy<Value = Event> {
         (id(), addr()).prop_map(|(id, public)| Event::Awake { id, public }),
         (id(), addr()).prop_map(|(id, public)| Event::Moved { id, public }),
         (id(), reason).prop_map(|(id, reason)| Event::Left { id, reason }),
-        id().prop_map(|peer| Event::Punch { peer }),
+        (id(), key()).prop_map(|(peer, key)| Event::Punch { peer, key }),
         datagram().prop_map(|datagram| Event::Relayed { datagram }),
         text().prop_map(|message| Event::Error { message }),
     ]
 }
 
 fn announce() -> impl Strategy<Value = Announce> {
-    let kind = prop_oneof![
-        Just(AnnounceKind::Hello),
-        Just(AnnounceKind::Alive),
-        Just(AnnounceKind::Awake)
-    ];
-    (kind, id(), secret()).prop_map(|(kind, id, secret)| Announce { kind, id, secret })
+    prop_oneof![
+        (id(), nonce()).prop_map(|(id, nonce)| Announce::Hello { id, nonce }),
+        id().prop_map(|id| Announce::Alive { id }),
+        id().prop_map(|id| Announce::Awake { id }),
+    ]
 }
 
 proptest! {
@@ -110,6 +129,26 @@ proptest! {
     #[test]
     fn datagrams_round_trip(d in datagram()) {
         prop_assert_eq!(d.to_string().parse::<Datagram>(), Ok(d));
+    }
+
+    #[test]
+    fn a_tag_holds_only_for_what_was_tagged_and_only_under_its_key(
+        from in id(), seq in any::<u64>(), stamp in nonce(), text in text(), k in key(), other in key()
+    ) {
+        let chat = Datagram::chat(&from, seq, stamp, text.clone(), Some(&k));
+        prop_assert!(chat.tagged_by(&k));
+        prop_assert!(!chat.tagged_by(&other) || k.to_string() == other.to_string());
+        let altered = Datagram::chat(&from, seq, stamp, format!("{text}!"), Some(&k));
+        if let (Datagram::Chat { tag, .. }, Datagram::Chat { from, seq, stamp, text, .. }) = (&chat, altered) {
+            let forged = Datagram::Chat { from, seq, stamp, tag: *tag, text };
+            prop_assert!(!forged.tagged_by(&k), "the tag does not carry over to other text");
+        }
+        let probe = Datagram::probe(&from, stamp, &k);
+        prop_assert!(probe.tagged_by(&k));
+        if let Datagram::Probe { from, nonce, tag } = probe {
+            let reused = Datagram::ProbeAck { from, nonce, tag };
+            prop_assert!(!reused.tagged_by(&k), "a probe's tag is no answer's");
+        }
     }
 
     #[test]

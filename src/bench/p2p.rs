@@ -12,7 +12,8 @@
 
 use super::stats::Histogram;
 use super::{paced, Monitor, Report};
-use crate::wire::{Event, Request, Secret};
+use crate::nonce::Nonce;
+use crate::wire::{Event, Request};
 use crossbeam_channel::{bounded, unbounded, Receiver};
 use parking_lot::Mutex;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -92,9 +93,9 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
                     let _ = stream.set_nodelay(true);
                     register(stream, &id, &udp, server)
                 });
-                let outcome = outcome.map(|(stream, secret, _)| {
+                let outcome = outcome.map(|(stream, _)| {
                     let _ = handoff[index % DRAIN_THREADS].send(stream);
-                    (id, secret, began.elapsed())
+                    (id, began.elapsed())
                 });
                 let _ = done.send(outcome);
             }
@@ -137,11 +138,11 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
     drop(next);
     let mut latency = Histogram::default();
     for _ in 0..run.clients {
-        let (id, secret, took) = registered
+        let (id, took) = registered
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| "registrations stopped coming".to_string())??;
         latency.record(took);
-        alive.lock().push(format!("ALIVE {id} {secret}"));
+        alive.lock().push(format!("ALIVE {id}"));
     }
     let elapsed = start.elapsed();
     monitor.sample();
@@ -149,7 +150,7 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
     // One more join, alone: what it costs is what everyone receives because of it.
     let before = settle(&totals.bytes);
     let stream = TcpStream::connect(server).map_err(|e| e.to_string())?;
-    let (stream, _, list_bytes) = register(stream, LAST, &udp, server)?;
+    let (stream, list_bytes) = register(stream, LAST, &udp, server)?;
     let _ = handoff[0].send(stream);
     let bytes_per_join = settle(&totals.bytes) - before + list_bytes;
     monitor.sample();
@@ -180,14 +181,14 @@ pub fn run(server: SocketAddr, run: &P2pRun, monitor: &Monitor) -> Result<Regist
 }
 
 /// Registers `id` on `stream`: `REGISTER`, `WELCOME`, `HELLO` until `READY`, the list.
-/// Returns the reader (which may hold the start of what followed the list), the secret, and
-/// the bytes of the registration.
+/// Returns the reader (which may hold the start of what followed the list) and the bytes of
+/// the registration.
 fn register(
     stream: TcpStream,
     id: &str,
     udp: &UdpSocket,
     server: SocketAddr,
-) -> Result<(BufReader<TcpStream>, Secret, u64), String> {
+) -> Result<(BufReader<TcpStream>, u64), String> {
     let fail = |what: String| format!("registering {id}: {what}");
     let private = udp.local_addr().map_err(|e| fail(e.to_string()))?;
     let register = Request::Register {
@@ -200,8 +201,8 @@ fn register(
         .map_err(|e| fail(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut reader = BufReader::new(stream);
-    let hello = |secret: &Secret| udp.send_to(format!("HELLO {id} {secret}").as_bytes(), server);
-    let (mut secret, mut ready) = (None, false);
+    let hello = |nonce: &Nonce| udp.send_to(format!("HELLO {id} {nonce}").as_bytes(), server);
+    let (mut welcome, mut ready) = (None, false);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut line = String::new();
     let mut received = 0;
@@ -211,21 +212,21 @@ fn register(
             Ok(n) => received += n as u64,
             // Timed out, keeping any part of a line in `line`: announce again until READY.
             Err(_) => {
-                if let (Some(secret), false) = (&secret, ready) {
-                    let _ = hello(secret);
+                if let (Some(nonce), false) = (&welcome, ready) {
+                    let _ = hello(nonce);
                 }
                 continue;
             }
         }
         match line.trim_end().parse::<Event>() {
-            Ok(Event::Welcome { secret: s }) => {
-                let _ = hello(&s);
-                secret = Some(s);
+            Ok(Event::Welcome { nonce }) => {
+                let _ = hello(&nonce);
+                welcome = Some(nonce);
             }
             Ok(Event::Ready { .. }) => ready = true,
             Ok(Event::ListEnd) => {
-                let secret = secret.ok_or_else(|| fail("no WELCOME".into()))?;
-                return Ok((reader, secret, received));
+                welcome.ok_or_else(|| fail("no WELCOME".into()))?;
+                return Ok((reader, received));
             }
             Ok(Event::Error { message }) => return Err(fail(message)),
             _ => {}

@@ -21,10 +21,11 @@ mod peers;
 mod session;
 
 use crate::failure::{in_words, Failure};
-use crate::lines::clean;
-use crate::lines::is_timeout;
-use crate::wire::{Announce, AnnounceKind, Datagram, Event, Request, Secret, MAX_TEXT};
+use crate::lines::{clean, is_timeout};
+use crate::nonce::{Nonce, Nonces};
+use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver};
+use delivery::Arrival;
 use delivery::{Outgoing, Send, Undelivered};
 use peers::{Peers, Route};
 use session::{FromPeer, FromServer, Input};
@@ -62,15 +63,16 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let session = session::start(&config)?;
     let mut client = Client {
         id: session.me.id.clone(),
-        secret: session.secret,
+        nonces: session.nonces,
         server: session.server_addr,
         tcp: session.tcp,
         udp: session.udp,
         peers: Peers::new(session.me),
-        outgoing: Outgoing::default(),
+        outgoing: Outgoing::new(session.stamps),
         keepalive: config.keepalive,
         next_keepalive: Instant::now() + config.keepalive,
         waking: None,
+        challenge: session.challenge,
         last_error: None,
     };
     for info in session.list {
@@ -94,7 +96,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
 /// Everything the event loop owns.
 struct Client {
     id: String,
-    secret: Secret,
+    /// Where probe nonces come from.
+    nonces: Nonces,
     /// The server's address: TCP and UDP share it.
     server: SocketAddr,
     tcp: TcpStream,
@@ -105,6 +108,9 @@ struct Client {
     next_keepalive: Instant,
     /// An Awake request waiting for the server's answer.
     waking: Option<Waking>,
+    /// The server's last challenge while we wake (`WELCOME`'s, when we registered Asleep):
+    /// sent back with each Awake request.
+    challenge: Option<Nonce>,
     /// The server's last `ERROR` line: the reason, if it then closes the connection.
     last_error: Option<String>,
 }
@@ -251,7 +257,7 @@ impl Client {
 
     /// Sends the Awake request (and again, until answered: see [`Client::on_tick`]).
     fn wake(&mut self, now: Instant) {
-        self.announce(AnnounceKind::Awake);
+        self.announce_awake();
         if self.waking.is_none() {
             crate::say!("Sent the Awake request to the server.");
         }
@@ -264,14 +270,19 @@ impl Client {
     }
 
     /// The server's `AWAKE` for us: our request arrived, and this is the endpoint it saw.
-    /// Chats typed while we were Asleep go now.
+    /// Chats typed while we were Asleep go now. (A request sent again before the answer
+    /// came is answered again: that answer is no news, and is not shown.)
     fn woke(&mut self, public: SocketAddr) -> Result<(), Failure> {
         let was_asleep = self.peers.me.public.is_none();
-        self.peers.set_my_public(public);
         if was_asleep {
             self.next_keepalive = Instant::now() + self.keepalive;
         }
-        crate::say!("Awake: the server sees our UDP endpoint as {public}.");
+        let news = self.waking.is_some() || self.peers.me.public != Some(public);
+        self.peers.me.public = Some(public);
+        self.challenge = None;
+        if news {
+            crate::say!("Awake: the server sees our UDP endpoint as {public}.");
+        }
         let Some(waking) = self.waking.take() else {
             return Ok(());
         };
@@ -291,11 +302,7 @@ impl Client {
                 continue;
             };
             let (route, ask_punch) = peer.route(send.age, now);
-            let datagram = Datagram::Chat {
-                from: self.id.clone(),
-                seq: send.seq,
-                text: send.text,
-            };
+            let datagram = Datagram::chat(&self.id, send.seq, send.stamp, send.text, peer.key());
             if ask_punch {
                 self.request(&Request::Punch {
                     peer: send.to.clone(),
@@ -307,6 +314,7 @@ impl Client {
                     to: send.to,
                     datagram,
                 })?,
+                Route::Hold => {}
             }
         }
         Ok(())
@@ -323,29 +331,28 @@ impl Client {
             }
             Event::Awake { id, public } if id == self.id => self.woke(public)?,
             Event::Awake { id, public } => {
-                let my_public = self.peers.me.public;
                 if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} is awake ({public})");
                     if peer.info.public != Some(public) {
-                        peer.relocate(Some(public), my_public);
+                        peer.relocate(Some(public));
                     }
                 }
             }
+            Event::Challenge { nonce } => self.on_challenge(nonce),
             Event::Left { id, reason } => {
                 self.peers.remove(&id);
                 report_undelivered(self.outgoing.forget(&id));
                 crate::say!("{id} left ({})", reason.as_str());
             }
             Event::Moved { id, public } => {
-                let my_public = self.peers.me.public;
                 if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} moved to {public}");
-                    peer.relocate(Some(public), my_public);
+                    peer.relocate(Some(public));
                 }
             }
-            Event::Punch { peer } => {
+            Event::Punch { peer, key } => {
                 if let Some(peer) = self.peers.get_mut(&peer) {
-                    peer.start_burst(Instant::now());
+                    peer.start_burst(key, &mut self.nonces, Instant::now());
                 }
             }
             Event::Relayed { datagram } => self.on_datagram(datagram, Via::Relay)?,
@@ -360,47 +367,61 @@ impl Client {
         Ok(())
     }
 
-    /// A datagram from a peer, straight or through the relay. One that claims a peer we do
-    /// not know, or arrives straight from an address that is not that peer's, is dropped.
+    /// A datagram from a peer, straight or through the relay (which vouches for its sender).
+    /// Straight, it must prove itself: a chat or a probe by its tag, an acknowledgement by
+    /// the stamp it echoes; anything else, from a peer we do not know, or before we share a
+    /// key with it, is dropped.
     fn on_datagram(&mut self, datagram: Datagram, via: Via) -> Result<(), Failure> {
         let Some(peer) = self.peers.get_mut(datagram.from()) else {
             return Ok(());
         };
-        if let Via::Direct(addr) = via {
-            if !peer.sent_from(addr) {
+        if let Via::Direct(_) = via {
+            if !peer.key().is_some_and(|key| datagram.tagged_by(key)) {
                 return Ok(());
             }
-            peer.confirm_direct();
         }
         let from = peer.info.id.clone();
+        let now = Instant::now();
         match datagram {
-            Datagram::Chat { seq, text, .. } => {
-                if peer.received.first_time(seq) {
-                    crate::say!("From {from} [{}]", clean(&text));
+            Datagram::Chat {
+                seq, stamp, text, ..
+            } => {
+                match peer.received.arrive(seq) {
+                    Arrival::New => crate::say!("From {from} [{}]", clean(&text)),
+                    Arrival::Again => {}
+                    Arrival::Outside => return Ok(()),
                 }
-                self.reply(
-                    Datagram::Ack {
-                        from: self.id.clone(),
-                        seq,
-                    },
-                    &from,
-                    via,
-                )?;
+                let ack = Datagram::Ack {
+                    from: self.id.clone(),
+                    seq,
+                    stamp,
+                };
+                self.reply(ack, &from, via)?;
             }
-            Datagram::Ack { seq, .. } => {
-                let sends = self.outgoing.acknowledge(&from, seq, Instant::now());
+            Datagram::Ack { seq, stamp, .. } => {
+                let sends = self.outgoing.acknowledge(&from, seq, &stamp, now);
                 self.transmit(sends)?;
             }
-            Datagram::Probe { .. } => {
-                self.reply(
-                    Datagram::ProbeAck {
-                        from: self.id.clone(),
-                    },
-                    &from,
-                    via,
-                )?;
+            Datagram::Probe { nonce, .. } => {
+                let Via::Direct(addr) = via else {
+                    return Ok(());
+                };
+                peer.probed_from(addr, &mut self.nonces, now);
+                if let Some(key) = peer.key() {
+                    let answer = Datagram::probe_ack(&self.id, nonce, key);
+                    self.send_udp(&answer.to_string(), addr);
+                }
             }
-            Datagram::ProbeAck { .. } => {}
+            Datagram::ProbeAck { nonce, .. } => {
+                let Via::Direct(addr) = via else {
+                    return Ok(());
+                };
+                if peer.answered(addr, &nonce) {
+                    // A path at last: what was held or relayed goes on it now.
+                    let sends = self.outgoing.resend(&from, now);
+                    self.transmit(sends)?;
+                }
+            }
         }
         Ok(())
     }
@@ -419,12 +440,29 @@ impl Client {
         }
     }
 
+    /// The server challenges an address that claimed our ID. If we are awake, or waking,
+    /// it may be ours (a NAT gave us a new mapping; our Awake request came from a new
+    /// address): prove it from our socket. Asleep and not waking, it was not us: ignored,
+    /// so that nobody else can wake us.
+    fn on_challenge(&mut self, nonce: Nonce) {
+        if self.peers.me.public.is_none() && self.waking.is_none() {
+            return;
+        }
+        self.challenge = Some(nonce);
+        self.announce(Announce::Hello {
+            id: self.id.clone(),
+            nonce,
+        });
+    }
+
     /// Keep-alives, Awake requests, retransmissions, give-ups and punching probes that are
     /// due.
     fn on_tick(&mut self, now: Instant) -> Result<(), Failure> {
         // Asleep, there is no endpoint to keep alive: the server does not expect one.
         if now >= self.next_keepalive && self.peers.me.public.is_some() {
-            self.announce(AnnounceKind::Alive);
+            self.announce(Announce::Alive {
+                id: self.id.clone(),
+            });
             self.next_keepalive = now + self.keepalive;
         }
         if let Some(waking) = &mut self.waking {
@@ -442,23 +480,23 @@ impl Client {
                 self.report_unsent("no answer to our Awake request");
             } else if now >= waking.next_send {
                 waking.next_send = now + AWAKE_EVERY;
-                self.announce(AnnounceKind::Awake);
+                self.announce_awake();
             }
         }
         let (sends, failed) = self.outgoing.due(now);
         self.transmit(sends)?;
         report_undelivered(failed);
-        let probe = Datagram::Probe {
-            from: self.id.clone(),
+        let mut probes = Vec::new();
+        for peer in self.peers.iter_mut() {
+            let Some(key) = peer.key().copied() else {
+                continue;
+            };
+            for (addr, nonce) in peer.probes_due(now) {
+                probes.push((addr, Datagram::probe(&self.id, nonce, &key)));
+            }
         }
-        .to_string();
-        let due: Vec<SocketAddr> = self
-            .peers
-            .iter_mut()
-            .filter_map(|p| p.probe_due(now))
-            .collect();
-        for addr in due {
-            self.send_udp(&probe, addr);
+        for (addr, probe) in probes {
+            self.send_udp(&probe.to_string(), addr);
         }
         Ok(())
     }
@@ -486,13 +524,23 @@ impl Client {
         }
     }
 
-    fn announce(&self, kind: AnnounceKind) {
-        let announce = Announce {
-            kind,
-            id: self.id.clone(),
-            secret: self.secret.clone(),
-        };
+    fn announce(&self, announce: Announce) {
         self.send_udp(&announce.to_string(), self.server);
+    }
+
+    /// The Awake request, and the answer to the server's challenge if one came: the server
+    /// challenges an Awake request from an address it does not know as ours, and a lost
+    /// answer is sent again with the next request.
+    fn announce_awake(&self) {
+        self.announce(Announce::Awake {
+            id: self.id.clone(),
+        });
+        if let Some(nonce) = self.challenge {
+            self.announce(Announce::Hello {
+                id: self.id.clone(),
+                nonce,
+            });
+        }
     }
 
     /// UDP is best effort: a send that fails is like a datagram lost on the way.

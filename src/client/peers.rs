@@ -1,37 +1,48 @@
 //! The other clients, and which path reaches each of them.
 //!
-//! A peer behind the same NAT as us (same public IP) is reached at its private address: NATs
-//! here do not hairpin. A peer behind another NAT is reached at its public address, once a
-//! coordinated hole punch has opened both NATs. When no direct path answers within
-//! [`RELAY_AFTER`](super::delivery::RELAY_AFTER), messages go through the server's relay, and
-//! every [`DIRECT_RETRY`] the direct path is tried again: longer than conntrack's 30 s for an
-//! unanswered UDP flow, so that a stale NAT entry from a failed punch has expired by then and
-//! a relayed peer can heal back to a direct path.
+//! Each peer has candidate addresses: its private one (what it reported: right if it is on
+//! our LAN), its public one (what the server saw: right across NATs, once a hole is
+//! punched), and any address a genuine probe of its came from (a NAT that gives each
+//! destination its own port shows the peer to us there: ICE calls it peer-reflexive).
 //!
-//! An Asleep peer (registered, not yet awake) has no public endpoint: nothing reaches it,
-//! and chats to it are refused until it wakes. While we are Asleep ourselves, we do not know
-//! our own public IP, so no peer counts as behind our NAT until we wake.
+//! No candidate carries chat text until it is **validated**: we sent it a probe with a fresh
+//! nonce, and the answer came back from that address, tagged with the key only this peer and
+//! we share (handed to both by the server over TCP, with the `PUNCH` that starts the probing
+//! on both sides at once). So a host that merely owns one of those addresses (another home
+//! behind the same carrier NAT, with the same private subnet) gets at most a probe, which
+//! reveals nothing, and can never answer as the peer. Until a path is validated, messages are
+//! held; if none is within [`RELAY_AFTER`](super::delivery::RELAY_AFTER), they go through
+//! the server's relay, and every [`DIRECT_RETRY`] the direct paths are probed again: longer
+//! than conntrack's 30 s for an unanswered UDP flow, so that a stale NAT entry from a failed
+//! punch has expired by then and a relayed peer can heal back to a direct path.
+//!
+//! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
+//! refused until it wakes.
 
 use super::delivery::{ReplayWindow, RELAY_AFTER};
+use crate::nonce::{Key, Nonce, Nonces};
 use crate::wire::PeerInfo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// How long a relayed peer stays relayed before the direct path is tried again.
+/// How long a relayed peer stays relayed before the direct paths are probed again.
 pub const DIRECT_RETRY: Duration = Duration::from_secs(35);
-/// Probes per hole-punching burst, and the pause between them.
+/// Probes per burst, and the pause between them.
 const PROBES: u32 = 5;
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// The most candidate addresses kept for one peer: probes from a peer whose NAT gives every
+/// destination a new port may show it at several; a forger must not grow the list for ever.
+const MAX_CANDIDATES: usize = 6;
 
 /// How messages reach a peer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// Nothing has come back from the peer's direct address yet.
+    /// No path validated yet.
     Untried,
-    /// A datagram came straight from the peer's direct address.
-    Direct,
-    /// The direct path did not answer; the server relays. Try direct again at `retry_at`.
+    /// This validated address.
+    Direct(SocketAddr),
+    /// No direct path answered; the server relays. Probe again at `retry_at`.
     Relayed { retry_at: Instant },
 }
 
@@ -40,36 +51,65 @@ pub enum Path {
 pub enum Route {
     Direct(SocketAddr),
     Relay,
+    /// Nowhere yet: a path is being probed, and the message is young.
+    Hold,
 }
 
-/// A burst of hole-punching probes in progress.
+/// Where a candidate address came from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// The address it reported on its own LAN.
+    Private,
+    /// The address the server saw.
+    Public,
+    /// An address a genuine probe of its came from.
+    Reflexive,
+}
+
+/// One address that may reach the peer.
+struct Candidate {
+    addr: SocketAddr,
+    kind: Kind,
+    /// The nonce of the probes we send it now: only the peer can answer it, tagged.
+    asking: Option<Nonce>,
+    /// An answer came back from it.
+    validated: bool,
+}
+
+/// A burst of probes in progress.
 struct Burst {
     left: u32,
     next: Instant,
 }
 
+/// One other client, the paths to it, and what it has sent us.
 pub struct Peer {
+    /// What the server told us of it.
     pub info: PeerInfo,
-    /// Same public IP as ours: behind the same NAT. False while either side is Asleep.
-    pub same_nat: bool,
+    /// The key we share with it: from the server's `PUNCH`.
+    key: Option<Key>,
+    candidates: Vec<Candidate>,
+    /// How messages reach it now.
     pub path: Path,
     /// Which of its messages we have shown.
     pub received: ReplayWindow,
+    /// Whether we asked the server to key us and punch (once per try).
     punch_asked: bool,
     burst: Option<Burst>,
 }
 
 impl Peer {
-    fn new(info: PeerInfo, my_public: Option<SocketAddr>) -> Peer {
+    fn new(info: PeerInfo) -> Peer {
         let mut peer = Peer {
-            same_nat: false,
             info,
+            key: None,
+            candidates: Vec::new(),
             path: Path::Untried,
             received: ReplayWindow::default(),
             punch_asked: false,
             burst: None,
         };
-        peer.relocate(peer.info.public, my_public);
+        peer.relocate(peer.info.public);
         peer
     }
 
@@ -78,30 +118,21 @@ impl Peer {
         self.info.public.is_none()
     }
 
-    /// The address that reaches the peer without the server; none while it is Asleep.
-    pub fn direct_addr(&self) -> Option<SocketAddr> {
-        if self.same_nat {
-            Some(self.info.private)
-        } else {
-            self.info.public
-        }
+    /// The key we share with it, once the server has handed it over.
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
     }
 
-    /// Whether a datagram from `addr` can be from this peer.
-    ///
-    /// Only the direct address counts: a private address means something only behind the
-    /// same NAT (another LAN may well use the same 192.168.1.x), and a peer behind the same
-    /// NAT is never heard from at its public address (no hairpinning).
-    pub fn sent_from(&self, addr: SocketAddr) -> bool {
-        Some(addr) == self.direct_addr()
-    }
-
-    /// The peer's public endpoint, or ours, is new (a NAT gave it a new mapping; it or we
-    /// woke): every path must be found again, but what it already sent stays known, so
-    /// that its retransmissions are not shown twice.
-    pub fn relocate(&mut self, public: Option<SocketAddr>, my_public: Option<SocketAddr>) {
+    /// Its public endpoint is new (a NAT gave it a new mapping; it woke): every path must be
+    /// found again, but what it already sent stays known, so that its retransmissions are
+    /// not shown twice, and the key stays (it is the same session).
+    pub fn relocate(&mut self, public: Option<SocketAddr>) {
         self.info.public = public;
-        self.same_nat = matches!((public, my_public), (Some(p), Some(m)) if p.ip() == m.ip());
+        let private = Candidate::new(self.info.private, Kind::Private);
+        let public = public
+            .filter(|&public| public != self.info.private)
+            .map(|public| Candidate::new(public, Kind::Public));
+        self.candidates = std::iter::once(private).chain(public).collect();
         self.path = Path::Untried;
         self.punch_asked = false;
         self.burst = None;
@@ -109,95 +140,146 @@ impl Peer {
 
     /// The path, in a word, for `@show_list`.
     pub fn path_label(&self) -> &'static str {
-        match (self.path, self.same_nat) {
-            (Path::Relayed { .. }, _) => "relayed",
-            (_, true) => "private",
-            (Path::Direct, false) => "direct",
-            (Path::Untried, false) => "new",
+        match self.path {
+            Path::Relayed { .. } => "relayed",
+            Path::Untried => "new",
+            Path::Direct(addr) => match self.kind_of(addr) {
+                Some(Kind::Private) => "private",
+                _ => "direct",
+            },
         }
     }
 
-    /// Chooses the route for a transmission of a message first sent `age` ago. Returns
-    /// it, and whether to ask the server for a coordinated hole punch now.
+    fn kind_of(&self, addr: SocketAddr) -> Option<Kind> {
+        self.candidates
+            .iter()
+            .find(|c| c.addr == addr)
+            .map(|c| c.kind)
+    }
+
+    /// Chooses the route for a transmission of a message first sent `age` ago. Returns it,
+    /// and whether to ask the server to key us and start a coordinated punch now.
     pub fn route(&mut self, age: Duration, now: Instant) -> (Route, bool) {
         match self.path {
             Path::Relayed { retry_at } => {
-                let mut ask_punch = false;
-                if now >= retry_at {
+                let retry = now >= retry_at;
+                if retry {
                     self.path = Path::Relayed {
                         retry_at: now + DIRECT_RETRY,
                     };
-                    ask_punch = self.try_direct_again(now);
                 }
-                (Route::Relay, ask_punch)
+                (Route::Relay, retry)
             }
             _ if age >= RELAY_AFTER => {
+                // Nothing validated in time, or a validated path stopped answering.
                 self.path = Path::Relayed {
                     retry_at: now + DIRECT_RETRY,
                 };
                 self.burst = None;
                 (Route::Relay, false)
             }
-            path => {
-                // Chats to an Asleep peer are refused before they get here; the relay
-                // would refuse too.
-                let Some(addr) = self.direct_addr() else {
-                    return (Route::Relay, false);
-                };
-                let ask_punch = path == Path::Untried && !self.same_nat && !self.punch_asked;
-                self.punch_asked |= ask_punch;
-                (Route::Direct(addr), ask_punch)
+            Path::Direct(addr) => (Route::Direct(addr), false),
+            Path::Untried => {
+                let ask = !self.punch_asked && !self.is_asleep();
+                self.punch_asked = true;
+                (Route::Hold, ask)
             }
         }
     }
 
-    /// Starts probing the direct path: the private address at once (no NAT between us), a
-    /// public one through the server, so that both sides punch at the same moment.
-    fn try_direct_again(&mut self, now: Instant) -> bool {
-        if self.same_nat {
-            self.start_burst(now);
-            false
-        } else {
-            true
+    /// The server keyed us and says: probe now (the peer is doing the same). Each candidate
+    /// gets a fresh nonce.
+    pub fn start_burst(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
+        self.key = Some(key);
+        for candidate in &mut self.candidates {
+            candidate.asking = Some(nonces.draw());
         }
-    }
-
-    /// The server says: punch now (the peer is doing the same).
-    pub fn start_burst(&mut self, now: Instant) {
         self.burst = Some(Burst {
             left: PROBES,
             next: now,
         });
     }
 
-    /// The address to send a probe to now, if a burst is due.
-    pub fn probe_due(&mut self, now: Instant) -> Option<SocketAddr> {
-        let burst = self.burst.as_mut()?;
-        if burst.next > now {
-            return None;
-        }
+    /// The probes to send now, if a burst is due: each candidate's address and nonce.
+    pub fn probes_due(&mut self, now: Instant) -> Vec<(SocketAddr, Nonce)> {
+        let Some(burst) = self.burst.as_mut().filter(|b| b.next <= now) else {
+            return Vec::new();
+        };
         burst.left -= 1;
         burst.next = now + PROBE_EVERY;
         if burst.left == 0 {
             self.burst = None;
         }
-        self.direct_addr()
+        let asking = self.candidates.iter().filter(|c| !c.validated);
+        asking.filter_map(|c| Some((c.addr, c.asking?))).collect()
     }
 
-    /// A datagram came straight from the peer: the direct path works.
-    pub fn confirm_direct(&mut self) {
-        self.path = Path::Direct;
-        self.burst = None;
+    /// A genuine probe of the peer's (its tag checked) came from `addr`. An address we did
+    /// not know is where the peer's NAT shows it to us: a new candidate, to validate with
+    /// probes of our own.
+    pub fn probed_from(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant) {
+        if self.kind_of(addr).is_some() || self.candidates.len() >= MAX_CANDIDATES {
+            return;
+        }
+        let mut candidate = Candidate::new(addr, Kind::Reflexive);
+        candidate.asking = Some(nonces.draw());
+        self.candidates.push(candidate);
+        if self.burst.is_none() {
+            self.burst = Some(Burst {
+                left: PROBES,
+                next: now,
+            });
+        }
+    }
+
+    /// A genuine answer (its tag checked) to the probe asking `nonce` came from `addr`: that
+    /// address is validated. Returns true when it now carries the chat and none did before:
+    /// what was held or relayed can go straight away.
+    pub fn answered(&mut self, addr: SocketAddr, nonce: &Nonce) -> bool {
+        let Some(candidate) = self
+            .candidates
+            .iter_mut()
+            .find(|c| c.addr == addr && c.asking.is_some_and(|asked| asked.matches(nonce)))
+        else {
+            return false;
+        };
+        candidate.validated = true;
+        let kind = candidate.kind;
+        let was_direct = matches!(self.path, Path::Direct(_));
+        let better = match self.path {
+            Path::Direct(current) => self.kind_of(current).is_none_or(|k| kind < k),
+            _ => true,
+        };
+        if better {
+            self.path = Path::Direct(addr);
+        }
+        if self.candidates.iter().all(|c| c.validated) {
+            self.burst = None;
+        }
+        better && !was_direct
+    }
+}
+
+impl Candidate {
+    fn new(addr: SocketAddr, kind: Kind) -> Candidate {
+        Candidate {
+            addr,
+            kind,
+            asking: None,
+            validated: false,
+        }
     }
 }
 
 /// Everyone we know of, by ID, sorted for display.
 pub struct Peers {
+    /// Ourselves, as the server lists us.
     pub me: PeerInfo,
     others: BTreeMap<String, Peer>,
 }
 
 impl Peers {
+    /// Just us.
     pub fn new(me: PeerInfo) -> Peers {
         Peers {
             me,
@@ -205,21 +287,9 @@ impl Peers {
         }
     }
 
-    /// We woke, or the server sees us at a new endpoint: which peers are behind our NAT may
-    /// have changed, and with it every direct address.
-    pub fn set_my_public(&mut self, public: SocketAddr) {
-        if self.me.public == Some(public) {
-            return;
-        }
-        self.me.public = Some(public);
-        for peer in self.others.values_mut() {
-            peer.relocate(peer.info.public, Some(public));
-        }
-    }
-
     /// Adds or replaces a peer (a rejoin starts afresh).
     pub fn insert(&mut self, info: PeerInfo) {
-        let peer = Peer::new(info, self.me.public);
+        let peer = Peer::new(info);
         self.others.insert(peer.info.id.clone(), peer);
     }
 
@@ -227,12 +297,12 @@ impl Peers {
         self.others.remove(id)
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Peer> {
-        self.others.get_mut(id)
-    }
-
     pub fn get(&self, id: &str) -> Option<&Peer> {
         self.others.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Peer> {
+        self.others.get_mut(id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
@@ -260,34 +330,28 @@ mod tests {
         }
     }
 
+    fn keyed(peer: &mut Peer, nonces: &mut Nonces, now: Instant) -> Vec<(SocketAddr, Nonce)> {
+        peer.start_burst(Key::fresh().unwrap(), nonces, now);
+        peer.probes_due(now)
+    }
+
     #[test]
-    fn same_nat_goes_private_other_nat_punches_then_relays_then_retries() {
-        let me = info("me", "10.0.0.1:10081", "192.168.1.2:10081");
-        let mut peers = Peers::new(me);
-        peers.insert(info("near", "10.0.0.1:40000", "192.168.1.3:10081"));
-        peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+    fn messages_wait_for_a_validated_path_then_relay_then_retry() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
-
-        let near = peers.get_mut("near").unwrap();
-        assert_eq!(
-            near.route(Duration::ZERO, now),
-            (Route::Direct("192.168.1.3:10081".parse().unwrap()), false)
-        );
-        assert_eq!(near.path_label(), "private");
-
-        let far = peers.get_mut("far").unwrap();
-        let public = Route::Direct("10.0.0.2:10081".parse().unwrap());
         assert_eq!(
             far.route(Duration::ZERO, now),
-            (public, true),
-            "first send asks for a punch"
+            (Route::Hold, true),
+            "ask once"
         );
         assert_eq!(
             far.route(Duration::from_millis(250), now),
-            (public, false),
-            "only once"
+            (Route::Hold, false)
         );
         assert_eq!(far.path_label(), "new");
+        let probes = keyed(&mut far, &mut nonces, now);
+        assert_eq!(probes.len(), 2, "the private and the public address");
         assert_eq!(far.route(RELAY_AFTER, now), (Route::Relay, false));
         assert_eq!(far.path_label(), "relayed");
         assert_eq!(
@@ -299,83 +363,102 @@ mod tests {
             (Route::Relay, true),
             "heal attempt"
         );
-        far.confirm_direct();
+        let probes = keyed(&mut far, &mut nonces, now);
+        let (public, nonce) = probes[1];
+        assert!(far.answered(public, &nonce));
         assert_eq!(far.path_label(), "direct");
-        assert_eq!(far.route(Duration::ZERO, now), (public, false));
+        assert_eq!(
+            far.route(Duration::ZERO, now),
+            (Route::Direct(public), false)
+        );
     }
 
     #[test]
-    fn only_the_direct_address_speaks_for_a_peer_and_a_move_keeps_what_was_seen() {
-        let me = info("me", "10.0.0.1:10081", "192.168.1.2:10081");
-        let mut peer = Peer::new(
-            info("far", "10.0.0.2:10081", "192.168.1.3:10081"),
-            me.public,
-        );
-        assert!(peer.sent_from("10.0.0.2:10081".parse().unwrap()));
+    fn only_an_answer_to_our_own_nonce_from_the_address_asked_validates_it() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"));
+        let now = Instant::now();
+        let probes = keyed(&mut peer, &mut nonces, now);
+        let (private, nonce) = probes[0];
+        let (public, _) = probes[1];
+        assert!(!peer.answered(private, &nonces.draw()), "a guess");
         assert!(
-            !peer.sent_from("192.168.1.3:10081".parse().unwrap()),
-            "a LAN neighbour's address"
+            !peer.answered(public, &nonce),
+            "the private nonce, from elsewhere"
         );
-        assert!(peer.received.first_time(1));
-        peer.confirm_direct();
-        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()), me.public);
         assert_eq!(peer.path, Path::Untried);
-        assert!(peer.sent_from("10.0.0.2:40000".parse().unwrap()));
+        assert!(peer.answered(private, &nonce));
+        assert_eq!(peer.path_label(), "private");
+    }
+
+    #[test]
+    fn the_best_validated_path_carries_the_chat() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"));
+        let now = Instant::now();
+        let probes = keyed(&mut peer, &mut nonces, now);
+        assert!(peer.answered(probes[1].0, &probes[1].1), "public first");
+        assert!(!peer.answered(probes[0].0, &probes[0].1), "already direct");
+        assert_eq!(
+            peer.path,
+            Path::Direct(probes[0].0),
+            "the private one is better"
+        );
         assert!(
-            !peer.received.first_time(1),
+            peer.probes_due(now + PROBE_EVERY).is_empty(),
+            "all validated"
+        );
+    }
+
+    #[test]
+    fn a_probe_from_a_new_address_makes_a_candidate_to_validate() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let now = Instant::now();
+        let reflexive: SocketAddr = "10.0.0.2:50123".parse().unwrap();
+        peer.probed_from(reflexive, &mut nonces, now);
+        let probes = peer.probes_due(now);
+        let (addr, nonce) = *probes.iter().find(|(a, _)| *a == reflexive).unwrap();
+        assert!(peer.answered(addr, &nonce));
+        assert_eq!(peer.path_label(), "direct");
+        for port in 0..20 {
+            peer.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
+        }
+        assert_eq!(peer.candidates.len(), MAX_CANDIDATES);
+    }
+
+    #[test]
+    fn a_move_keeps_what_was_seen_and_the_key() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let now = Instant::now();
+        let probes = keyed(&mut peer, &mut nonces, now);
+        assert!(peer.answered(probes[1].0, &probes[1].1));
+        assert_eq!(
+            peer.received.arrive(1),
+            super::super::delivery::Arrival::New
+        );
+        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
+        assert_eq!(peer.path, Path::Untried);
+        assert!(peer.key().is_some());
+        assert_eq!(
+            peer.received.arrive(1),
+            super::super::delivery::Arrival::Again,
             "a retransmission after the move is no news"
         );
     }
 
     #[test]
-    fn an_asleep_peer_has_no_direct_address_until_it_wakes_and_neither_do_we() {
-        let mut peers = Peers::new(PeerInfo {
-            public: None,
-            ..info("me", "10.0.0.1:10081", "192.168.1.2:10081")
-        });
-        peers.insert(PeerInfo {
+    fn an_asleep_peer_has_only_its_private_candidate_and_is_never_punched() {
+        let mut peer = Peer::new(PeerInfo {
             public: None,
             ..info("sleepy", "10.0.0.1:1", "192.168.1.3:10081")
         });
-        peers.insert(info("near", "10.0.0.1:40000", "192.168.1.4:10081"));
-        let sleepy = peers.get_mut("sleepy").unwrap();
-        assert!(sleepy.is_asleep());
-        assert_eq!(sleepy.direct_addr(), None);
-        assert!(!peers.get_mut("near").unwrap().same_nat, "we are Asleep");
-
-        peers.set_my_public("10.0.0.1:10081".parse().unwrap());
-        let near = peers.get_mut("near").unwrap();
-        assert!(near.same_nat, "awake, we see it is behind our NAT");
+        assert!(peer.is_asleep());
+        assert_eq!(peer.candidates.len(), 1);
         assert_eq!(
-            near.direct_addr(),
-            Some("192.168.1.4:10081".parse().unwrap())
+            peer.route(Duration::ZERO, Instant::now()),
+            (Route::Hold, false)
         );
-        let sleepy = peers.get_mut("sleepy").unwrap();
-        sleepy.relocate(
-            Some("10.0.0.1:50000".parse().unwrap()),
-            Some("10.0.0.1:10081".parse().unwrap()),
-        );
-        assert_eq!(
-            sleepy.direct_addr(),
-            Some("192.168.1.3:10081".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn a_burst_sends_a_few_spaced_probes() {
-        let me = info("me", "10.0.0.1:10081", "192.168.1.2:10081");
-        let mut peer = Peer::new(
-            info("far", "10.0.0.2:10081", "192.168.2.2:10081"),
-            me.public,
-        );
-        let now = Instant::now();
-        peer.start_burst(now);
-        let mut sent = 0;
-        for step in 0..20 {
-            if peer.probe_due(now + PROBE_EVERY * step).is_some() {
-                sent += 1;
-            }
-        }
-        assert_eq!(sent, PROBES);
     }
 }

@@ -7,8 +7,8 @@
 //! ```text
 //!  client                           server
 //!    ── TCP  REGISTER alice 192.168.1.2:10081 ─▶
-//!    ◀─ TCP  WELCOME <secret> ──────────────────
-//!    ── UDP  HELLO alice <secret> ─────────────▶   (repeated until READY)
+//!    ◀─ TCP  WELCOME <nonce> ───────────────────   (a challenge: prove your UDP address)
+//!    ── UDP  HELLO alice <nonce> ──────────────▶   (repeated until READY)
 //!    ◀─ TCP  READY 10.0.0.1:10081, PEER ..., LIST_END
 //! ```
 //!
@@ -22,10 +22,8 @@
 use super::Config;
 use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
-use crate::wire::{
-    check_id, id_in_use, Announce, AnnounceKind, Datagram, Event, PeerInfo, Request, Secret,
-    MAX_LINE,
-};
+use crate::nonce::{Nonce, Nonces};
+use crate::wire::{check_id, id_in_use, Announce, Datagram, Event, PeerInfo, Request, MAX_LINE};
 use crossbeam_channel::{bounded, Receiver};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -56,7 +54,13 @@ pub struct FromPeer {
 /// A registered session, ready for the event loop.
 pub struct Session {
     pub me: PeerInfo,
-    pub secret: Secret,
+    /// Asleep, the server's challenge in `WELCOME`, not yet answered: the Awake request
+    /// brings it back.
+    pub challenge: Option<Nonce>,
+    /// Where probe nonces come from.
+    pub nonces: Nonces,
+    /// Where message stamps come from.
+    pub stamps: Nonces,
     pub server_addr: SocketAddr,
     pub tcp: TcpStream,
     pub udp: UdpSocket,
@@ -138,8 +142,8 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         .write_all(format!("{register}\n").as_bytes())
         .map_err(lost)?;
     tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
-    let secret = match next_event(&mut reader, server_addr)? {
-        Event::Welcome { secret } => secret,
+    let welcome = match next_event(&mut reader, server_addr)? {
+        Event::Welcome { nonce } => nonce,
         Event::Error { message } if message == id_in_use(&id) => {
             return Err(Refusal::IdInUse(message))
         }
@@ -157,7 +161,7 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
             other => return Err(confused(server_addr, &other).into()),
         }
     } else {
-        Some(hello(&id, &secret, &udp, &mut reader, server_addr)?)
+        Some(hello(&id, welcome, &udp, &mut reader, server_addr)?)
     };
 
     let mut list = Vec::new();
@@ -178,7 +182,9 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     };
     Ok(Session {
         me,
-        secret,
+        challenge: public.is_none().then_some(welcome),
+        nonces: nonces()?,
+        stamps: nonces()?,
         server_addr,
         input: spawn_input(io::stdin())?,
         from_server: spawn_tcp_reader(reader)?,
@@ -200,6 +206,12 @@ fn ask_id(stdin: &io::Stdin) -> Result<String, Failure> {
         )),
         Ok(_) => Ok(line.trim().to_string()),
     }
+}
+
+/// A supply of nonces; the operating system's random source failing is a runtime failure.
+fn nonces() -> Result<Nonces, Failure> {
+    Nonces::new()
+        .map_err(|e| Failure::runtime(format!("cannot read random bits: {}", in_words(&e))))
 }
 
 /// Binds the UDP port asked for; when it is taken (several clients on one machine), any free
@@ -226,15 +238,14 @@ fn bind_udp(port: u16) -> Result<UdpSocket, Failure> {
 /// endpoint it saw (`READY`).
 fn hello(
     id: &str,
-    secret: &Secret,
+    nonce: Nonce,
     udp: &UdpSocket,
     reader: &mut LineReader<TcpStream>,
     server: SocketAddr,
 ) -> Result<SocketAddr, Failure> {
-    let hello = Announce {
-        kind: AnnounceKind::Hello,
+    let hello = Announce::Hello {
         id: id.to_string(),
-        secret: secret.clone(),
+        nonce,
     }
     .to_string();
     let timeout = |reader: &LineReader<TcpStream>, limit| {

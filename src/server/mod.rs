@@ -19,7 +19,7 @@ use crate::lines::{is_timeout, LineError, LineReader};
 use crate::listener;
 use crate::outbox::Outbox;
 use crate::rounds::{self, Round};
-use crate::wire::{Announce, Event, LeaveReason, Request, Secret, MAX_LINE};
+use crate::wire::{Announce, Event, LeaveReason, Request, MAX_LINE};
 use parking_lot::Mutex;
 use registry::{Announced, Departed, Registry};
 use std::io;
@@ -61,7 +61,7 @@ pub fn run(config: Config) -> io::Result<()> {
     );
     crate::output::start();
     let (round, rounds) = Round::new();
-    let registry: Shared = Arc::new(Mutex::new(Registry::new(round)));
+    let registry: Shared = Arc::new(Mutex::new(Registry::new(round)?));
     let shared = registry.clone();
     rounds::start_ender(rounds, move || shared.lock().end_round())?;
 
@@ -201,16 +201,8 @@ fn register(
                 private,
                 asleep,
             }) => {
-                // Made before taking the lock: it reads /dev/urandom.
-                let secret = match Secret::random() {
-                    Ok(secret) => secret,
-                    Err(e) => {
-                        outbox.push_line(&format!("ERROR server cannot make a secret: {e}"));
-                        return None;
-                    }
-                };
                 let mut members = registry.lock();
-                return match members.register(&id, private, outbox.clone(), secret, asleep) {
+                return match members.register(&id, private, outbox.clone(), asleep) {
                     Ok(conn) => {
                         if asleep {
                             crate::event!("{id} Asleep");
@@ -255,10 +247,27 @@ fn handle_request(
             } else if members.is_asleep(&peer) {
                 refuse(format!("cannot punch to '{peer}': it is Asleep"));
             } else if members.may_punch(id) {
-                // Both at once: each side's probes open its own NAT for the other's.
-                let requester = id.to_string();
-                members.offer(&peer, id, &Event::Punch { peer: requester });
-                members.offer(id, &peer, &Event::Punch { peer: peer.clone() });
+                // Both at once: each side's probes open its own NAT for the other's, and each
+                // is handed the key that tags them.
+                if let Some(key) = members.pair_key(id, &peer) {
+                    let requester = id.to_string();
+                    members.offer(
+                        &peer,
+                        id,
+                        &Event::Punch {
+                            peer: requester,
+                            key,
+                        },
+                    );
+                    members.offer(
+                        id,
+                        &peer,
+                        &Event::Punch {
+                            peer: peer.clone(),
+                            key,
+                        },
+                    );
+                }
             }
         }
         Request::Relay { to, datagram } => {
@@ -282,7 +291,8 @@ fn handle_request(
     true
 }
 
-/// The UDP thread: applies announcements carrying the right secret; drops everything else.
+/// The UDP thread: hands every well-formed announcement to the registry, which believes
+/// only what is proven (see [`Registry::announce`]); drops everything else.
 fn receive_announcements(udp: UdpSocket, registry: Shared) {
     let mut buf = [0u8; 1500];
     loop {
@@ -298,7 +308,7 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
             continue;
         };
         let mut members = registry.lock();
-        let id = &announce.id;
+        let id = announce.id();
         match members.announce(&announce, from) {
             Announced::Ready(public) => crate::event!("{id} {public}"),
             Announced::Awake(public) => crate::event!("{id} Awake {public}"),

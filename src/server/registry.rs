@@ -6,11 +6,11 @@
 //! happened, and no socket is ever written while the lock is held. Joins and leaves go out
 //! in [rounds](crate::rounds), a few milliseconds' worth at a time.
 
+use crate::mac;
+use crate::nonce::{Key, Nonce, Nonces};
 use crate::outbox::{line_message, Outbox};
 use crate::rounds::{Round, Since, Woken};
-use crate::wire::{
-    id_in_use, Announce, AnnounceKind, Event, LeaveReason, PeerInfo, Secret, MAX_LINE,
-};
+use crate::wire::{id_in_use, Announce, Event, LeaveReason, PeerInfo, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::iter;
@@ -29,7 +29,15 @@ pub struct Member {
     pub public: Option<SocketAddr>,
     /// Which joins and leaves it is told of: those after it was listed.
     since: Option<Since>,
-    secret: Secret,
+    /// Its session's own random value: with the server's secret, it makes the keys of its
+    /// pairs ([`Registry::pair_key`]).
+    session: Nonce,
+    /// The proof the server waits for: an address it does not know as this client's must
+    /// answer it before it counts (path validation).
+    challenge: Option<Challenge>,
+    /// When the last challenge was sent: see [`CHALLENGE_EVERY`].
+    challenged_at: Option<Instant>,
+    /// The last keep-alive (or proof) from its known endpoint.
     last_heard: Instant,
     /// When it last asked for a hole punch: see [`Registry::may_punch`].
     last_punch: Option<Instant>,
@@ -60,6 +68,23 @@ pub enum Departed {
     Unannounced,
 }
 
+/// A challenge sent to a client over TCP: the nonce its `HELLO` must bring back.
+#[derive(Clone, Copy)]
+struct Challenge {
+    nonce: Nonce,
+    until: Instant,
+    /// It was caused by an Awake request: answered, it is told as one.
+    awake: bool,
+}
+
+/// How long a challenge may take to come back: its `HELLO` goes over UDP, which a slow
+/// link may delay or lose (the client sends it again with each Awake request it repeats).
+const CHALLENGE_LIFETIME: Duration = Duration::from_secs(10);
+
+/// At most one challenge per client this often: a flood of datagrams claiming someone's ID
+/// from elsewhere must not turn into a flood of lines on that client's connection.
+const CHALLENGE_EVERY: Duration = Duration::from_secs(1);
+
 /// About how many bytes of the list go in one message: see [`Registry::send_list`].
 const LIST_PIECE: usize = 16 * 1024;
 
@@ -78,49 +103,54 @@ pub enum Announced {
     Moved(SocketAddr),
     /// A keep-alive, nothing new.
     Refreshed,
-    /// Unknown ID or wrong secret: ignored.
+    /// Unknown ID, a keep-alive from elsewhere (challenged), a wrong or spent nonce:
+    /// nothing changed.
     Rejected,
 }
 
 pub struct Registry {
     members: HashMap<String, Member>,
+    /// The server's own secret, from which each pair's key is derived.
+    pair_secret: Key,
+    /// Where challenges and sessions' own values come from.
+    nonces: Nonces,
     next_conn: u64,
     /// The joins and leaves not yet sent.
     round: Round,
 }
 
 impl Registry {
-    /// An empty registry that announces joins and leaves in `round`.
-    pub fn new(round: Round) -> Registry {
-        Registry {
+    /// An empty registry that announces joins and leaves in `round`. Its secrets come from
+    /// the operating system's random source, which may fail.
+    pub fn new(round: Round) -> std::io::Result<Registry> {
+        Ok(Registry {
             members: HashMap::new(),
+            pair_secret: Key::fresh()?,
+            nonces: Nonces::new()?,
             next_conn: 0,
             round,
-        }
+        })
     }
 
-    /// Claims `id` for a new connection and sends it `WELCOME <secret>`: the secret its UDP
-    /// announcements must carry. An Asleep client (`asleep`) is listed at once, without an
-    /// endpoint; any other is listed when its first announcement arrives. Refuses an ID
-    /// that someone already holds: its owner keeps it. Returns the connection's number.
+    /// Claims `id` for a new connection and sends it `WELCOME <nonce>`: the challenge its
+    /// first `HELLO` answers, from the address that is to be its endpoint. An Asleep client
+    /// (`asleep`) is listed at once, without an endpoint; any other is listed when its
+    /// `HELLO` arrives. Refuses an ID that someone already holds: its owner keeps it.
+    /// Returns the connection's number.
     pub fn register(
         &mut self,
         id: &str,
         private: SocketAddr,
         outbox: Outbox,
-        secret: Secret,
         asleep: bool,
     ) -> Result<u64, String> {
         if self.members.contains_key(id) {
             return Err(id_in_use(id));
         }
+        let (nonce, session) = (self.nonces.draw(), self.nonces.draw());
         self.next_conn += 1;
-        outbox.push_line(
-            &Event::Welcome {
-                secret: secret.clone(),
-            }
-            .to_string(),
-        );
+        outbox.push_line(&Event::Welcome { nonce }.to_string());
+        let now = Instant::now();
         self.members.insert(
             id.to_string(),
             Member {
@@ -129,8 +159,15 @@ impl Registry {
                 private,
                 public: None,
                 since: None,
-                secret,
-                last_heard: Instant::now(),
+                session,
+                challenge: Some(Challenge {
+                    nonce,
+                    until: now + CHALLENGE_LIFETIME,
+                    awake: false,
+                }),
+                // WELCOME's challenge does not count: a client may need a second at once.
+                challenged_at: None,
+                last_heard: now,
                 last_punch: None,
             },
         );
@@ -155,50 +192,128 @@ impl Registry {
         }
     }
 
-    /// Applies a UDP announcement that came from `from`. Only one carrying the ID's secret
-    /// changes anything:
-    /// - the first one from a client not yet listed lists it (the list to it, a `JOIN` to
-    ///   everyone else);
-    /// - an Awake request (or any announcement from an Asleep client, which wakes it) is
-    ///   told to everyone as `AWAKE`, the client included: so it learns its request arrived,
-    ///   and the others learn its endpoint;
-    /// - a keep-alive from a new endpoint is told to everyone else as `MOVE`.
+    /// Applies a UDP announcement that came from `from`.
+    ///
+    /// The server believes an address only when it is proven: a `HELLO` bringing back the
+    /// nonce of the client's live challenge, which went over its own TCP connection. Then:
+    /// - a client not yet listed is listed (the list to it, a `JOIN` to everyone else);
+    /// - an Asleep client wakes, and an Awake request is answered: `AWAKE` to everyone, the
+    ///   client included, so it learns its request arrived and the others its endpoint;
+    /// - a client at a new address has moved: `MOVE` to everyone else.
+    ///
+    /// A keep-alive or an Awake request from the known endpoint needs no proof. From
+    /// anywhere else (a NAT that gave the client a new mapping, or somebody replaying or
+    /// forging its datagrams) it only makes the server challenge the client, which answers
+    /// from wherever it really is.
     pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
-        let id = announce.id.as_str();
+        let id = announce.id();
         let Some(member) = self.members.get_mut(id) else {
             return Announced::Rejected;
         };
-        if !member.secret.matches(&announce.secret) {
-            return Announced::Rejected;
+        let now = Instant::now();
+        let from_endpoint = member.public == Some(from);
+        match announce {
+            Announce::Alive { .. } if from_endpoint => {
+                member.last_heard = now;
+                Announced::Refreshed
+            }
+            Announce::Awake { .. } if from_endpoint => {
+                member.last_heard = now;
+                self.tell_everyone(
+                    id,
+                    &Event::Awake {
+                        id: id.to_string(),
+                        public: from,
+                    },
+                );
+                Announced::Awake(from)
+            }
+            Announce::Alive { .. } | Announce::Awake { .. } => {
+                // An Asleep client's keep-alive is no Awake request; a client not yet
+                // listed has its challenge in WELCOME.
+                let awake = matches!(announce, Announce::Awake { .. });
+                if member.since.is_some() && (awake || member.public.is_some()) {
+                    self.challenge(id, awake, now);
+                }
+                Announced::Rejected
+            }
+            Announce::Hello { nonce, .. } => {
+                let proven = member
+                    .challenge
+                    .filter(|c| c.until > now && c.nonce.matches(nonce));
+                let Some(challenge) = proven else {
+                    return Announced::Rejected;
+                };
+                member.challenge = None;
+                member.last_heard = now;
+                let listed = member.since.is_some();
+                let previous = member.public.replace(from);
+                if !listed {
+                    self.list(id);
+                    return Announced::Ready(from);
+                }
+                if previous.is_none() || challenge.awake {
+                    self.tell_everyone(
+                        id,
+                        &Event::Awake {
+                            id: id.to_string(),
+                            public: from,
+                        },
+                    );
+                    return Announced::Awake(from);
+                }
+                if previous == Some(from) {
+                    return Announced::Refreshed;
+                }
+                self.tell_everyone(
+                    id,
+                    &Event::Moved {
+                        id: id.to_string(),
+                        public: from,
+                    },
+                );
+                Announced::Moved(from)
+            }
         }
-        member.last_heard = Instant::now();
-        let listed = member.since.is_some();
-        let previous = member.public.replace(from);
-        if previous.is_none() && !listed {
-            self.list(id);
-            return Announced::Ready(from);
+    }
+
+    /// Challenges `id` over its TCP connection: `CHALLENGE <nonce>`, which its next `HELLO`
+    /// must bring back. A live challenge is not replaced (an Awake request only marks it
+    /// as one), and a new one goes out at most every [`CHALLENGE_EVERY`].
+    fn challenge(&mut self, id: &str, awake: bool, now: Instant) {
+        let Some(member) = self.members.get_mut(id) else {
+            return;
+        };
+        if let Some(live) = member.challenge.as_mut().filter(|c| c.until > now) {
+            live.awake |= awake;
+            return;
         }
-        if previous.is_none() || announce.kind == AnnounceKind::Awake {
-            self.tell_everyone(
-                id,
-                &Event::Awake {
-                    id: id.to_string(),
-                    public: from,
-                },
-            );
-            return Announced::Awake(from);
+        if member
+            .challenged_at
+            .is_some_and(|at| now - at < CHALLENGE_EVERY)
+        {
+            return;
         }
-        if previous == Some(from) {
-            return Announced::Refreshed;
-        }
-        self.tell_everyone(
-            id,
-            &Event::Moved {
-                id: id.to_string(),
-                public: from,
-            },
-        );
-        Announced::Moved(from)
+        let nonce = self.nonces.draw();
+        let Some(member) = self.members.get_mut(id) else {
+            return;
+        };
+        member.challenge = Some(Challenge {
+            nonce,
+            until: now + CHALLENGE_LIFETIME,
+            awake,
+        });
+        member.challenged_at = Some(now);
+        member
+            .outbox
+            .push_line(&Event::Challenge { nonce }.to_string());
+    }
+
+    /// The key `a` and `b` share, for tagging what they send each other: the same for both,
+    /// derived, never stored. `None` unless both are registered.
+    pub fn pair_key(&self, a: &str, b: &str) -> Option<Key> {
+        let (a, b) = (self.members.get(a)?, self.members.get(b)?);
+        Some(mac::derive(&self.pair_secret, &a.session, &b.session))
     }
 
     /// Tells everyone listed that `id`'s endpoint is now known or changed: `AWAKE` to `id`
