@@ -26,7 +26,7 @@ impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LineError::TooLong { max } => write!(f, "line longer than {max} bytes"),
-            LineError::Io(e) => write!(f, "{e}"),
+            LineError::Io(e) => f.write_str(&crate::failure::in_words(e)),
         }
     }
 }

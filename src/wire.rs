@@ -410,16 +410,18 @@ pub enum Announce {
     Hello { id: String, nonce: Nonce },
     /// `ALIVE <id>`: the periodic keep-alive.
     Alive { id: String },
-    /// `AWAKE <id>`: the Awake request, which wakes an Asleep client or (`@awake`) announces
-    /// an awake one again; the server says so, and tells everyone.
-    Awake { id: String },
+    /// `AWAKE <id> [<nonce>]`: the Awake request, which wakes an Asleep client or
+    /// (`@awake`) announces an awake one again; the server says so, and tells everyone. From
+    /// an address the server does not know as the client's, it counts only with the nonce
+    /// of the client's challenge.
+    Awake { id: String, nonce: Option<Nonce> },
 }
 
 impl Announce {
     /// The ID it claims to come from.
     pub fn id(&self) -> &str {
         match self {
-            Announce::Hello { id, .. } | Announce::Alive { id } | Announce::Awake { id } => id,
+            Announce::Hello { id, .. } | Announce::Alive { id } | Announce::Awake { id, .. } => id,
         }
     }
 }
@@ -429,7 +431,11 @@ impl fmt::Display for Announce {
         match self {
             Announce::Hello { id, nonce } => write!(f, "HELLO {id} {nonce}"),
             Announce::Alive { id } => write!(f, "ALIVE {id}"),
-            Announce::Awake { id } => write!(f, "AWAKE {id}"),
+            Announce::Awake { id, nonce: None } => write!(f, "AWAKE {id}"),
+            Announce::Awake {
+                id,
+                nonce: Some(nonce),
+            } => write!(f, "AWAKE {id} {nonce}"),
         }
     }
 }
@@ -444,7 +450,13 @@ impl FromStr for Announce {
                 nonce: words.nonce()?,
             },
             "ALIVE" => Announce::Alive { id: words.id()? },
-            "AWAKE" => Announce::Awake { id: words.id()? },
+            "AWAKE" => Announce::Awake {
+                id: words.id()?,
+                nonce: match words.rest {
+                    "" => None,
+                    _ => Some(words.nonce()?),
+                },
+            },
             other => return Err(unknown(other, "HELLO, ALIVE, AWAKE")),
         };
         words.end()?;

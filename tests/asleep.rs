@@ -162,12 +162,13 @@ fn a_chat_to_an_asleep_client_is_refused_at_once_and_never_arrives() {
 
 #[test]
 fn an_asleep_client_stays_registered_however_long_it_sleeps() {
-    // Silence is reaped after 1 s; an Asleep client has no UDP to keep alive.
-    let (server, port) = p2p_server(&["--timeout-secs", "1"]);
+    // Silence is reaped after 3 s (keep-alives go every second); an Asleep client has no
+    // UDP to keep alive.
+    let (server, port) = p2p_server(&["--timeout-secs", "3"]);
     let alice = p2p_client("alice", port);
     let mut carol = asleep_client("carol", port);
     alice.wait_for("carol joined (Asleep)");
-    thread::sleep(Duration::from_secs(4));
+    thread::sleep(Duration::from_secs(5));
     assert_eq!(server.count("carol is"), 0, "{:?}", server.output());
     assert_eq!(server.count("carol never announced"), 0);
     assert_eq!(alice.count("carol left"), 0);
@@ -175,7 +176,7 @@ fn an_asleep_client_stays_registered_however_long_it_sleeps() {
     // Awake, it keeps alive like everyone else, and is not reaped either.
     carol.send("@awake");
     alice.wait_for("carol is awake (");
-    thread::sleep(Duration::from_secs(3));
+    thread::sleep(Duration::from_secs(5));
     assert_eq!(alice.count("carol left"), 0, "{:?}", alice.output());
     carol.send("@chat alice still here");
     alice.wait_for("From carol [still here]");

@@ -287,12 +287,17 @@ fn a_replayed_announcement_moves_nobody() {
     assert_eq!(alice.count("victim moved"), 0);
     assert!(registered.ends_with(&victim_udp.to_string()));
     // Spent: the nonce that answered the challenge works no second time, from anywhere.
-    attacker
-        .send_to(format!("HELLO victim {nonce}").as_bytes(), victim.server)
-        .unwrap();
+    for spent in [
+        format!("HELLO victim {nonce}"),
+        format!("AWAKE victim {nonce}"),
+    ] {
+        attacker.send_to(spent.as_bytes(), victim.server).unwrap();
+    }
+    // A barrier: the answer to the victim's next Awake request, on its own connection.
     victim.udp_to("AWAKE victim", victim.server);
-    alice.wait_count(&format!("victim is awake ({victim_udp})"), 2, SOON);
+    victim.expect(&format!("AWAKE victim {victim_udp}"));
     assert_eq!(server.count("victim moved"), 0);
+    assert_eq!(server.count("victim Awake"), 1, "{:?}", server.output());
 }
 
 #[test]

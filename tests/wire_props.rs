@@ -106,7 +106,7 @@ fn announce() -> impl Strategy<Value = Announce> {
     prop_oneof![
         (id(), nonce()).prop_map(|(id, nonce)| Announce::Hello { id, nonce }),
         id().prop_map(|id| Announce::Alive { id }),
-        id().prop_map(|id| Announce::Awake { id }),
+        (id(), proptest::option::of(nonce())).prop_map(|(id, nonce)| Announce::Awake { id, nonce }),
     ]
 }
 

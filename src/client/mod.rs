@@ -141,7 +141,10 @@ impl Client {
         from_peers: Receiver<FromPeer>,
     ) -> Result<(), Failure> {
         let ended = self.serve(&input, &from_server, &from_peers);
-        self.report_unsent("the client ended before the server answered our Awake request");
+        self.report_unsent(match ended {
+            Ok(()) => "the client ended before the server answered our Awake request",
+            Err(_) => "the connection to the server ended first",
+        });
         ended?;
         self.exit(&from_server)
     }
@@ -203,11 +206,15 @@ impl Client {
             "@awake" => self.wake(Instant::now()),
             "@exit" => return Ok(false),
             other => match meant(other) {
-                Some(command) => crate::say!(
-                    "Unknown command '{}'. Did you mean '{command}{}{}'?",
+                // Words after it only for the one command that takes any.
+                Some(command) if command == "@chat" && !alone => crate::say!(
+                    "Unknown command '{}'. Did you mean '@chat {}'?",
                     clean(other),
-                    if alone { "" } else { " " },
                     clean(rest.trim())
+                ),
+                Some(command) => crate::say!(
+                    "Unknown command '{}'. Did you mean '{command}'?",
+                    clean(other)
                 ),
                 None => crate::say!("Unknown command '{}'. Commands: {COMMANDS}", clean(other)),
             },
@@ -442,17 +449,18 @@ impl Client {
 
     /// The server challenges an address that claimed our ID. If we are awake, or waking,
     /// it may be ours (a NAT gave us a new mapping; our Awake request came from a new
-    /// address): prove it from our socket. Asleep and not waking, it was not us: ignored,
-    /// so that nobody else can wake us.
+    /// address): prove it from our socket, as an Awake request if we are making one.
+    /// Asleep and not waking, it was not us: ignored, so that nobody else can wake us.
     fn on_challenge(&mut self, nonce: Nonce) {
-        if self.peers.me.public.is_none() && self.waking.is_none() {
-            return;
+        if self.waking.is_some() {
+            self.challenge = Some(nonce);
+            self.announce_awake();
+        } else if self.peers.me.public.is_some() {
+            self.announce(Announce::Hello {
+                id: self.id.clone(),
+                nonce,
+            });
         }
-        self.challenge = Some(nonce);
-        self.announce(Announce::Hello {
-            id: self.id.clone(),
-            nonce,
-        });
     }
 
     /// Keep-alives, Awake requests, retransmissions, give-ups and punching probes that are
@@ -528,19 +536,14 @@ impl Client {
         self.send_udp(&announce.to_string(), self.server);
     }
 
-    /// The Awake request, and the answer to the server's challenge if one came: the server
-    /// challenges an Awake request from an address it does not know as ours, and a lost
-    /// answer is sent again with the next request.
+    /// The Awake request, with the nonce of the server's last challenge if one came: the
+    /// server believes an Awake request from an address it does not know as ours only with
+    /// it.
     fn announce_awake(&self) {
         self.announce(Announce::Awake {
             id: self.id.clone(),
+            nonce: self.challenge,
         });
-        if let Some(nonce) = self.challenge {
-            self.announce(Announce::Hello {
-                id: self.id.clone(),
-                nonce,
-            });
-        }
     }
 
     /// UDP is best effort: a send that fails is like a datagram lost on the way.
@@ -596,20 +599,22 @@ impl Client {
     }
 }
 
-/// Whether a natchat server still runs at `server`: it accepts a new connection, and keeps
-/// it open, silent, as a server waiting for `REGISTER` does. Accepting alone proves nothing:
-/// a server being killed closes our old connection first and its listening socket a moment
-/// later, and meanwhile the kernel still completes new connections, then resets them.
+/// Whether a natchat server still runs at `server`: it accepts a new connection and keeps
+/// it open (silent, waiting for `REGISTER`; or saying something, such as that it is full).
+/// Accepting alone proves nothing: a server being killed closes our old connection first and
+/// its listening socket a moment later, and meanwhile the kernel still completes new
+/// connections, then resets them.
 fn still_running(server: SocketAddr) -> io::Result<()> {
     let probe = TcpStream::connect_timeout(&server, STILL_RUNNING_CHECK)?;
     probe.set_read_timeout(Some(STILL_RUNNING_CHECK))?;
     match (&probe).read(&mut [0u8; 1]) {
-        Err(e) if is_timeout(&e) => Ok(()),
-        Err(e) => Err(e),
-        Ok(_) => Err(io::Error::new(
+        Ok(0) => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "it closed a new connection at once",
         )),
+        Ok(_) => Ok(()),
+        Err(e) if is_timeout(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -291,8 +291,12 @@ fn next_event(reader: &mut LineReader<TcpStream>, server: SocketAddr) -> Result<
              ('natchat server'), and are --server and --port right?",
             STEP_TIMEOUT.as_secs()
         ))),
+        Err(LineError::Io(e)) => Err(Failure::runtime(format!(
+            "registration with {server} failed: {}",
+            in_words(&e)
+        ))),
         Err(e) => Err(Failure::runtime(format!(
-            "registration with {server} failed: {e}"
+            "registration with {server} failed: the server sent a {e}"
         ))),
     }
 }

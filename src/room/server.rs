@@ -56,8 +56,9 @@ pub fn run(config: Config) -> Result<(), Failure> {
         "The chat room is full ({}); try again later.",
         super::online(cap.connections)
     );
-    let room =
-        Room::start().map_err(|e| Failure::runtime(format!("cannot start the room: {e}")))?;
+    let room = Room::start().map_err(|e| {
+        Failure::runtime(format!("cannot start the room: {}", failure::in_words(&e)))
+    })?;
     let server = Server {
         room,
         store: Store {

@@ -37,6 +37,8 @@ pub struct Member {
     challenge: Option<Challenge>,
     /// When the last challenge was sent: see [`CHALLENGE_EVERY`].
     challenged_at: Option<Instant>,
+    /// When its last Awake request was told to everyone: see [`AWAKE_TOLD_EVERY`].
+    awake_told: Option<Instant>,
     /// The last keep-alive (or proof) from its known endpoint.
     last_heard: Instant,
     /// When it last asked for a hole punch: see [`Registry::may_punch`].
@@ -68,13 +70,12 @@ pub enum Departed {
     Unannounced,
 }
 
-/// A challenge sent to a client over TCP: the nonce its `HELLO` must bring back.
+/// A challenge sent to a client over TCP: the nonce its `HELLO` (or Awake request) must
+/// bring back.
 #[derive(Clone, Copy)]
 struct Challenge {
     nonce: Nonce,
     until: Instant,
-    /// It was caused by an Awake request: answered, it is told as one.
-    awake: bool,
 }
 
 /// How long a challenge may take to come back: its `HELLO` goes over UDP, which a slow
@@ -85,11 +86,26 @@ const CHALLENGE_LIFETIME: Duration = Duration::from_secs(10);
 /// from elsewhere must not turn into a flood of lines on that client's connection.
 const CHALLENGE_EVERY: Duration = Duration::from_secs(1);
 
+/// An Awake request repeated within this long (a client sends it again until the answer
+/// comes, and on a slow link the answer may take longer than that) is the same request:
+/// answered to the client, not told to everyone again.
+const AWAKE_TOLD_EVERY: Duration = Duration::from_secs(1);
+
 /// About how many bytes of the list go in one message: see [`Registry::send_list`].
 const LIST_PIECE: usize = 16 * 1024;
 
 /// How often one client may ask for a hole punch.
 const PUNCH_EVERY: Duration = Duration::from_millis(100);
+
+/// How the others are told of an endpoint.
+#[derive(Clone, Copy)]
+enum Telling {
+    /// As any event: a client whose queue stays full is cut off rather than miss it.
+    Must,
+    /// As a hint, dropped for a client whose queue is half full: a client whose endpoint
+    /// keeps changing, or who keeps saying it is awake, cannot fill everyone's queue.
+    Hint,
+}
 
 /// What a UDP announcement changed.
 #[derive(Debug, PartialEq, Eq)]
@@ -163,10 +179,10 @@ impl Registry {
                 challenge: Some(Challenge {
                     nonce,
                     until: now + CHALLENGE_LIFETIME,
-                    awake: false,
                 }),
                 // WELCOME's challenge does not count: a client may need a second at once.
                 challenged_at: None,
+                awake_told: None,
                 last_heard: now,
                 last_punch: None,
             },
@@ -194,8 +210,9 @@ impl Registry {
 
     /// Applies a UDP announcement that came from `from`.
     ///
-    /// The server believes an address only when it is proven: a `HELLO` bringing back the
-    /// nonce of the client's live challenge, which went over its own TCP connection. Then:
+    /// The server believes an address only when it is proven: a `HELLO` (or an Awake
+    /// request) bringing back the nonce of the client's live challenge, which went over its
+    /// own TCP connection. Then:
     /// - a client not yet listed is listed (the list to it, a `JOIN` to everyone else);
     /// - an Asleep client wakes, and an Awake request is answered: `AWAKE` to everyone, the
     ///   client included, so it learns its request arrived and the others its endpoint;
@@ -204,94 +221,92 @@ impl Registry {
     /// A keep-alive or an Awake request from the known endpoint needs no proof. From
     /// anywhere else (a NAT that gave the client a new mapping, or somebody replaying or
     /// forging its datagrams) it only makes the server challenge the client, which answers
-    /// from wherever it really is.
+    /// from wherever it really is, and says Awake only if it asked to.
     pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
         let id = announce.id();
         let Some(member) = self.members.get_mut(id) else {
             return Announced::Rejected;
         };
         let now = Instant::now();
-        let from_endpoint = member.public == Some(from);
-        match announce {
-            Announce::Alive { .. } if from_endpoint => {
-                member.last_heard = now;
-                Announced::Refreshed
+        let (nonce, awake) = match announce {
+            Announce::Hello { nonce, .. } => (Some(nonce), false),
+            Announce::Awake { nonce, .. } => (nonce.as_ref(), true),
+            Announce::Alive { .. } => (None, false),
+        };
+        let proven = nonce.is_some_and(|nonce| {
+            member
+                .challenge
+                .is_some_and(|c| c.until > now && c.nonce.matches(nonce))
+        });
+        if proven {
+            member.challenge = None;
+        } else if member.public != Some(from) {
+            // Not proven, and not from its endpoint: a challenge, if it is one that could
+            // be the client's (an Asleep client sends no keep-alives; a client not yet
+            // listed has its challenge in WELCOME).
+            if member.since.is_some() && (awake || member.public.is_some()) {
+                self.challenge(id, now);
             }
-            Announce::Awake { .. } if from_endpoint => {
-                member.last_heard = now;
-                self.tell_everyone(
-                    id,
-                    &Event::Awake {
-                        id: id.to_string(),
-                        public: from,
-                    },
-                );
-                Announced::Awake(from)
-            }
-            Announce::Alive { .. } | Announce::Awake { .. } => {
-                // An Asleep client's keep-alive is no Awake request; a client not yet
-                // listed has its challenge in WELCOME.
-                let awake = matches!(announce, Announce::Awake { .. });
-                if member.since.is_some() && (awake || member.public.is_some()) {
-                    self.challenge(id, awake, now);
-                }
-                Announced::Rejected
-            }
-            Announce::Hello { nonce, .. } => {
-                let proven = member
-                    .challenge
-                    .filter(|c| c.until > now && c.nonce.matches(nonce));
-                let Some(challenge) = proven else {
-                    return Announced::Rejected;
-                };
-                member.challenge = None;
-                member.last_heard = now;
-                let listed = member.since.is_some();
-                let previous = member.public.replace(from);
-                if !listed {
-                    self.list(id);
-                    return Announced::Ready(from);
-                }
-                if previous.is_none() || challenge.awake {
-                    self.tell_everyone(
-                        id,
-                        &Event::Awake {
-                            id: id.to_string(),
-                            public: from,
-                        },
-                    );
-                    return Announced::Awake(from);
-                }
-                if previous == Some(from) {
-                    return Announced::Refreshed;
-                }
-                self.tell_everyone(
-                    id,
-                    &Event::Moved {
-                        id: id.to_string(),
-                        public: from,
-                    },
-                );
-                Announced::Moved(from)
-            }
+            return Announced::Rejected;
         }
+        member.last_heard = now;
+        let listed = member.since.is_some();
+        let previous = member.public.replace(from);
+        if !listed {
+            self.list(id);
+            return Announced::Ready(from);
+        }
+        if previous.is_none() || awake {
+            return self.awake(id, from, previous.is_none(), now);
+        }
+        if previous == Some(from) {
+            return Announced::Refreshed;
+        }
+        let moved = Event::Moved {
+            id: id.to_string(),
+            public: from,
+        };
+        self.tell_everyone(id, &moved, Telling::Hint);
+        Announced::Moved(from)
+    }
+
+    /// An Awake request from `id`, now at `public`: answered to it, and told to everyone,
+    /// unless it is the same request again (see [`AWAKE_TOLD_EVERY`]). When the client
+    /// `woke` from Asleep, its endpoint is news nobody may miss: the others' only way to learn
+    /// where to reach it.
+    fn awake(&mut self, id: &str, public: SocketAddr, woke: bool, now: Instant) -> Announced {
+        let Some(member) = self.members.get_mut(id) else {
+            return Announced::Rejected;
+        };
+        let awake = Event::Awake {
+            id: id.to_string(),
+            public,
+        };
+        let repeated = member
+            .awake_told
+            .is_some_and(|told| now - told < AWAKE_TOLD_EVERY);
+        if repeated && !woke {
+            member.outbox.push_line(&awake.to_string());
+            return Announced::Refreshed;
+        }
+        member.awake_told = Some(now);
+        let telling = if woke { Telling::Must } else { Telling::Hint };
+        self.tell_everyone(id, &awake, telling);
+        Announced::Awake(public)
     }
 
     /// Challenges `id` over its TCP connection: `CHALLENGE <nonce>`, which its next `HELLO`
-    /// must bring back. A live challenge is not replaced (an Awake request only marks it
-    /// as one), and a new one goes out at most every [`CHALLENGE_EVERY`].
-    fn challenge(&mut self, id: &str, awake: bool, now: Instant) {
+    /// must bring back. A live challenge is not replaced, and a new one goes out at most
+    /// every [`CHALLENGE_EVERY`].
+    fn challenge(&mut self, id: &str, now: Instant) {
         let Some(member) = self.members.get_mut(id) else {
             return;
         };
-        if let Some(live) = member.challenge.as_mut().filter(|c| c.until > now) {
-            live.awake |= awake;
-            return;
-        }
-        if member
+        let live = member.challenge.is_some_and(|c| c.until > now);
+        let recent = member
             .challenged_at
-            .is_some_and(|at| now - at < CHALLENGE_EVERY)
-        {
+            .is_some_and(|at| now - at < CHALLENGE_EVERY);
+        if live || recent {
             return;
         }
         let nonce = self.nonces.draw();
@@ -301,7 +316,6 @@ impl Registry {
         member.challenge = Some(Challenge {
             nonce,
             until: now + CHALLENGE_LIFETIME,
-            awake,
         });
         member.challenged_at = Some(now);
         member
@@ -317,9 +331,9 @@ impl Registry {
     }
 
     /// Tells everyone listed that `id`'s endpoint is now known or changed: `AWAKE` to `id`
-    /// itself too, for certain; to the others, and any `MOVE`, as a hint, not a must, so
-    /// that a client whose endpoint keeps changing cannot fill everyone's queue with it.
-    fn tell_everyone(&mut self, id: &str, event: &Event) {
+    /// itself too, for certain (it is the answer to its request); to the others as
+    /// `telling` says.
+    fn tell_everyone(&mut self, id: &str, event: &Event, telling: Telling) {
         self.announce_first(id);
         let message = line_message(&event.to_string());
         for (other, member) in &self.members {
@@ -328,7 +342,10 @@ impl Registry {
                     member.outbox.push(message.clone());
                 }
             } else if member.since.is_some() {
-                member.outbox.offer(message.clone());
+                match telling {
+                    Telling::Must => member.outbox.push(message.clone()),
+                    Telling::Hint => drop(member.outbox.offer(message.clone())),
+                }
             }
         }
     }
