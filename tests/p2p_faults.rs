@@ -9,6 +9,7 @@ use natchat::wire::Datagram;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+use support::spoof::Spoofer;
 use support::{p2p_client, p2p_server, Proc, SOON};
 
 /// Hand-driven clients send no keep-alives: a server timeout long enough that none of them
@@ -552,4 +553,132 @@ fn clients_registering_at_once_each_learn_of_every_other_exactly_once() {
             "{id} was told of its own join: {lines:?}"
         );
     }
+}
+
+#[test]
+fn chat_text_goes_only_on_a_validated_path_never_to_a_stranger_at_the_private_address() {
+    let (_server, port) = p2p_server(QUIET_RAW);
+    let mut alice = p2p_client("alice", port);
+    // Two homes behind one carrier NAT, with the same private subnet: the private address bob
+    // reports from his home belongs, in alice's home, to a stranger.
+    let stranger = UdpSocket::bind("127.0.0.9:0").unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let bobs_private = stranger.local_addr().unwrap();
+    let mut bob = Raw::connect(port);
+    bob.send(&format!("REGISTER bob {bobs_private}"));
+    let nonce = bob.expect("WELCOME ")["WELCOME ".len()..].to_string();
+    bob.udp_to(&format!("HELLO bob {nonce}"), bob.server);
+    bob.expect("LIST_END");
+    alice.wait_for("bob joined");
+    let key = bob.key_for("alice");
+    bob.udp
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+
+    alice.send("@chat bob for bob only");
+    // Bob answers the probes that reach him and acknowledges the chat. The stranger answers
+    // what reaches it as best it can: echoing the nonce, claiming to be bob.
+    let (mut bob_got, mut stranger_got) = (None, Vec::new());
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + SOON;
+    while bob_got.is_none() && Instant::now() < deadline {
+        if let Ok((n, from)) = bob.udp.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            match text.parse::<Datagram>() {
+                Ok(Datagram::Probe { nonce, .. }) => {
+                    let answer = Datagram::probe_ack("bob", nonce, &key);
+                    bob.udp_to(&answer.to_string(), from);
+                }
+                Ok(Datagram::Chat {
+                    seq, stamp, text, ..
+                }) => {
+                    bob.udp_to(&format!("ACK bob {seq} {stamp}"), from);
+                    bob_got = Some(text);
+                }
+                _ => {}
+            }
+        }
+        if let Ok((n, from)) = stranger.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Ok(Datagram::Probe { nonce, .. }) = text.parse() {
+                let forged = Datagram::ProbeAck {
+                    from: "bob".into(),
+                    nonce,
+                    tag: 0,
+                };
+                stranger
+                    .send_to(forged.to_string().as_bytes(), from)
+                    .unwrap();
+                let claim = untagged_chat("bob", 1, "I am bob, trust me");
+                stranger.send_to(claim.as_bytes(), from).unwrap();
+            }
+            stranger_got.push(text);
+        }
+    }
+    assert_eq!(bob_got.as_deref(), Some("for bob only"));
+    assert!(
+        !stranger_got.is_empty(),
+        "alice never probed the private address"
+    );
+    assert!(
+        stranger_got.iter().all(|d| d.starts_with("PROBE alice ")),
+        "the stranger got more than probes: {stranger_got:?}"
+    );
+    alice.send("@show_list");
+    alice.wait_line("bob reached directly, not privately", SOON, |l| {
+        l.starts_with("bob ") && l.ends_with("path=direct")
+    });
+    assert_eq!(alice.count("I am bob"), 0);
+}
+
+/// A client's own UDP endpoint, as an IPv4 address.
+fn endpoint_v4(client: &Proc, id: &str) -> std::net::SocketAddrV4 {
+    match own_endpoint(client, id) {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(v6) => panic!("{id} is at {v6}: loopback tests expect IPv4"),
+    }
+}
+
+#[test]
+fn datagrams_forged_from_a_peers_address_neither_silence_it_nor_acknowledge_for_it() {
+    let Some(spoofer) = Spoofer::open("forged datagrams from a peer's address") else {
+        return;
+    };
+    let (_server, port) = p2p_server(QUIET_RAW);
+    let mut alice = p2p_client("alice", port);
+    let mut bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    alice.send("@chat bob first");
+    bob.wait_for("From alice [first]");
+    let (alice_at, bob_at) = (endpoint_v4(&alice, "alice"), endpoint_v4(&bob, "bob"));
+
+    // The largest sequence number there is, as if from bob: it would move alice's window
+    // past everything bob will ever send.
+    let stamp = Nonces::new().unwrap().draw();
+    for tag in ["0000000000000000", "00000000deadbeef"] {
+        let forged = format!("CHAT bob 18446744073709551615 {stamp} {tag} silenced");
+        spoofer.send(bob_at, alice_at, forged.as_bytes());
+    }
+    bob.send("@chat alice still heard");
+    alice.wait_for("From bob [still heard]");
+    assert_eq!(alice.count("silenced"), 0);
+
+    // Bob stops: alice's next message cannot be delivered. Acknowledgements forged from bob's
+    // address, guessing its number, must not make it count as delivered.
+    bob.signal("STOP");
+    alice.send("@chat bob are you there?");
+    let mut guesses = Nonces::new().unwrap();
+    for _ in 0..20 {
+        for seq in 1..=4 {
+            let forged = format!("ACK bob {seq} {}", guesses.draw());
+            spoofer.send(bob_at, alice_at, forged.as_bytes());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    alice.wait_line("the honest report", SOON * 2, |l| {
+        l == "Message to bob was not delivered (no acknowledgement): [are you there?]"
+    });
+    // Bob stays stopped until he is killed: the report stays true.
 }
