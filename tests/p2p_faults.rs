@@ -682,3 +682,45 @@ fn datagrams_forged_from_a_peers_address_neither_silence_it_nor_acknowledge_for_
     });
     // Bob stays stopped until he is killed: the report stays true.
 }
+
+#[test]
+fn a_flood_of_forged_announcements_makes_one_challenge_and_wakes_nobody() {
+    let (server, port) = p2p_server(QUIET_RAW);
+    let alice = p2p_client("alice", port);
+    let mut victim = Raw::register(port, "victim");
+    let carol = Proc::spawn(
+        "carol",
+        &[
+            "client",
+            "--port",
+            &port.to_string(),
+            "--udp-port",
+            "0",
+            "--id",
+            "carol",
+            "--asleep",
+        ],
+    );
+    carol.wait_for("Commands:");
+    alice.wait_for("carol joined (Asleep)");
+    let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for _ in 0..50 {
+        for forged in ["ALIVE victim", "AWAKE victim", "AWAKE carol"] {
+            attacker.send_to(forged.as_bytes(), victim.server).unwrap();
+        }
+    }
+    // Let the server read them all before the barrier, which must not be crowded out of
+    // its socket's buffer.
+    std::thread::sleep(Duration::from_millis(200));
+    // One challenge for the victim, however many datagrams claimed it; the barrier is the
+    // answer to its own Awake request, queued after it.
+    victim.udp_to("AWAKE victim", victim.server);
+    let lines = victim.lines_until("AWAKE victim ");
+    let challenges = lines.iter().filter(|l| l.starts_with("CHALLENGE ")).count();
+    assert_eq!(challenges, 1, "{lines:?}");
+    // Carol, Asleep and not waking, ignores her challenge: she stays Asleep.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.count("carol Awake"), 0, "{:?}", server.output());
+    assert_eq!(alice.count("carol is awake"), 0);
+    assert_eq!(carol.count("Awake:"), 0);
+}
