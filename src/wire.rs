@@ -106,8 +106,9 @@ impl<'a> Words<'a> {
 
     fn tag(&mut self) -> Result<u64, WireError> {
         let word = self.word("tag")?;
+        let hex = word.len() == 16 && word.bytes().all(|b| b.is_ascii_hexdigit());
         match u64::from_str_radix(word, 16) {
-            Ok(tag) if word.len() == 16 => Ok(tag),
+            Ok(tag) if hex => Ok(tag),
             _ => Err(WireError(format!(
                 "bad tag {} (16 hex digits)",
                 quoted(word)
@@ -753,6 +754,7 @@ mod tests {
             "ACK alice 1",
             "PROBE",
             "PROBE alice 0123456789abcdef0123456789abcdef",
+            "PROBE alice 0123456789abcdef0123456789abcdef +123456789abcdef",
         ] {
             assert!(bad.parse::<Datagram>().is_err(), "{bad:?} parsed");
         }
