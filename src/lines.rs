@@ -7,10 +7,14 @@
 //! - `\n` ends a line and a `\r` before it is dropped, so `nc` and telnet both work;
 //! - invalid UTF-8 is replaced by U+FFFD rather than rejected: chat is for people;
 //! - control characters are replaced by [`clean`] before anything is shown on a terminal, so
-//!   nobody can send escape sequences to someone else's screen.
+//!   nobody can send escape sequences to someone else's screen;
+//! - a reader that must finish by a deadline, however slowly the bytes trickle in, reads
+//!   through a [`DeadlineStream`].
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::time::Instant;
 
 /// Why a line could not be read.
 #[derive(Debug)]
@@ -128,6 +132,69 @@ impl<R: Read> LineReader<R> {
     pub fn get_ref(&self) -> &R {
         self.inner.get_ref()
     }
+
+    /// The stream underneath, to change it (a [`DeadlineStream`]'s deadline). Bytes already
+    /// buffered stay buffered.
+    pub fn get_mut(&mut self) -> &mut R {
+        self.inner.get_mut()
+    }
+}
+
+/// A TCP stream whose reads all end by one absolute deadline, however the bytes trickle in.
+///
+/// Why: a socket read timeout bounds one `read` call, and each byte that arrives ends the
+/// call. [`LineReader::read_line`] reads until a newline, one call after another, so with a
+/// plain read timeout a sender trickling a byte every few seconds restarts the clock with
+/// each byte and keeps the line, and the connection, open for ever: slowloris. Setting the
+/// timeout to the time left before each `read_line` does not help, for the same reason.
+/// Here every underlying `read` first sets the socket's read timeout to the time left until
+/// the deadline, and once it has passed fails with [`io::ErrorKind::TimedOut`] without
+/// reading, so the deadline holds from whenever it was set, whatever arrives meanwhile.
+///
+/// Without a deadline it is the plain stream, and costs nothing more.
+pub struct DeadlineStream<'a> {
+    stream: &'a TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl<'a> DeadlineStream<'a> {
+    /// Reads from `stream`, with no deadline yet.
+    pub fn new(stream: &'a TcpStream) -> Self {
+        DeadlineStream {
+            stream,
+            deadline: None,
+        }
+    }
+
+    /// Every read from now on must end by `deadline`; `None` lifts it, and with it the
+    /// socket's read timeout.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.deadline = deadline;
+        if deadline.is_none() {
+            self.stream.set_read_timeout(None)?;
+        }
+        Ok(())
+    }
+
+    /// The stream underneath.
+    pub fn stream(&self) -> &'a TcpStream {
+        self.stream
+    }
+}
+
+impl Read for DeadlineStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A zero timeout would mean "none" to the socket (and is refused by std).
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
 }
 
 /// `text` with every control character (other than tab) replaced by U+FFFD, so that what
@@ -238,5 +305,41 @@ mod tests {
     fn invalid_utf8_is_replaced_and_control_characters_are_cleaned() {
         assert_eq!(lines(b"a\xffb\n", 10), vec![Ok("a\u{FFFD}b".into())]);
         assert_eq!(clean("hi\x1b[2J\x07\tok"), "hi\u{FFFD}[2J\u{FFFD}\tok");
+    }
+
+    #[test]
+    fn a_deadline_holds_however_slowly_bytes_trickle_in() {
+        use std::io::Write;
+        use std::net::TcpListener;
+        use std::time::Duration;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (receiver, _) = listener.accept().unwrap();
+        // A byte every 50 ms, never a newline, for 2 s: far past the deadline.
+        let trickler = std::thread::spawn(move || {
+            for _ in 0..40 {
+                if sender.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let start = Instant::now();
+        let mut stream = DeadlineStream::new(&receiver);
+        stream
+            .set_deadline(Some(start + Duration::from_millis(300)))
+            .unwrap();
+        let mut reader = LineReader::new(stream, 100);
+        match reader.read_line() {
+            Err(LineError::Io(e)) if is_timeout(&e) => {}
+            other => panic!("{other:?}"),
+        }
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        // Lifted, the stream reads on with no timeout.
+        reader.get_mut().set_deadline(None).unwrap();
+        assert_eq!(receiver.read_timeout().unwrap(), None);
+        drop(receiver);
+        trickler.join().unwrap();
     }
 }
