@@ -1,6 +1,6 @@
 //! Property tests: every encoder and parser agree, and no input makes a parser panic.
 
-use natchat::lines::{clean, LineReader};
+use natchat::lines::{clean, is_format, LineReader};
 use natchat::nonce::{Key, Nonce};
 use natchat::wire::{Announce, Datagram, Event, LeaveReason, PeerInfo, Request, MAX_TEXT};
 use proptest::prelude::*;
@@ -173,5 +173,23 @@ proptest! {
     #[test]
     fn cleaned_text_holds_no_control_characters(s in ".*") {
         prop_assert!(!clean(&s).chars().any(|c| c.is_control() && c != '\t'));
+        prop_assert!(!clean(&s).chars().any(is_format));
+    }
+
+    /// Format characters (bidi controls, zero-width characters) mixed densely into any text:
+    /// none is left, each character is replaced one for one, and the rest is kept as it was.
+    #[test]
+    fn cleaned_text_holds_no_format_characters(
+        s in "([\u{AD}\u{600}-\u{605}\u{61C}\u{200B}-\u{200F}\u{202A}-\u{202E}\u{2060}-\u{2064}\u{2066}-\u{206F}\u{FEFF}\u{FFF9}-\u{FFFB}\u{E0001}\u{E0020}-\u{E007F}]|.){0,64}"
+    ) {
+        let cleaned = clean(&s);
+        prop_assert!(!cleaned.chars().any(|c| is_format(c) || (c.is_control() && c != '\t')));
+        let hidden = ['\u{202E}', '\u{200B}', '\u{200D}', '\u{2066}', '\u{FEFF}'];
+        prop_assert!(!cleaned.contains(hidden), "{:?}", cleaned);
+        prop_assert_eq!(cleaned.chars().count(), s.chars().count());
+        for (was, is) in s.chars().zip(cleaned.chars()) {
+            let replacement = char::REPLACEMENT_CHARACTER;
+            prop_assert!(is == was || is == replacement, "{:?} became {:?}", was, is);
+        }
     }
 }

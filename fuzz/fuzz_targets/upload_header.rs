@@ -1,7 +1,7 @@
 //! The room's `#upload <bytes> <name>` header: parsing any line never panics, a header that
 //! parses re-encodes to one that parses back the same, and the name it would be stored under
-//! is one plain path component: no separator, no leading dot, no control character, at most
-//! 200 bytes, never empty.
+//! is one plain path component: no separator, no leading dot, no control or format character
+//! (bidi controls, zero-width characters), at most 200 bytes, never empty.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,4 +16,5 @@ fuzz_target!(|data: &[u8]| {
     assert!(!stored.is_empty() && stored.len() <= 200, "{stored:?}");
     assert!(!stored.starts_with('.'), "{stored:?}");
     assert!(!stored.contains(['/', '\\']) && !stored.chars().any(char::is_control), "{stored:?}");
+    assert!(!stored.chars().any(natchat::lines::is_format), "{stored:?}");
 });

@@ -30,8 +30,9 @@
 //! - an upload, to everyone else: `User <ip>:<port> has uploaded a file <name> (<bytes> bytes)`;
 //!   to the uploader: `File <name> has uploaded!`, or one line saying why it was refused.
 //!
-//! The server prints the same lines everyone else receives. Control characters in what users
-//! send are replaced (see [`clean`](crate::lines::clean)) before anyone else sees it.
+//! The server prints the same lines everyone else receives. Control and format characters in
+//! what users send are replaced (see [`clean`](crate::lines::clean)) before anyone else sees
+//! it.
 //!
 //! `natchat room-client` prints these lines as they come, except on a terminal: there the user
 //! types after a `[You] ` prompt, so the echo `[You] <text>` is already on the screen and is

@@ -25,6 +25,7 @@
 //! existing file: then `name (1).ext`, `name (2).ext`... are tried. So a file appears whole or
 //! not at all, and no upload ever overwrites another, even two of one name at the same time.
 
+use crate::lines::is_format;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, ErrorKind, Write};
@@ -229,14 +230,21 @@ pub fn remove_partials(dir: &Path) {
 }
 
 /// A safe file name made of an uploader's: its last path component (`/` or `\`), control
-/// characters replaced by `_`, no leading dots (no `..`, no hidden files, never one of our
-/// temporary names), surrounding spaces trimmed, at most [`MAX_NAME`] bytes; `upload` when
-/// nothing is left.
+/// characters (tab too) and format characters ([`is_format`]: with a right-to-left override,
+/// `photo\u{202E}gpj.exe` shows as `photoexe.jpg`) replaced by `_`, no leading dots (no
+/// `..`, no hidden files, never one of our temporary names), surrounding spaces trimmed, at
+/// most [`MAX_NAME`] bytes; `upload` when nothing is left.
 pub fn sanitize(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last
         .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || is_format(c) {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let mut safe = cleaned
         .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
@@ -301,6 +309,9 @@ mod tests {
         // Found by the fuzzer: dots and spaces in turn once made ". .x" a hidden file.
         assert_eq!(sanitize(". . .upload-1-1.partial"), "upload-1-1.partial");
         assert_eq!(sanitize(" a\x1b[2J\nb.txt "), "a_[2J_b.txt");
+        assert_eq!(sanitize("a\tb.txt"), "a_b.txt");
+        assert_eq!(sanitize("photo\u{202E}gpj.exe"), "photo_gpj.exe");
+        assert_eq!(sanitize("\u{200B}\u{FEFF}x\u{2066}.txt"), "__x_.txt");
         let long = "é".repeat(150);
         assert!(sanitize(&long).len() <= MAX_NAME && sanitize(&long).starts_with('é'));
     }
