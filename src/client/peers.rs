@@ -188,11 +188,14 @@ impl Peer {
     }
 
     /// The server keyed us and says: probe now (the peer is doing the same). Each candidate
-    /// gets a fresh nonce.
+    /// gets a fresh nonce, unless a burst is under way: both peers may ask for the same
+    /// punch, and new nonces would void the answers already on their way.
     pub fn start_burst(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
         self.key = Some(key);
-        for candidate in &mut self.candidates {
-            candidate.asking = Some(nonces.draw());
+        if self.burst.is_none() {
+            for candidate in &mut self.candidates {
+                candidate.asking = Some(nonces.draw());
+            }
         }
         self.burst = Some(Burst {
             left: PROBES,
