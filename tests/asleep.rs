@@ -7,29 +7,7 @@ mod support;
 
 use std::thread;
 use std::time::Duration;
-use support::{p2p_client, p2p_server, Proc, SOON};
-
-/// A client started with `--asleep`, registered and listed.
-fn asleep_client(id: &str, port: u16) -> Proc {
-    let port = port.to_string();
-    let client = Proc::spawn(
-        id,
-        &[
-            "client",
-            "--port",
-            &port,
-            "--udp-port",
-            "0",
-            "--id",
-            id,
-            "--keepalive-secs",
-            "1",
-            "--asleep",
-        ],
-    );
-    client.wait_for("Commands:");
-    client
-}
+use support::{asleep_client, p2p_client, p2p_server, Proc, SOON};
 
 /// The `<ip>:<port>` at the end of the server's `<id> Awake <ip>:<port>` line.
 fn awake_endpoint(server: &Proc, id: &str) -> String {

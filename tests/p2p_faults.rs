@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use support::spoof::Spoofer;
-use support::{p2p_client, p2p_server, Proc, SOON};
+use support::{asleep_client, p2p_client, p2p_server, Proc, SOON};
 
 /// Hand-driven clients send no keep-alives: a server timeout long enough that none of them
 /// disappears during a test.
@@ -392,20 +392,7 @@ fn the_connection_cap_is_mentioned_at_start_only_when_asked_for_more_than_the_ma
 #[test]
 fn nothing_reaches_an_asleep_client_through_the_server() {
     let (_server, port) = p2p_server(QUIET_RAW);
-    let carol = Proc::spawn(
-        "carol",
-        &[
-            "client",
-            "--port",
-            &port.to_string(),
-            "--udp-port",
-            "0",
-            "--id",
-            "carol",
-            "--asleep",
-        ],
-    );
-    carol.wait_for("Commands:");
+    let carol = asleep_client("carol", port);
     let mut raw = Raw::register(port, "raw");
     raw.send(&format!(
         "RELAY carol {}",
@@ -688,20 +675,7 @@ fn a_flood_of_forged_announcements_makes_one_challenge_and_wakes_nobody() {
     let (server, port) = p2p_server(QUIET_RAW);
     let alice = p2p_client("alice", port);
     let mut victim = Raw::register(port, "victim");
-    let carol = Proc::spawn(
-        "carol",
-        &[
-            "client",
-            "--port",
-            &port.to_string(),
-            "--udp-port",
-            "0",
-            "--id",
-            "carol",
-            "--asleep",
-        ],
-    );
-    carol.wait_for("Commands:");
+    let carol = asleep_client("carol", port);
     alice.wait_for("carol joined (Asleep)");
     let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
     for _ in 0..50 {

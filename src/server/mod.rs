@@ -165,7 +165,7 @@ fn print_departure(id: &str, reason: LeaveReason, departed: Departed, tcp: Optio
     }
 }
 
-/// Reads lines until a valid `REGISTER` claims a free ID, answering `WELCOME <secret>`.
+/// Reads lines until a valid `REGISTER` claims a free ID, answering `WELCOME <nonce>`.
 /// Anything else gets an `ERROR`; a refused ID, a silent connection or `deadline` closes the
 /// connection.
 ///

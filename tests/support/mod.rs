@@ -257,23 +257,32 @@ pub fn p2p_server(extra: &[&str]) -> (Proc, u16) {
 
 /// A P2P client `id` registered with the server on `port`, its list received.
 pub fn p2p_client(id: &str, port: u16) -> Proc {
+    p2p_client_with(id, port, &[])
+}
+
+/// A P2P client started with `--asleep`: registered and listed, without a UDP endpoint.
+pub fn asleep_client(id: &str, port: u16) -> Proc {
+    p2p_client_with(id, port, &["--asleep"])
+}
+
+/// A P2P client `id` with `extra` options, registered, its list received.
+fn p2p_client_with(id: &str, port: u16, extra: &[&str]) -> Proc {
     let port = port.to_string();
-    let client = Proc::spawn(
+    let mut args = vec![
+        "client",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--udp-port",
+        "0",
+        "--id",
         id,
-        &[
-            "client",
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--udp-port",
-            "0",
-            "--id",
-            id,
-            "--keepalive-secs",
-            "1",
-        ],
-    );
+        "--keepalive-secs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let client = Proc::spawn(id, &args);
     client.wait_for("Commands:");
     client
 }
