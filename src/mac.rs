@@ -89,6 +89,14 @@ mod tests {
         assert_eq!(tag(&key, &[&message]), 0xa129_ca61_49be_45e5);
         // The empty message: 726fdb47dd0e0e31.
         assert_eq!(tag(&key, &[]), 0x726f_db47_dd0e_0e31);
+        // 63 bytes (seven whole blocks and seven left over): 958a324ceb064572.
+        let message: Vec<u8> = (0u8..63).collect();
+        assert_eq!(tag(&key, &[&message]), 0x958a_324c_eb06_4572);
+        // Parts are simply concatenated.
+        assert_eq!(
+            tag(&key, &[&message[..20], &message[20..]]),
+            0x958a_324c_eb06_4572
+        );
     }
 
     #[test]

@@ -495,10 +495,14 @@ pub enum Datagram {
         nonce: Nonce,
         tag: u64,
     },
-    /// `PROBE_ACK <from> <nonce> <tag>`: it is; here is your nonce, tagged by me.
+    /// `PROBE_ACK <from> <nonce> <seen> <tag>`: it is; here is your nonce, and the address
+    /// your probe came from as I saw it (STUN's mapped address), tagged by me. The prober
+    /// checks `seen`: an answer that comes back through someone who forwarded the probe
+    /// shows that someone's address, not the prober's.
     ProbeAck {
         from: String,
         nonce: Nonce,
+        seen: SocketAddr,
         tag: u64,
     },
 }
@@ -529,12 +533,15 @@ impl Datagram {
         }
     }
 
-    /// The `PROBE_ACK` answering `nonce`, tagged with the pair's key.
-    pub fn probe_ack(from: &str, nonce: Nonce, key: &Key) -> Datagram {
+    /// The `PROBE_ACK` answering `nonce`, from a probe seen coming from `seen`, tagged with
+    /// the pair's key.
+    pub fn probe_ack(from: &str, nonce: Nonce, seen: SocketAddr, key: &Key) -> Datagram {
+        let signed = format!("PROBE_ACK {from} {nonce} {seen}");
         Datagram::ProbeAck {
             from: from.to_string(),
             nonce,
-            tag: mac::tag(key, &[b"PROBE_ACK ", from.as_bytes(), b" ", nonce.bytes()]),
+            seen,
+            tag: mac::tag(key, &[signed.as_bytes()]),
         }
     }
 
@@ -553,7 +560,9 @@ impl Datagram {
                 mac::tag(key, &[signed.as_bytes(), text.as_bytes()])
             }
             Datagram::Probe { from, nonce, .. } => Datagram::probe(from, *nonce, key).tag(),
-            Datagram::ProbeAck { from, nonce, .. } => Datagram::probe_ack(from, *nonce, key).tag(),
+            Datagram::ProbeAck {
+                from, nonce, seen, ..
+            } => Datagram::probe_ack(from, *nonce, *seen, key).tag(),
             Datagram::Ack { .. } => return true,
         };
         expected == self.tag()
@@ -591,9 +600,12 @@ impl fmt::Display for Datagram {
             } => write!(f, "CHAT {from} {seq} {stamp} {tag:016x} {text}"),
             Datagram::Ack { from, seq, stamp } => write!(f, "ACK {from} {seq} {stamp}"),
             Datagram::Probe { from, nonce, tag } => write!(f, "PROBE {from} {nonce} {tag:016x}"),
-            Datagram::ProbeAck { from, nonce, tag } => {
-                write!(f, "PROBE_ACK {from} {nonce} {tag:016x}")
-            }
+            Datagram::ProbeAck {
+                from,
+                nonce,
+                seen,
+                tag,
+            } => write!(f, "PROBE_ACK {from} {nonce} {seen} {tag:016x}"),
         }
     }
 }
@@ -623,6 +635,7 @@ impl FromStr for Datagram {
             "PROBE_ACK" => Datagram::ProbeAck {
                 from: words.id()?,
                 nonce: words.nonce()?,
+                seen: words.parse("address")?,
                 tag: words.tag()?,
             },
             other => return Err(unknown(other, "CHAT, ACK, PROBE, PROBE_ACK")),

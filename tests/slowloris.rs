@@ -97,8 +97,9 @@ fn tricklers_give_their_slots_back_to_real_clients() {
     let tricklers: Vec<_> = (0..2)
         .map(|_| thread::spawn(move || trickle(port)))
         .collect();
-    // While they trickle, they hold both slots: a newcomer is turned away.
-    thread::sleep(Duration::from_millis(500));
+    // While they trickle, they hold both slots: a newcomer is turned away. (A second for
+    // the server to accept them, well inside their two.)
+    thread::sleep(Duration::from_millis(1000));
     let mut newcomer = TcpStream::connect(("127.0.0.1", port)).unwrap();
     newcomer.set_read_timeout(Some(SOON)).unwrap();
     let mut refusal = String::new();

@@ -51,10 +51,13 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             nonce,
             tag
         }),
-        (id(), nonce(), any::<u64>()).prop_map(|(from, nonce, tag)| Datagram::ProbeAck {
-            from,
-            nonce,
-            tag
+        (id(), nonce(), addr(), any::<u64>()).prop_map(|(from, nonce, seen, tag)| {
+            Datagram::ProbeAck {
+                from,
+                nonce,
+                seen,
+                tag,
+            }
         }),
     ]
 }
@@ -146,7 +149,8 @@ proptest! {
         let probe = Datagram::probe(&from, stamp, &k);
         prop_assert!(probe.tagged_by(&k));
         if let Datagram::Probe { from, nonce, tag } = probe {
-            let reused = Datagram::ProbeAck { from, nonce, tag };
+            let seen = "127.0.0.1:1".parse().unwrap();
+            let reused = Datagram::ProbeAck { from, nonce, seen, tag };
             prop_assert!(!reused.tagged_by(&k), "a probe's tag is no answer's");
         }
     }

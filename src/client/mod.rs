@@ -54,6 +54,12 @@ const COMMANDS: &str = "@show_list, @chat <id> <message>, @awake, @exit";
 const AWAKE_EVERY: Duration = Duration::from_millis(250);
 const AWAKE_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How often, and how long, the answer to a challenge is sent again until the server says
+/// it arrived: a `HELLO` lost on the way must not leave the client unproven until it is
+/// dropped for silence.
+const ANSWER_EVERY: Duration = Duration::from_secs(1);
+const ANSWER_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How long to wait, when the server's connection ends, for a new one to tell whether the
 /// server is still running.
 const STILL_RUNNING_CHECK: Duration = Duration::from_secs(1);
@@ -73,6 +79,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         next_keepalive: Instant::now() + config.keepalive,
         waking: None,
         challenge: session.challenge,
+        answering: None,
         last_error: None,
     };
     for info in session.list {
@@ -108,9 +115,11 @@ struct Client {
     next_keepalive: Instant,
     /// An Awake request waiting for the server's answer.
     waking: Option<Waking>,
-    /// The server's last challenge while we wake (`WELCOME`'s, when we registered Asleep):
-    /// sent back with each Awake request.
+    /// The server's last challenge while we wake, or before (`WELCOME`'s, when we registered
+    /// Asleep): sent back with each Awake request.
     challenge: Option<Nonce>,
+    /// Awake, the answer to the server's last challenge, sent again until it arrives.
+    answering: Option<Answer>,
     /// The server's last `ERROR` line: the reason, if it then closes the connection.
     last_error: Option<String>,
 }
@@ -122,6 +131,14 @@ struct Waking {
     give_up_at: Instant,
     /// Chats typed while Asleep, sent once we are awake: (to, text).
     chats: Vec<(String, String)>,
+}
+
+/// The answer to a challenge (`HELLO <id> <nonce>`) on its way: sent every [`ANSWER_EVERY`]
+/// until the server says the address is ours, or until `until`.
+struct Answer {
+    nonce: Nonce,
+    next: Instant,
+    until: Instant,
 }
 
 /// How a datagram reached us.
@@ -351,6 +368,14 @@ impl Client {
                 report_undelivered(self.outgoing.forget(&id));
                 crate::say!("{id} left ({})", reason.as_str());
             }
+            Event::Moved { id, public } if id == self.id => {
+                self.answering = None;
+                self.peers.me.public = Some(public);
+                crate::say!(
+                    "The server now sees our UDP endpoint as {public} (our NAT gave us a new \
+                     mapping)."
+                );
+            }
             Event::Moved { id, public } => {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} moved to {public}");
@@ -379,6 +404,7 @@ impl Client {
     /// the stamp it echoes; anything else, from a peer we do not know, or before we share a
     /// key with it, is dropped.
     fn on_datagram(&mut self, datagram: Datagram, via: Via) -> Result<(), Failure> {
+        let my_private = self.peers.me.private;
         let Some(peer) = self.peers.get_mut(datagram.from()) else {
             return Ok(());
         };
@@ -415,15 +441,15 @@ impl Client {
                 };
                 peer.probed_from(addr, &mut self.nonces, now);
                 if let Some(key) = peer.key() {
-                    let answer = Datagram::probe_ack(&self.id, nonce, key);
+                    let answer = Datagram::probe_ack(&self.id, nonce, addr, key);
                     self.send_udp(&answer.to_string(), addr);
                 }
             }
-            Datagram::ProbeAck { nonce, .. } => {
+            Datagram::ProbeAck { nonce, seen, .. } => {
                 let Via::Direct(addr) = via else {
                     return Ok(());
                 };
-                if peer.answered(addr, &nonce) {
+                if peer.answered(addr, &nonce, seen, my_private) {
                     // A path at last: what was held or relayed goes on it now.
                     let sends = self.outgoing.resend(&from, now);
                     self.transmit(sends)?;
@@ -456,11 +482,34 @@ impl Client {
             self.challenge = Some(nonce);
             self.announce_awake();
         } else if self.peers.me.public.is_some() {
-            self.announce(Announce::Hello {
-                id: self.id.clone(),
+            let now = Instant::now();
+            self.answering = Some(Answer {
                 nonce,
+                next: now,
+                until: now + ANSWER_PATIENCE,
             });
+            self.answer_due(now);
+        } else {
+            // Kept for our own Awake request, whenever it comes: it saves a round trip.
+            self.challenge = Some(nonce);
         }
+    }
+
+    /// Sends the answer to the server's challenge, if one is due.
+    fn answer_due(&mut self, now: Instant) {
+        let Some(answer) = self.answering.as_mut().filter(|a| a.next <= now) else {
+            return;
+        };
+        if now >= answer.until {
+            self.answering = None;
+            return;
+        }
+        answer.next = now + ANSWER_EVERY;
+        let hello = Announce::Hello {
+            id: self.id.clone(),
+            nonce: answer.nonce,
+        };
+        self.announce(hello);
     }
 
     /// Keep-alives, Awake requests, retransmissions, give-ups and punching probes that are
@@ -473,6 +522,7 @@ impl Client {
             });
             self.next_keepalive = now + self.keepalive;
         }
+        self.answer_due(now);
         if let Some(waking) = &mut self.waking {
             if now >= waking.give_up_at {
                 let still = if self.peers.me.public.is_none() {

@@ -192,8 +192,9 @@ impl Peer {
     /// punch, and new nonces would void the answers already on their way.
     pub fn start_burst(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
         self.key = Some(key);
-        if self.burst.is_none() {
-            for candidate in &mut self.candidates {
+        let renew = self.burst.is_none();
+        for candidate in &mut self.candidates {
+            if renew || candidate.asking.is_none() {
                 candidate.asking = Some(nonces.draw());
             }
         }
@@ -235,15 +236,24 @@ impl Peer {
         }
     }
 
-    /// A genuine answer (its tag checked) to the probe asking `nonce` came from `addr`: that
-    /// address is validated. Returns true when it now carries the chat and none did before:
+    /// A genuine answer (its tag checked) to the probe asking `nonce` came from `addr`, and
+    /// says the probe was `seen` coming from there: that address is validated. A private
+    /// address must have seen ours exactly (`my_private`: no NAT on a LAN); otherwise
+    /// someone there forwarded our probe to the peer, and its answer back to us, to sit in
+    /// the middle. Returns true when the address now carries the chat and none did before:
     /// what was held or relayed can go straight away.
-    pub fn answered(&mut self, addr: SocketAddr, nonce: &Nonce) -> bool {
-        let Some(candidate) = self
-            .candidates
-            .iter_mut()
-            .find(|c| c.addr == addr && c.asking.is_some_and(|asked| asked.matches(nonce)))
-        else {
+    pub fn answered(
+        &mut self,
+        addr: SocketAddr,
+        nonce: &Nonce,
+        seen: SocketAddr,
+        my_private: SocketAddr,
+    ) -> bool {
+        let Some(candidate) = self.candidates.iter_mut().find(|c| {
+            c.addr == addr
+                && c.asking.is_some_and(|asked| asked.matches(nonce))
+                && (c.kind != Kind::Private || seen == my_private)
+        }) else {
             return false;
         };
         candidate.validated = true;
@@ -333,6 +343,12 @@ mod tests {
         }
     }
 
+    /// Our own address, as every answer in these tests saw it.
+    const ME: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 2)),
+        10081,
+    );
+
     fn keyed(peer: &mut Peer, nonces: &mut Nonces, now: Instant) -> Vec<(SocketAddr, Nonce)> {
         peer.start_burst(Key::fresh().unwrap(), nonces, now);
         peer.probes_due(now)
@@ -368,7 +384,7 @@ mod tests {
         );
         let probes = keyed(&mut far, &mut nonces, now);
         let (public, nonce) = probes[1];
-        assert!(far.answered(public, &nonce));
+        assert!(far.answered(public, &nonce, ME, ME));
         assert_eq!(far.path_label(), "direct");
         assert_eq!(
             far.route(Duration::ZERO, now),
@@ -384,13 +400,18 @@ mod tests {
         let probes = keyed(&mut peer, &mut nonces, now);
         let (private, nonce) = probes[0];
         let (public, _) = probes[1];
-        assert!(!peer.answered(private, &nonces.draw()), "a guess");
+        assert!(!peer.answered(private, &nonces.draw(), ME, ME), "a guess");
         assert!(
-            !peer.answered(public, &nonce),
+            !peer.answered(public, &nonce, ME, ME),
             "the private nonce, from elsewhere"
         );
+        let forwarder: SocketAddr = "192.168.1.3:40000".parse().unwrap();
+        assert!(
+            !peer.answered(private, &nonce, forwarder, ME),
+            "someone at the private address forwarded our probe to the peer"
+        );
         assert_eq!(peer.path, Path::Untried);
-        assert!(peer.answered(private, &nonce));
+        assert!(peer.answered(private, &nonce, ME, ME));
         assert_eq!(peer.path_label(), "private");
     }
 
@@ -400,8 +421,14 @@ mod tests {
         let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"));
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(peer.answered(probes[1].0, &probes[1].1), "public first");
-        assert!(!peer.answered(probes[0].0, &probes[0].1), "already direct");
+        assert!(
+            peer.answered(probes[1].0, &probes[1].1, ME, ME),
+            "public first"
+        );
+        assert!(
+            !peer.answered(probes[0].0, &probes[0].1, ME, ME),
+            "already direct"
+        );
         assert_eq!(
             peer.path,
             Path::Direct(probes[0].0),
@@ -422,7 +449,7 @@ mod tests {
         peer.probed_from(reflexive, &mut nonces, now);
         let probes = peer.probes_due(now);
         let (addr, nonce) = *probes.iter().find(|(a, _)| *a == reflexive).unwrap();
-        assert!(peer.answered(addr, &nonce));
+        assert!(peer.answered(addr, &nonce, ME, ME));
         assert_eq!(peer.path_label(), "direct");
         for port in 0..20 {
             peer.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
@@ -436,7 +463,7 @@ mod tests {
         let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(peer.answered(probes[1].0, &probes[1].1));
+        assert!(peer.answered(probes[1].0, &probes[1].1, ME, ME));
         assert_eq!(
             peer.received.arrive(1),
             super::super::delivery::Arrival::New

@@ -218,10 +218,10 @@ impl Registry {
     ///   client included, so it learns its request arrived and the others its endpoint;
     /// - a client at a new address has moved: `MOVE` to everyone else.
     ///
-    /// A keep-alive or an Awake request from the known endpoint needs no proof. From
-    /// anywhere else (a NAT that gave the client a new mapping, or somebody replaying or
-    /// forging its datagrams) it only makes the server challenge the client, which answers
-    /// from wherever it really is, and says Awake only if it asked to.
+    /// A keep-alive from the known endpoint needs no proof. An Awake request always does,
+    /// and a keep-alive from anywhere else (a NAT that gave the client a new mapping, or
+    /// somebody replaying or forging its datagrams) only makes the server challenge the
+    /// client, which answers from wherever it really is, and says Awake only if it asked to.
     pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
         let id = announce.id();
         let Some(member) = self.members.get_mut(id) else {
@@ -240,10 +240,12 @@ impl Registry {
         });
         if proven {
             member.challenge = None;
-        } else if member.public != Some(from) {
-            // Not proven, and not from its endpoint: a challenge, if it is one that could
-            // be the client's (an Asleep client sends no keep-alives; a client not yet
-            // listed has its challenge in WELCOME).
+        } else if awake || member.public != Some(from) {
+            // An Awake request without proof, even from the known endpoint (whose address
+            // anyone can forge), or anything else from elsewhere: a challenge, if it is one
+            // that could be the client's (an Asleep client sends no keep-alives; a client
+            // not yet listed has its challenge in WELCOME). Only the client can answer it,
+            // and it answers as an Awake request only if it is making one.
             if member.since.is_some() && (awake || member.public.is_some()) {
                 self.challenge(id, now);
             }
@@ -330,17 +332,15 @@ impl Registry {
         Some(mac::derive(&self.pair_secret, &a.session, &b.session))
     }
 
-    /// Tells everyone listed that `id`'s endpoint is now known or changed: `AWAKE` to `id`
-    /// itself too, for certain (it is the answer to its request); to the others as
-    /// `telling` says.
+    /// Tells everyone listed that `id`'s endpoint is now known or changed: `id` itself for
+    /// certain (the answer to its Awake request, or the news that its proof of a new
+    /// address arrived); the others as `telling` says.
     fn tell_everyone(&mut self, id: &str, event: &Event, telling: Telling) {
         self.announce_first(id);
         let message = line_message(&event.to_string());
         for (other, member) in &self.members {
             if other == id {
-                if matches!(event, Event::Awake { .. }) {
-                    member.outbox.push(message.clone());
-                }
+                member.outbox.push(message.clone());
             } else if member.since.is_some() {
                 match telling {
                     Telling::Must => member.outbox.push(message.clone()),
