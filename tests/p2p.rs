@@ -76,7 +76,7 @@ fn chat_goes_both_ways_with_unicode_and_shows_each_message_once() {
             "burst {i} shown once"
         );
     }
-    assert_eq!(alice.count("not delivered"), 0);
+    assert_eq!(alice.count("Message to bob not"), 0);
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn exit_ctrl_c_and_end_of_input_unregister_cleanly() {
 }
 
 #[test]
-fn a_frozen_client_disappears_after_the_timeout_and_messages_to_it_are_not_delivered() {
+fn a_frozen_client_disappears_after_the_timeout_and_messages_to_it_are_not_confirmed() {
     let (server, port) = p2p_server(&[]);
     let mut alice = p2p_client("alice", port);
     let bob = p2p_client("bob", port);
@@ -119,7 +119,9 @@ fn a_frozen_client_disappears_after_the_timeout_and_messages_to_it_are_not_deliv
 
     bob.signal("STOP");
     alice.send("@chat bob are you there?");
-    alice.wait_for("Message to bob was not delivered");
+    alice.wait_line("the honest report", SOON, |l| {
+        l.starts_with("Message to bob not confirmed") && l.ends_with(": [are you there?]")
+    });
     server.wait_line("bob disappearing", Duration::from_secs(15), |l| {
         l.starts_with("bob is disappeared 127.0.0.1:")
     });

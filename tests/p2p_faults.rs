@@ -711,7 +711,8 @@ fn datagrams_forged_from_a_peers_address_neither_silence_it_nor_acknowledge_for_
         std::thread::sleep(Duration::from_millis(50));
     }
     alice.wait_line("the honest report", SOON * 2, |l| {
-        l == "Message to bob was not delivered (no acknowledgement): [are you there?]"
+        l == "Message to bob not confirmed yet (no acknowledgement in 5 s; it may still arrive): \
+              [are you there?]"
     });
     assert_eq!(server.count("bob Awake"), 0, "{:?}", server.output());
     // Bob stays stopped until he is killed: the report stays true.
@@ -763,4 +764,65 @@ fn an_asleep_client_answers_no_one_elses_challenge() {
     carol.send("@awake");
     server.wait_for("carol Awake 127.0.0.1:");
     alice.wait_for("carol is awake (127.0.0.1:");
+}
+
+#[test]
+fn each_peers_messages_are_shown_in_the_order_they_were_sent() {
+    let (_server, port) = p2p_server(QUIET_RAW);
+    let alice = p2p_client("alice", port);
+    let mut raw = Raw::register(port, "raw");
+    alice.wait_for("raw joined");
+    let alice_endpoint = own_endpoint(&alice, "alice");
+    let key = raw.key_for("alice");
+    let mut stamps = Nonces::new().unwrap();
+    let chat = |seq: u64, text: &str, stamps: &mut Nonces| {
+        Datagram::chat("raw", seq, stamps.draw(), text.into(), Some(&key)).to_string()
+    };
+    // Reordered on the way: 3, 1, 2.
+    for (seq, text) in [(3, "three"), (1, "one"), (2, "two")] {
+        raw.udp_to(&chat(seq, text, &mut stamps), alice_endpoint);
+    }
+    alice.wait_for("From raw [three]");
+    let shown: Vec<String> = alice
+        .output()
+        .into_iter()
+        .filter(|l| l.starts_with("From raw"))
+        .collect();
+    assert_eq!(
+        shown,
+        ["From raw [one]", "From raw [two]", "From raw [three]"]
+    );
+
+    // Lost on the way: 4 never comes. 5 waits for it, for a bounded time, then is shown
+    // with the gap said; and 4, should it come after all, is shown marked late.
+    raw.udp_to(&chat(5, "five", &mut stamps), alice_endpoint);
+    let gap = "(a message from raw before the next never arrived)";
+    alice.wait_line("the gap, said", SOON, |l| l == gap);
+    alice.wait_for("From raw [five]");
+    let output = alice.output();
+    let at = |line: &str| output.iter().position(|l| l == line);
+    assert!(at(gap) < at("From raw [five]"), "{output:?}");
+    raw.udp_to(&chat(4, "four", &mut stamps), alice_endpoint);
+    alice.wait_for("From raw [four] (late: sent before messages shown already)");
+}
+
+#[test]
+fn a_message_reported_unconfirmed_that_arrives_after_all_is_said_so() {
+    let (_server, port) = p2p_server(QUIET_RAW);
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    alice.send("@chat bob first");
+    bob.wait_for("From alice [first]");
+    // Bob stalls longer than alice waits for an acknowledgement, then carries on.
+    bob.signal("STOP");
+    alice.send("@chat bob are you still there?");
+    alice.wait_line("not confirmed, and nothing worse", SOON * 2, |l| {
+        l == "Message to bob not confirmed yet (no acknowledgement in 5 s; it may still \
+              arrive): [are you still there?]"
+    });
+    bob.signal("CONT");
+    bob.wait_for("From alice [are you still there?]");
+    alice.wait_for("Message to bob was delivered after all: [are you still there?]");
+    assert_eq!(bob.count("are you still there?"), 1);
 }

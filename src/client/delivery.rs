@@ -5,6 +5,15 @@
 //! shows each number once ([`ReplayWindow`]); the sender retransmits until acknowledged, and
 //! gives up after [`GIVE_UP_AFTER`].
 //!
+//! Reports say only what is known. A message with no acknowledgement after
+//! [`GIVE_UP_AFTER`] is *not confirmed*: it may well have arrived (its acknowledgement lost,
+//! or its recipient slow), so its stamp is kept a while, and an acknowledgement that comes
+//! late is reported as such. Only a message that never left is *not sent*.
+//!
+//! The receiver shows each peer's messages in the order they were sent ([`Inbound`]): one
+//! that arrives ahead of a gap waits for it, at most [`GAP_WAIT`], after which the sender has
+//! given up on the missing one too; then the gap is reported and what waited is shown.
+//!
 //! Two rules keep a stranger out of these books. Each message carries a stamp, a nonce
 //! only its recipient sees, and an acknowledgement counts only if it echoes that stamp: a
 //! lost message cannot be acknowledged blind. And the receiver takes only sequence numbers
@@ -21,8 +30,15 @@ use std::time::{Duration, Instant};
 pub const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// A message not acknowledged this long after it was first sent goes through the relay.
 pub const RELAY_AFTER: Duration = Duration::from_secs(1);
-/// A message not acknowledged this long after it was first sent was not delivered.
+/// A message not acknowledged this long after it was first sent is no longer sent again, and
+/// is reported not confirmed.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+/// How long a message waits for the ones before it: past the sender's give-up, so that a
+/// message still being retransmitted is never reported missing.
+pub const GAP_WAIT: Duration = Duration::from_secs(6);
+/// How long, and for how many messages, a late acknowledgement is still recognized.
+const LATE_FOR: Duration = Duration::from_secs(120);
+const LATE_KEPT: usize = 256;
 
 /// How many sequence numbers behind the newest one the receiver still tells apart, and how
 /// far ahead of it a number may be.
@@ -44,11 +60,31 @@ pub struct Send {
     pub age: Duration,
 }
 
-/// A message given up on.
+/// A message no acknowledgement confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Undelivered {
+pub struct Unconfirmed {
     pub to: String,
     pub text: String,
+    /// Whether it was ever sent (one still in the backlog was not).
+    pub sent: bool,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Acked {
+    /// Messages from the backlog that may now go.
+    pub sends: Vec<Send>,
+    /// The text of a message given up on earlier, confirmed now after all.
+    pub late: Option<String>,
+}
+
+/// A message given up on, kept to recognize a late acknowledgement.
+struct GivenUp {
+    to: String,
+    seq: u64,
+    stamp: Nonce,
+    text: String,
+    at: Instant,
 }
 
 struct InFlight {
@@ -105,6 +141,8 @@ pub struct Outgoing {
     peers: HashMap<String, Outbound>,
     /// Where the stamps come from.
     nonces: Nonces,
+    /// Messages given up on lately, newest last.
+    given_up: VecDeque<GivenUp>,
 }
 
 impl Outgoing {
@@ -113,6 +151,7 @@ impl Outgoing {
         Outgoing {
             peers: HashMap::new(),
             nonces,
+            given_up: VecDeque::new(),
         }
     }
 
@@ -126,22 +165,27 @@ impl Outgoing {
         sends
     }
 
-    /// `to` acknowledged `seq`, echoing `stamp`. Returns backlog messages that may now be
-    /// sent. An acknowledgement for nothing in flight (a duplicate, or a stray), or with
-    /// another stamp (a guess), changes nothing.
-    pub fn acknowledge(&mut self, to: &str, seq: u64, stamp: &Nonce, now: Instant) -> Vec<Send> {
-        let mut sends = Vec::new();
-        if let Some(outbound) = self.peers.get_mut(to) {
-            if outbound
-                .in_flight
-                .get(&seq)
-                .is_some_and(|m| m.stamp.matches(stamp))
-            {
-                outbound.in_flight.remove(&seq);
-                outbound.release(to, now, &mut self.nonces, &mut sends);
-            }
+    /// `to` acknowledged `seq`, echoing `stamp`: backlog messages that may now be sent, or
+    /// the text of a message given up on that arrived after all. An acknowledgement for
+    /// nothing we know of (a duplicate, a stray), or with another stamp (a guess), changes
+    /// nothing.
+    pub fn acknowledge(&mut self, to: &str, seq: u64, stamp: &Nonce, now: Instant) -> Acked {
+        let mut acked = Acked::default();
+        let Some(outbound) = self.peers.get_mut(to) else {
+            return acked;
+        };
+        let ours = |m: &InFlight| m.stamp.matches(stamp);
+        if outbound.in_flight.get(&seq).is_some_and(ours) {
+            outbound.in_flight.remove(&seq);
+            outbound.release(to, now, &mut self.nonces, &mut acked.sends);
+        } else if let Some(at) = self
+            .given_up
+            .iter()
+            .position(|g| g.to == to && g.seq == seq && g.stamp.matches(stamp))
+        {
+            acked.late = self.given_up.remove(at).map(|g| g.text);
         }
-        sends
+        acked
     }
 
     /// Every message in flight to `to`, to send again now: a path to it was just found.
@@ -162,16 +206,32 @@ impl Outgoing {
         resend.collect()
     }
 
-    /// Retransmissions due now, and the messages given up on.
-    pub fn due(&mut self, now: Instant) -> (Vec<Send>, Vec<Undelivered>) {
+    /// Retransmissions due now, and the messages given up on (kept a while, in case their
+    /// acknowledgement comes late).
+    pub fn due(&mut self, now: Instant) -> (Vec<Send>, Vec<Unconfirmed>) {
         let (mut sends, mut failed) = (Vec::new(), Vec::new());
+        let given_up = &mut self.given_up;
+        while given_up
+            .front()
+            .is_some_and(|g| now - g.at > LATE_FOR || given_up.len() > LATE_KEPT)
+        {
+            given_up.pop_front();
+        }
         for (to, outbound) in &mut self.peers {
             outbound.in_flight.retain(|&seq, m| {
                 let age = now - m.first_sent;
                 if age >= GIVE_UP_AFTER {
-                    failed.push(Undelivered {
+                    failed.push(Unconfirmed {
                         to: to.clone(),
                         text: m.text.clone(),
+                        sent: true,
+                    });
+                    given_up.push_back(GivenUp {
+                        to: to.clone(),
+                        seq,
+                        stamp: m.stamp,
+                        text: m.text.clone(),
+                        at: now,
                     });
                     return false;
                 }
@@ -192,19 +252,86 @@ impl Outgoing {
         (sends, failed)
     }
 
-    /// `to` left: everything on its way to it is undelivered.
-    pub fn forget(&mut self, to: &str) -> Vec<Undelivered> {
+    /// `to` left, or we do: everything on its way to it is unconfirmed (what was in flight)
+    /// or unsent (the backlog).
+    pub fn forget(&mut self, to: &str) -> Vec<Unconfirmed> {
         let Some(outbound) = self.peers.remove(to) else {
             return Vec::new();
         };
-        let in_flight = outbound.in_flight.into_values().map(|m| m.text);
+        let in_flight = outbound.in_flight.into_values().map(|m| (m.text, true));
+        let backlog = outbound.backlog.into_iter().map(|text| (text, false));
         in_flight
-            .chain(outbound.backlog)
-            .map(|text| Undelivered {
+            .chain(backlog)
+            .map(|(text, sent)| Unconfirmed {
                 to: to.to_string(),
                 text,
+                sent,
             })
             .collect()
+    }
+}
+
+/// What the receiver shows, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// A message, in its turn.
+    Text(String),
+    /// A message sent before others already shown (it waited out its gap).
+    Late(String),
+    /// This many messages before the next never arrived.
+    Gap(u64),
+}
+
+/// What one peer has sent us, shown in order: each message once, none before those sent
+/// before it, unless they are given up on after [`GAP_WAIT`].
+#[derive(Default)]
+pub struct Inbound {
+    window: ReplayWindow,
+    /// The sequence number of the next message to show (0: none yet, the first is 1).
+    next: u64,
+    /// Messages that arrived ahead of a gap, with when they arrived.
+    held: BTreeMap<u64, (String, Instant)>,
+}
+
+impl Inbound {
+    /// Message `seq` arrived. Returns what the window makes of it (to acknowledge it or
+    /// not), and what can be shown now.
+    pub fn arrive(&mut self, seq: u64, text: String, now: Instant) -> (Arrival, Vec<Shown>) {
+        let arrival = self.window.arrive(seq);
+        if arrival != Arrival::New {
+            return (arrival, Vec::new());
+        }
+        let next = self.next.max(1);
+        if seq < next {
+            return (arrival, vec![Shown::Late(text)]);
+        }
+        self.held.insert(seq, (text, now));
+        self.next = next;
+        (arrival, self.release())
+    }
+
+    /// The messages whose gap has been waited out, with the gap before them.
+    pub fn due(&mut self, now: Instant) -> Vec<Shown> {
+        let Some((&first, (_, arrived))) = self.held.first_key_value() else {
+            return Vec::new();
+        };
+        if now - *arrived < GAP_WAIT {
+            return Vec::new();
+        }
+        let mut shown = vec![Shown::Gap(first - self.next)];
+        self.next = first;
+        shown.extend(self.release());
+        shown
+    }
+
+    /// Everything held that is next in line.
+    fn release(&mut self) -> Vec<Shown> {
+        let mut shown = Vec::new();
+        while let Some((text, _)) = self.held.remove(&self.next) {
+            shown.push(Shown::Text(text));
+            self.next += 1;
+        }
+        shown
     }
 }
 
@@ -220,10 +347,10 @@ pub enum Arrival {
     Outside,
 }
 
-/// The receiver's memory of which sequence numbers from one peer it has shown: the newest,
+/// The receiver's memory of which sequence numbers from one peer it has seen: the newest,
 /// and a bitmap of the [`WINDOW`] before it (the anti-replay window of IPsec).
 #[derive(Default)]
-pub struct ReplayWindow {
+struct ReplayWindow {
     newest: u64,
     seen: [u64; (WINDOW / 64) as usize],
 }
@@ -232,7 +359,7 @@ impl ReplayWindow {
     /// Whether `seq` is new, seen, or outside the window: more than [`WINDOW`] behind the
     /// newest (too old to tell), or ahead of it (a sender keeps at most
     /// [`MAX_SPAN`] in flight, so anything further is not from our peer).
-    pub fn arrive(&mut self, seq: u64) -> Arrival {
+    fn arrive(&mut self, seq: u64) -> Arrival {
         if seq == 0 || seq > self.newest.saturating_add(WINDOW) {
             return Arrival::Outside;
         }
@@ -319,11 +446,14 @@ mod tests {
         let (_, failed) = out.due(start + GIVE_UP_AFTER);
         assert_eq!(
             failed,
-            vec![Undelivered {
+            vec![Unconfirmed {
                 to: "bob".into(),
-                text: "hi".into()
+                text: "hi".into(),
+                sent: true,
             }]
         );
+        let late = out.acknowledge("bob", 1, &sends[0].stamp, start + GIVE_UP_AFTER);
+        assert_eq!(late.late.as_deref(), Some("hi"), "confirmed after all");
 
         let sends = out.queue("bob", "again".into(), start);
         assert_eq!(sends[0].seq, 2);
@@ -334,7 +464,10 @@ mod tests {
             1,
             "a blind acknowledgement counts not"
         );
-        assert_eq!(out.acknowledge("bob", 2, &sends[0].stamp, start), vec![]);
+        assert_eq!(
+            out.acknowledge("bob", 2, &sends[0].stamp, start),
+            Acked::default()
+        );
         // Acknowledged: neither sent again nor given up on.
         assert_eq!(out.due(start + GIVE_UP_AFTER), (vec![], vec![]));
         assert_eq!(out.forget("bob"), vec![]);
@@ -349,9 +482,47 @@ mod tests {
             sent.extend(out.queue("bob", format!("m{i}"), now));
         }
         assert_eq!(sent.len() as u64, MAX_SPAN);
-        let freed = out.acknowledge("bob", 1, &sent[0].stamp, now);
+        let freed = out.acknowledge("bob", 1, &sent[0].stamp, now).sends;
         assert_eq!(freed.len(), 1);
         assert_eq!(freed[0].seq, MAX_SPAN + 1);
-        assert_eq!(out.forget("bob").len() as u64, MAX_SPAN + 9);
+        let forgotten = out.forget("bob");
+        assert_eq!(forgotten.len() as u64, MAX_SPAN + 9);
+        assert_eq!(
+            forgotten.iter().filter(|m| !m.sent).count(),
+            9,
+            "the backlog never left"
+        );
+    }
+
+    #[test]
+    fn messages_are_shown_in_order_and_a_gap_is_waited_out() {
+        use Shown::*;
+        let now = Instant::now();
+        let mut inbound = Inbound::default();
+        let text = |s: &str| s.to_string();
+        assert_eq!(inbound.arrive(2, text("two"), now).1, vec![]);
+        assert_eq!(inbound.arrive(3, text("three"), now).1, vec![]);
+        assert_eq!(
+            inbound.arrive(1, text("one"), now).1,
+            vec![Text(text("one")), Text(text("two")), Text(text("three"))]
+        );
+        assert_eq!(inbound.arrive(2, text("two"), now).0, Arrival::Again);
+        // 4 never comes: 5 and 6 wait for it, then go with the gap said.
+        assert_eq!(inbound.arrive(5, text("five"), now).1, vec![]);
+        assert_eq!(inbound.arrive(6, text("six"), now).1, vec![]);
+        assert_eq!(inbound.due(now + GAP_WAIT / 2), vec![]);
+        assert_eq!(
+            inbound.due(now + GAP_WAIT),
+            vec![Gap(1), Text(text("five")), Text(text("six"))]
+        );
+        // And if it comes after all, it is shown, marked late.
+        assert_eq!(
+            inbound.arrive(4, text("four"), now).1,
+            vec![Late(text("four"))]
+        );
+        assert_eq!(
+            inbound.arrive(7, text("seven"), now).1,
+            vec![Text(text("seven"))]
+        );
     }
 }

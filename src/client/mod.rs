@@ -26,7 +26,7 @@ use crate::nonce::{Nonce, Nonces};
 use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver};
 use delivery::Arrival;
-use delivery::{Outgoing, Send, Undelivered};
+use delivery::{Outgoing, Send, Shown, Unconfirmed, GIVE_UP_AFTER};
 use peers::{Peers, Route};
 use session::{FromPeer, FromServer, Input};
 use std::io::{self, Read, Write};
@@ -365,7 +365,7 @@ impl Client {
             Event::Challenge { nonce } => self.on_challenge(nonce),
             Event::Left { id, reason } => {
                 self.peers.remove(&id);
-                report_undelivered(self.outgoing.forget(&id));
+                report_unconfirmed(self.outgoing.forget(&id), &Gone::PeerLeft);
                 crate::say!("{id} left ({})", reason.as_str());
             }
             Event::Moved { id, public } if id == self.id => {
@@ -419,11 +419,11 @@ impl Client {
             Datagram::Chat {
                 seq, stamp, text, ..
             } => {
-                match peer.received.arrive(seq) {
-                    Arrival::New => crate::say!("From {from} [{}]", clean(&text)),
-                    Arrival::Again => {}
-                    Arrival::Outside => return Ok(()),
+                let (arrival, shown) = peer.inbound.arrive(seq, text, now);
+                if arrival == Arrival::Outside {
+                    return Ok(());
                 }
+                show(&from, shown);
                 let ack = Datagram::Ack {
                     from: self.id.clone(),
                     seq,
@@ -432,8 +432,14 @@ impl Client {
                 self.reply(ack, &from, via)?;
             }
             Datagram::Ack { seq, stamp, .. } => {
-                let sends = self.outgoing.acknowledge(&from, seq, &stamp, now);
-                self.transmit(sends)?;
+                let acked = self.outgoing.acknowledge(&from, seq, &stamp, now);
+                if let Some(text) = acked.late {
+                    crate::say!(
+                        "Message to {from} was delivered after all: [{}]",
+                        clean(&text)
+                    );
+                }
+                self.transmit(acked.sends)?;
             }
             Datagram::Probe { nonce, .. } => {
                 let Via::Direct(addr) = via else {
@@ -543,9 +549,13 @@ impl Client {
         }
         let (sends, failed) = self.outgoing.due(now);
         self.transmit(sends)?;
-        report_undelivered(failed);
+        report_unconfirmed(failed, &Gone::TimedOut);
         let mut probes = Vec::new();
         for peer in self.peers.iter_mut() {
+            let waited = peer.inbound.due(now);
+            if !waited.is_empty() {
+                show(&peer.info.id, waited);
+            }
             let Some(key) = peer.key().copied() else {
                 continue;
             };
@@ -642,7 +652,7 @@ impl Client {
             .map(|p| p.info.id.clone())
             .collect::<Vec<_>>()
         {
-            report_undelivered(self.outgoing.forget(&peer));
+            report_unconfirmed(self.outgoing.forget(&peer), &Gone::Leaving);
         }
         crate::say!("Successfully Terminated");
         Ok(())
@@ -682,11 +692,56 @@ fn meant(typed: &str) -> Option<&'static str> {
         .find(|command| command[1..].replace('_', "") == squashed)
 }
 
-fn report_undelivered(failed: Vec<Undelivered>) {
-    for Undelivered { to, text } in failed {
-        crate::say!(
-            "Message to {to} was not delivered (no acknowledgement): [{}]",
-            clean(&text)
-        );
+/// Prints what a peer sent, in order: messages, late ones, and gaps that were waited out.
+fn show(from: &str, shown: Vec<Shown>) {
+    for item in shown {
+        match item {
+            Shown::Text(text) => crate::say!("From {from} [{}]", clean(&text)),
+            Shown::Late(text) => crate::say!(
+                "From {from} [{}] (late: sent before messages shown already)",
+                clean(&text)
+            ),
+            Shown::Gap(1) => crate::say!("(a message from {from} before the next never arrived)"),
+            Shown::Gap(n) => {
+                crate::say!("({n} messages from {from} before the next never arrived)")
+            }
+        }
+    }
+}
+
+/// Why messages end without a confirmation.
+enum Gone {
+    /// No acknowledgement came in time.
+    TimedOut,
+    /// The peer left.
+    PeerLeft,
+    /// We are leaving.
+    Leaving,
+}
+
+/// Reports each message no acknowledgement confirmed, saying only what is known: one that
+/// was sent may have arrived; only one that never left surely did not.
+fn report_unconfirmed(messages: Vec<Unconfirmed>, gone: &Gone) {
+    for Unconfirmed { to, text, sent } in messages {
+        let text = clean(&text);
+        match (gone, sent) {
+            (Gone::TimedOut, _) => crate::say!(
+                "Message to {to} not confirmed yet (no acknowledgement in {} s; it may still \
+                 arrive): [{text}]",
+                GIVE_UP_AFTER.as_secs()
+            ),
+            (Gone::PeerLeft, true) => {
+                crate::say!("Message to {to} not confirmed before {to} left: [{text}]")
+            }
+            (Gone::PeerLeft, false) => {
+                crate::say!("Message to {to} not sent: {to} left first: [{text}]")
+            }
+            (Gone::Leaving, true) => {
+                crate::say!("Message to {to} not confirmed before we left: [{text}]")
+            }
+            (Gone::Leaving, false) => {
+                crate::say!("Message to {to} not sent: we left first: [{text}]")
+            }
+        }
     }
 }

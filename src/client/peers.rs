@@ -19,7 +19,7 @@
 //! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
 //! refused until it wakes.
 
-use super::delivery::{ReplayWindow, RELAY_AFTER};
+use super::delivery::{Inbound, RELAY_AFTER};
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::wire::PeerInfo;
 use std::collections::BTreeMap;
@@ -91,8 +91,8 @@ pub struct Peer {
     candidates: Vec<Candidate>,
     /// How messages reach it now.
     pub path: Path,
-    /// Which of its messages we have shown.
-    pub received: ReplayWindow,
+    /// What it has sent us, shown in order.
+    pub inbound: Inbound,
     /// Whether we asked the server to key us and punch (once per try).
     punch_asked: bool,
     burst: Option<Burst>,
@@ -105,7 +105,7 @@ impl Peer {
             key: None,
             candidates: Vec::new(),
             path: Path::Untried,
-            received: ReplayWindow::default(),
+            inbound: Inbound::default(),
             punch_asked: false,
             burst: None,
         };
@@ -459,21 +459,19 @@ mod tests {
 
     #[test]
     fn a_move_keeps_what_was_seen_and_the_key() {
+        use super::super::delivery::Arrival;
         let mut nonces = Nonces::new().unwrap();
         let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         assert!(peer.answered(probes[1].0, &probes[1].1, ME, ME));
-        assert_eq!(
-            peer.received.arrive(1),
-            super::super::delivery::Arrival::New
-        );
+        assert_eq!(peer.inbound.arrive(1, "hi".into(), now).0, Arrival::New);
         peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
         assert_eq!(peer.path, Path::Untried);
         assert!(peer.key().is_some());
         assert_eq!(
-            peer.received.arrive(1),
-            super::super::delivery::Arrival::Again,
+            peer.inbound.arrive(1, "hi".into(), now).0,
+            Arrival::Again,
             "a retransmission after the move is no news"
         );
     }
