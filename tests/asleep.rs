@@ -135,7 +135,12 @@ fn a_chat_to_an_asleep_client_is_refused_at_once_and_never_arrives() {
     assert_eq!(carol.count("are you there?"), 0);
     alice.send("@exit");
     assert!(alice.wait_exit(SOON).success());
-    assert_eq!(alice.count("Message to carol not"), 0, "{:?}", alice.output());
+    assert_eq!(
+        alice.count("Message to carol not"),
+        0,
+        "{:?}",
+        alice.output()
+    );
 }
 
 #[test]

@@ -826,3 +826,21 @@ fn a_message_reported_unconfirmed_that_arrives_after_all_is_said_so() {
     alice.wait_for("Message to bob was delivered after all: [are you still there?]");
     assert_eq!(bob.count("are you still there?"), 1);
 }
+
+#[test]
+fn a_stalled_server_reaps_nobody_who_kept_sending_keep_alives() {
+    // Keep-alives every second, silence reaped after 3 s; the server stops for 6.
+    let (server, port) = p2p_server(&["--timeout-secs", "3"]);
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    server.signal("STOP");
+    std::thread::sleep(Duration::from_secs(6));
+    server.signal("CONT");
+    // The keep-alives sent meanwhile are read now; give the reaper two seconds to misjudge.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(server.count("disappeared"), 0, "{:?}", server.output());
+    alice.send("@chat bob still registered?");
+    bob.wait_for("From alice [still registered?]");
+    assert_eq!(alice.count("left"), 0, "{:?}", alice.output());
+}

@@ -51,6 +51,11 @@ const QUEUE: usize = 16 * 1024;
 
 type Shared = Arc<Mutex<Registry>>;
 
+/// How often the reaper looks for silent clients.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+/// A reaper this much later than it meant to be was not running: see [`reap_silent`].
+const STALL: Duration = Duration::from_secs(1);
+
 /// Binds both sockets, prints where it listens, and serves for ever.
 pub fn run(config: Config) -> io::Result<()> {
     let (listener, udp) = bind_pair(config.bind, config.port)?;
@@ -327,9 +332,22 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
 /// The reaper thread: four times a second, every client silent for `timeout` has disappeared.
 /// It is told why in a last line, and its connection closed; its connection thread then
 /// finds it already removed.
+///
+/// A client is silent only if the server was listening: when the reaper wakes much later
+/// than it meant to (the server was stopped with SIGSTOP, its VM paused, its machine
+/// starved), the keep-alives sent meanwhile are still waiting in the UDP socket, unread.
+/// So that time is not held against anyone: everyone's silence is counted from after it.
 fn reap_silent(registry: Shared, timeout: Duration) {
+    let mut last = Instant::now();
     loop {
-        thread::sleep(Duration::from_millis(250));
+        thread::sleep(REAP_EVERY);
+        let now = Instant::now();
+        let away = now.saturating_duration_since(last + REAP_EVERY);
+        last = now;
+        if away > STALL {
+            registry.lock().excuse(away);
+            continue;
+        }
         let mut members = registry.lock();
         for (id, conn) in members.silent(timeout) {
             let Some(outbox) = members.get(&id).map(|m| m.outbox.clone()) else {

@@ -407,6 +407,15 @@ impl Registry {
             .collect()
     }
 
+    /// The server was not running for `away` (stopped, paused): nobody could be heard, so
+    /// nobody's silence counts that time.
+    pub fn excuse(&mut self, away: Duration) {
+        let now = Instant::now();
+        for member in self.members.values_mut() {
+            member.last_heard = (member.last_heard + away).min(now);
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Member> {
         self.members.get(id)
     }
