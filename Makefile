@@ -35,7 +35,7 @@ help:
 	@echo "make demo                        a scripted P2P session on loopback (one client Asleep), as a transcript"
 	@echo "make test                        cargo test: every test but the NAT lab (installs nothing)"
 	@echo "make lint                        rustfmt and clippy, warnings are errors"
-	@echo "make bench                       the standard benchmark set, as one table (a few minutes)"
+	@echo "make bench                       the standard benchmark set, as one table (about 20 seconds)"
 	@echo "make bench-scale                 10,000 clients per server (root; a long run)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
 	@echo "make test-nat                    the NAT lab scenarios, unattended (root; about a minute)"

@@ -15,6 +15,9 @@ const CONNECTION_STACK: usize = 128 * 1024;
 /// How long one write to a client may block before the client counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long to pause after any other failed `accept`.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 /// How long to pause accepting when the process is out of file descriptors or threads,
 /// so that closing connections can free some.
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -111,8 +114,12 @@ where
                 thread::sleep(BACKOFF);
                 continue;
             }
-            // The peer gave up before we accepted, or a signal: nothing to do.
-            Err(_) => continue,
+            // The peer gave up before we accepted, or a signal: nothing to do but go on, after
+            // a pause, so that an error that keeps coming cannot spin a core.
+            Err(_) => {
+                thread::sleep(ERROR_PAUSE);
+                continue;
+            }
         };
         short = false;
         // Chat lines are small and latency matters: send each batch at once rather than

@@ -326,9 +326,10 @@ fn run_bench(m: &Matches) -> Result<(), Failure> {
     let clients: usize = m.value("clients").map_err(usage)?;
     let messages: usize = m.value("messages").map_err(usage)?;
     let rate: f64 = m.value("rate").map_err(usage)?;
-    if !(0.0..=1e7).contains(&rate) {
+    // Below a message every 1,000 s, a gap between messages no longer fits a Duration.
+    if !(rate == 0.0 || (0.001..=1e7).contains(&rate)) {
         return Err(Failure::usage(
-            "--rate must be from 0 to 10000000 messages per second".into(),
+            "--rate must be 0 (flat out) or from 0.001 to 10000000 messages per second".into(),
         ));
     }
     let result = match m.positional::<String>(0, "KIND").map_err(usage)?.as_str() {

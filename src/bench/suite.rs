@@ -94,7 +94,7 @@ fn room_run(
     }
 }
 
-/// Runs the standard set (up to 1,000 clients, under a minute), or with `scale` the
+/// Runs the standard set (up to 1,000 clients, about 20 seconds), or with `scale` the
 /// 10,000-client runs (a few minutes: every join is announced to everyone, so filling a
 /// server sends on the order of 10,000² / 2 lines), printing each row as it completes, then
 /// the notes.

@@ -321,6 +321,9 @@ fn confused(server: SocketAddr, event: &Event) -> Failure {
     ))
 }
 
+/// How long the UDP thread pauses after a failed receive.
+const RECV_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 /// Channel capacities: small, because the loop keeps up; a full UDP channel drops datagrams
 /// (as a full socket buffer would), the others make their thread wait.
 const CHANNEL: usize = 256;
@@ -373,6 +376,8 @@ fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromPeer>, Failure> {
         let mut buf = [0u8; 1500];
         loop {
             let Ok((len, from)) = udp.recv_from(&mut buf) else {
+                // An error that keeps coming must not spin a core.
+                std::thread::sleep(RECV_ERROR_PAUSE);
                 continue;
             };
             let Ok(text) = std::str::from_utf8(&buf[..len]) else {

@@ -51,6 +51,9 @@ const QUEUE: usize = 16 * 1024;
 
 type Shared = Arc<Mutex<Registry>>;
 
+/// How long the UDP thread pauses after a failed receive.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 /// How often the reaper looks for silent clients.
 const REAP_EVERY: Duration = Duration::from_millis(250);
 /// A reaper this much later than it meant to be was not running: see [`reap_silent`].
@@ -309,9 +312,15 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
     loop {
         let (len, from) = match udp.recv_from(&mut buf) {
             Ok(received) => received,
-            // ICMP errors and the like are reported on later calls: not fatal.
-            Err(_) => continue,
+            // ICMP errors and the like are reported on later calls: not fatal. A pause, so
+            // that an error that keeps coming cannot spin a core.
+            Err(_) => {
+                thread::sleep(ERROR_PAUSE);
+                continue;
+            }
         };
+        // A trailing newline (`echo ... | nc -u` adds one) is forgiven: an announcement holds
+        // no free text. (A peer's chat datagram does, and is taken exactly as sent.)
         let Some(announce) = std::str::from_utf8(&buf[..len])
             .ok()
             .and_then(|text| text.trim_end().parse::<Announce>().ok())
