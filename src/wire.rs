@@ -105,12 +105,17 @@ impl<'a> Words<'a> {
     }
 
     fn tag(&mut self) -> Result<u64, WireError> {
-        let word = self.word("tag")?;
+        self.hex64("tag")
+    }
+
+    /// Sixteen hex digits, exactly.
+    fn hex64(&mut self, what: &str) -> Result<u64, WireError> {
+        let word = self.word(what)?;
         let hex = word.len() == 16 && word.bytes().all(|b| b.is_ascii_hexdigit());
         match u64::from_str_radix(word, 16) {
             Ok(tag) if hex => Ok(tag),
             _ => Err(WireError(format!(
-                "bad tag {} (16 hex digits)",
+                "bad {what} {} (16 hex digits)",
                 quoted(word)
             ))),
         }
@@ -465,6 +470,35 @@ impl FromStr for Announce {
     }
 }
 
+/// Where a chat message stands in its sender's stream of messages to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbered {
+    /// The sender's session: a random number drawn when its client starts. Numbering starts
+    /// afresh with each session, so a receiver that sees a new one starts afresh too.
+    pub session: u64,
+    /// The message's number, from 1.
+    pub seq: u64,
+    /// The lowest number the sender may still send: every one below was acknowledged or
+    /// given up on, so a receiver need wait for none of them.
+    pub base: u64,
+}
+
+impl fmt::Display for Numbered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x} {} {}", self.session, self.seq, self.base)
+    }
+}
+
+impl Numbered {
+    fn parse(words: &mut Words) -> Result<Numbered, WireError> {
+        Ok(Numbered {
+            session: words.hex64("session")?,
+            seq: words.parse("sequence number")?,
+            base: words.parse("base")?,
+        })
+    }
+}
+
 /// Client ↔ client, over UDP, or wrapped in `RELAY`/`RELAYED` when no direct path works.
 ///
 /// Tags are [`mac::tag`](crate::mac::tag)s under the key the pair shares (see
@@ -473,11 +507,11 @@ impl FromStr for Announce {
 /// stamp of the message it acknowledges, so nobody can acknowledge a message blind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datagram {
-    /// `CHAT <from> <seq> <stamp> <tag> <text>`: a chat message, numbered per sender and
-    /// recipient, its tag over everything before the text and the text.
+    /// `CHAT <from> <session> <seq> <base> <stamp> <tag> <text>`: a chat message, numbered
+    /// per sender session and recipient, its tag over everything before the tag and the text.
     Chat {
         from: String,
-        seq: u64,
+        number: Numbered,
         stamp: Nonce,
         tag: u64,
         text: String,
@@ -510,14 +544,20 @@ pub enum Datagram {
 impl Datagram {
     /// A `CHAT`, tagged with the pair's key. Without one yet (a message relayed before the
     /// pair was keyed) its tag is 0: through the relay, the server vouches for the sender.
-    pub fn chat(from: &str, seq: u64, stamp: Nonce, text: String, key: Option<&Key>) -> Datagram {
-        let signed = chat_signed(from, seq, &stamp);
+    pub fn chat(
+        from: &str,
+        number: Numbered,
+        stamp: Nonce,
+        text: String,
+        key: Option<&Key>,
+    ) -> Datagram {
+        let signed = chat_signed(from, &number, &stamp);
         let tag = key.map_or(0, |key| {
             mac::tag(key, &[signed.as_bytes(), text.as_bytes()])
         });
         Datagram::Chat {
             from: from.to_string(),
-            seq,
+            number,
             stamp,
             tag,
             text,
@@ -551,12 +591,12 @@ impl Datagram {
         let expected = match self {
             Datagram::Chat {
                 from,
-                seq,
+                number,
                 stamp,
                 text,
                 ..
             } => {
-                let signed = chat_signed(from, *seq, stamp);
+                let signed = chat_signed(from, number, stamp);
                 mac::tag(key, &[signed.as_bytes(), text.as_bytes()])
             }
             Datagram::Probe { from, nonce, .. } => Datagram::probe(from, *nonce, key).tag(),
@@ -593,11 +633,11 @@ impl fmt::Display for Datagram {
         match self {
             Datagram::Chat {
                 from,
-                seq,
+                number,
                 stamp,
                 tag,
                 text,
-            } => write!(f, "CHAT {from} {seq} {stamp} {tag:016x} {text}"),
+            } => write!(f, "CHAT {from} {number} {stamp} {tag:016x} {text}"),
             Datagram::Ack { from, seq, stamp } => write!(f, "ACK {from} {seq} {stamp}"),
             Datagram::Probe { from, nonce, tag } => write!(f, "PROBE {from} {nonce} {tag:016x}"),
             Datagram::ProbeAck {
@@ -617,7 +657,7 @@ impl FromStr for Datagram {
         let datagram = match words.word("datagram")? {
             "CHAT" => Datagram::Chat {
                 from: words.id()?,
-                seq: words.parse("sequence number")?,
+                number: Numbered::parse(&mut words)?,
                 stamp: words.nonce()?,
                 tag: words.tag()?,
                 text: words.text()?,
@@ -646,8 +686,8 @@ impl FromStr for Datagram {
 }
 
 /// What a `CHAT`'s tag covers before its text: everything else it says.
-fn chat_signed(from: &str, seq: u64, stamp: &Nonce) -> String {
-    format!("CHAT {from} {seq} {stamp} ")
+fn chat_signed(from: &str, number: &Numbered, stamp: &Nonce) -> String {
+    format!("CHAT {from} {number} {stamp} ")
 }
 
 fn unknown(word: &str, expected: &str) -> WireError {
@@ -719,14 +759,19 @@ mod tests {
         );
         assert_eq!("READY asleep".parse(), Ok(Event::Ready { public: None }));
         let stamp: Nonce = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        let relay = "RELAY bob CHAT alice 00000000000000a1 7 5 0123456789abcdef0123456789abcdef \
+                     00000000000000ff hi there";
         assert_eq!(
-            "RELAY bob CHAT alice 7 0123456789abcdef0123456789abcdef 00000000000000ff hi there"
-                .parse(),
+            relay.parse(),
             Ok(Request::Relay {
                 to: "bob".into(),
                 datagram: Datagram::Chat {
                     from: "alice".into(),
-                    seq: 7,
+                    number: Numbered {
+                        session: 0xa1,
+                        seq: 7,
+                        base: 5
+                    },
                     stamp,
                     tag: 255,
                     text: "hi there".into()
@@ -762,6 +807,7 @@ mod tests {
         for bad in [
             "CHAT alice x hi",
             "CHAT alice 1 0123456789abcdef0123456789abcdef ff hi",
+            "CHAT alice 00000000000000a1 1 0123456789abcdef0123456789abcdef ff hi",
             "ACK alice -1",
             "ACK alice 99999999999999999999",
             "ACK alice 1",
@@ -776,8 +822,11 @@ mod tests {
             .parse::<Announce>()
             .is_err());
         let stamp = "0123456789abcdef0123456789abcdef 0000000000000000";
-        assert!(format!("CHAT a 1 {stamp} {}", "x".repeat(MAX_TEXT + 1))
-            .parse::<Datagram>()
-            .is_err());
+        assert!(format!(
+            "CHAT a 0000000000000001 1 1 {stamp} {}",
+            "x".repeat(MAX_TEXT + 1)
+        )
+        .parse::<Datagram>()
+        .is_err());
     }
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use natchat::nonce::{Key, Nonces};
-use natchat::wire::Datagram;
+use natchat::wire::{Datagram, Numbered};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -120,10 +120,19 @@ impl Raw {
     }
 }
 
+/// Message `seq` of a test's own session, counting from 1.
+fn numbered(seq: u64) -> Numbered {
+    Numbered {
+        session: 0x7e57,
+        seq,
+        base: 1,
+    }
+}
+
 /// A well-formed `CHAT` from `from`, untagged: what a relay carries without checking.
 fn untagged_chat(from: &str, seq: u64, text: &str) -> String {
     let stamp = Nonces::new().unwrap().draw();
-    Datagram::chat(from, seq, stamp, text.to_string(), None).to_string()
+    Datagram::chat(from, numbered(seq), stamp, text.to_string(), None).to_string()
 }
 
 /// The UDP endpoint a client shows for itself in its list.
@@ -231,7 +240,7 @@ fn nobody_can_announce_move_or_speak_for_someone_else() {
     );
     let key = mallory.key_for("alice");
     let stamp = Nonces::new().unwrap().draw();
-    let wrong_key = Datagram::chat("bob", 2, stamp, "wrong key".into(), Some(&key));
+    let wrong_key = Datagram::chat("bob", numbered(2), stamp, "wrong key".into(), Some(&key));
     mallory.udp_to(&wrong_key.to_string(), alice_endpoint);
     // And one from an ID alice does not know.
     mallory.udp_to(&untagged_chat("nobody", 1, "boo"), alice_endpoint);
@@ -243,7 +252,7 @@ fn nobody_can_announce_move_or_speak_for_someone_else() {
     let nonce = challenge.rsplit(' ').next().unwrap();
     mallory.udp_to(&format!("AWAKE mallory {nonce}"), server_addr);
     server.wait_for("mallory Awake");
-    let barrier = Datagram::chat("mallory", 1, stamp, "barrier".into(), Some(&key));
+    let barrier = Datagram::chat("mallory", numbered(1), stamp, "barrier".into(), Some(&key));
     mallory.udp_to(&barrier.to_string(), alice_endpoint);
     alice.wait_for("From mallory [barrier]");
     // Bob really speaks: it arrives.
@@ -337,12 +346,12 @@ fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
     let key = raw.key_for("alice");
     let mut stamps = Nonces::new().unwrap();
     let stamp = stamps.draw();
-    let once = Datagram::chat("raw", 1, stamp, "only once".into(), Some(&key));
+    let once = Datagram::chat("raw", numbered(1), stamp, "only once".into(), Some(&key));
     for _ in 0..3 {
         raw.udp_to(&once.to_string(), alice_endpoint);
     }
     let escapes = "\u{1b}[2Jno escapes".to_string();
-    let escapes = Datagram::chat("raw", 2, stamps.draw(), escapes, Some(&key));
+    let escapes = Datagram::chat("raw", numbered(2), stamps.draw(), escapes, Some(&key));
     raw.udp_to(&escapes.to_string(), alice_endpoint);
     // Every copy is acknowledged, echoing the stamp: wait for three ACKs of message 1.
     let ack = format!("ACK alice 1 {stamp}");
@@ -598,9 +607,12 @@ fn chat_text_goes_only_on_a_validated_path_never_to_a_stranger_at_the_private_ad
                     bob.udp_to(&answer.to_string(), from);
                 }
                 Ok(Datagram::Chat {
-                    seq, stamp, text, ..
+                    number,
+                    stamp,
+                    text,
+                    ..
                 }) => {
-                    bob.udp_to(&format!("ACK bob {seq} {stamp}"), from);
+                    bob.udp_to(&format!("ACK bob {} {stamp}", number.seq), from);
                     if !bob_got.contains(&text) {
                         bob_got.push(text);
                     }
@@ -686,7 +698,8 @@ fn datagrams_forged_from_a_peers_address_neither_silence_it_nor_acknowledge_for_
     // past everything bob will ever send.
     let stamp = Nonces::new().unwrap().draw();
     for tag in ["0000000000000000", "00000000deadbeef"] {
-        let forged = format!("CHAT bob 18446744073709551615 {stamp} {tag} silenced");
+        let forged =
+            format!("CHAT bob 0000000000007e57 18446744073709551615 1 {stamp} {tag} silenced");
         spoofer.send(bob_at, alice_at, forged.as_bytes());
     }
     // An Awake request forged from bob's own endpoint: the server wants proof, which only
@@ -776,7 +789,7 @@ fn each_peers_messages_are_shown_in_the_order_they_were_sent() {
     let key = raw.key_for("alice");
     let mut stamps = Nonces::new().unwrap();
     let chat = |seq: u64, text: &str, stamps: &mut Nonces| {
-        Datagram::chat("raw", seq, stamps.draw(), text.into(), Some(&key)).to_string()
+        Datagram::chat("raw", numbered(seq), stamps.draw(), text.into(), Some(&key)).to_string()
     };
     // Reordered on the way: 3, 1, 2.
     for (seq, text) in [(3, "three"), (1, "one"), (2, "two")] {

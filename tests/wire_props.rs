@@ -2,7 +2,9 @@
 
 use natchat::lines::{clean, is_format, LineReader};
 use natchat::nonce::{Key, Nonce};
-use natchat::wire::{Announce, Datagram, Event, LeaveReason, PeerInfo, Request, MAX_TEXT};
+use natchat::wire::{
+    Announce, Datagram, Event, LeaveReason, Numbered, PeerInfo, Request, MAX_TEXT,
+};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 
@@ -26,16 +28,24 @@ fn nonce() -> impl Strategy<Value = Nonce> {
     "[0-9a-f]{32}".prop_map(|s| s.parse().unwrap())
 }
 
+fn numbered() -> impl Strategy<Value = Numbered> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(session, seq, base)| Numbered {
+        session,
+        seq,
+        base,
+    })
+}
+
 fn key() -> impl Strategy<Value = Key> {
     "[0-9a-f]{32}".prop_map(|s| s.parse().unwrap())
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {
     prop_oneof![
-        (id(), any::<u64>(), nonce(), any::<u64>(), text()).prop_map(
-            |(from, seq, stamp, tag, text)| Datagram::Chat {
+        (id(), numbered(), nonce(), any::<u64>(), text()).prop_map(
+            |(from, number, stamp, tag, text)| Datagram::Chat {
                 from,
-                seq,
+                number,
                 stamp,
                 tag,
                 text
@@ -136,14 +146,14 @@ proptest! {
 
     #[test]
     fn a_tag_holds_only_for_what_was_tagged_and_only_under_its_key(
-        from in id(), seq in any::<u64>(), stamp in nonce(), text in text(), k in key(), other in key()
+        from in id(), number in numbered(), stamp in nonce(), text in text(), k in key(), other in key()
     ) {
-        let chat = Datagram::chat(&from, seq, stamp, text.clone(), Some(&k));
+        let chat = Datagram::chat(&from, number, stamp, text.clone(), Some(&k));
         prop_assert!(chat.tagged_by(&k));
         prop_assert!(!chat.tagged_by(&other) || k.to_string() == other.to_string());
-        let altered = Datagram::chat(&from, seq, stamp, format!("{text}!"), Some(&k));
-        if let (Datagram::Chat { tag, .. }, Datagram::Chat { from, seq, stamp, text, .. }) = (&chat, altered) {
-            let forged = Datagram::Chat { from, seq, stamp, tag: *tag, text };
+        let altered = Datagram::chat(&from, number, stamp, format!("{text}!"), Some(&k));
+        if let (Datagram::Chat { tag, .. }, Datagram::Chat { from, number, stamp, text, .. }) = (&chat, altered) {
+            let forged = Datagram::Chat { from, number, stamp, tag: *tag, text };
             prop_assert!(!forged.tagged_by(&k), "the tag does not carry over to other text");
         }
         let probe = Datagram::probe(&from, stamp, &k);

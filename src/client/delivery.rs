@@ -23,6 +23,7 @@
 //! [`RELAY_AFTER`] old).
 
 use crate::nonce::{Nonce, Nonces};
+use crate::wire::Numbered;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,8 @@ impl Outbound {
 
 /// The sender's books: what is in flight to whom.
 pub struct Outgoing {
+    /// This client's session: numbering starts afresh with each (see [`Numbered`]).
+    session: u64,
     peers: HashMap<String, Outbound>,
     /// Where the stamps come from.
     nonces: Nonces,
@@ -147,11 +150,29 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Empty books, stamping messages with nonces from `nonces`.
-    pub fn new(nonces: Nonces) -> Outgoing {
+    pub fn new(mut nonces: Nonces) -> Outgoing {
+        let session = nonces.draw().bytes()[..8]
+            .iter()
+            .fold(0, |n, &b| n << 8 | u64::from(b));
         Outgoing {
+            session,
             peers: HashMap::new(),
             nonces,
             given_up: VecDeque::new(),
+        }
+    }
+
+    /// How message `seq` to `to` stands: our session, its number, and the lowest number we
+    /// may still send `to` (all below were acknowledged or given up on).
+    pub fn numbered(&self, to: &str, seq: u64) -> Numbered {
+        let base = self.peers.get(to).map_or(seq, |outbound| {
+            let next = outbound.next_seq + 1;
+            outbound.in_flight.keys().next().copied().unwrap_or(next)
+        });
+        Numbered {
+            session: self.session,
+            seq,
+            base: base.min(seq),
         }
     }
 
@@ -283,9 +304,12 @@ pub enum Shown {
 }
 
 /// What one peer has sent us, shown in order: each message once, none before those sent
-/// before it, unless they are given up on after [`GAP_WAIT`].
+/// before it, unless they are given up on after [`GAP_WAIT`], or the sender says it gave up
+/// on them (its base went past them).
 #[derive(Default)]
 pub struct Inbound {
+    /// The sender's session these books are about.
+    session: Option<u64>,
     window: ReplayWindow,
     /// The sequence number of the next message to show (0: none yet, the first is 1).
     next: u64,
@@ -294,20 +318,63 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// Message `seq` arrived. Returns what the window makes of it (to acknowledge it or
-    /// not), and what can be shown now.
-    pub fn arrive(&mut self, seq: u64, text: String, now: Instant) -> (Arrival, Vec<Shown>) {
-        let arrival = self.window.arrive(seq);
+    /// Message `number` arrived. Returns what the window makes of it (to acknowledge it or
+    /// not), and what can be shown now. A new session of the sender (it restarted) starts
+    /// the books afresh, at its base: what came before was for its earlier session, or for
+    /// an earlier one of ours.
+    pub fn arrive(
+        &mut self,
+        number: Numbered,
+        text: String,
+        now: Instant,
+    ) -> (Arrival, Vec<Shown>) {
+        let mut shown = Vec::new();
+        if self.session != Some(number.session) {
+            // What waited for the old session's gaps is shown now, as it is.
+            shown.extend(
+                self.held
+                    .values()
+                    .map(|(text, _)| Shown::Late(text.clone())),
+            );
+            *self = Inbound {
+                session: Some(number.session),
+                next: number.base.max(1),
+                ..Inbound::default()
+            };
+        }
+        let arrival = self.window.arrive(number.seq);
         if arrival != Arrival::New {
-            return (arrival, Vec::new());
+            return (arrival, shown);
         }
-        let next = self.next.max(1);
-        if seq < next {
-            return (arrival, vec![Shown::Late(text)]);
+        if number.seq < self.next {
+            shown.push(Shown::Late(text));
+            return (arrival, shown);
         }
-        self.held.insert(seq, (text, now));
-        self.next = next;
-        (arrival, self.release())
+        self.held.insert(number.seq, (text, now));
+        if number.base > self.next {
+            shown.extend(self.skip_to(number.base));
+        }
+        shown.extend(self.release());
+        (arrival, shown)
+    }
+
+    /// The sender will send nothing below `base` again: show what waited, saying the gaps.
+    fn skip_to(&mut self, base: u64) -> Vec<Shown> {
+        let mut shown = Vec::new();
+        while self.next < base {
+            let Some((&first, _)) = self.held.first_key_value() else {
+                shown.push(Shown::Gap(base - self.next));
+                self.next = base;
+                break;
+            };
+            let upto = first.min(base);
+            if upto > self.next {
+                shown.push(Shown::Gap(upto - self.next));
+                self.next = upto;
+            }
+            shown.extend(self.release());
+        }
+        shown
     }
 
     /// The messages whose gap has been waited out, with the gap before them.
@@ -500,16 +567,21 @@ mod tests {
         let now = Instant::now();
         let mut inbound = Inbound::default();
         let text = |s: &str| s.to_string();
-        assert_eq!(inbound.arrive(2, text("two"), now).1, vec![]);
-        assert_eq!(inbound.arrive(3, text("three"), now).1, vec![]);
+        let n = |seq| Numbered {
+            session: 7,
+            seq,
+            base: 1,
+        };
+        assert_eq!(inbound.arrive(n(2), text("two"), now).1, vec![]);
+        assert_eq!(inbound.arrive(n(3), text("three"), now).1, vec![]);
         assert_eq!(
-            inbound.arrive(1, text("one"), now).1,
+            inbound.arrive(n(1), text("one"), now).1,
             vec![Text(text("one")), Text(text("two")), Text(text("three"))]
         );
-        assert_eq!(inbound.arrive(2, text("two"), now).0, Arrival::Again);
+        assert_eq!(inbound.arrive(n(2), text("two"), now).0, Arrival::Again);
         // 4 never comes: 5 and 6 wait for it, then go with the gap said.
-        assert_eq!(inbound.arrive(5, text("five"), now).1, vec![]);
-        assert_eq!(inbound.arrive(6, text("six"), now).1, vec![]);
+        assert_eq!(inbound.arrive(n(5), text("five"), now).1, vec![]);
+        assert_eq!(inbound.arrive(n(6), text("six"), now).1, vec![]);
         assert_eq!(inbound.due(now + GAP_WAIT / 2), vec![]);
         assert_eq!(
             inbound.due(now + GAP_WAIT),
@@ -517,11 +589,11 @@ mod tests {
         );
         // And if it comes after all, it is shown, marked late.
         assert_eq!(
-            inbound.arrive(4, text("four"), now).1,
+            inbound.arrive(n(4), text("four"), now).1,
             vec![Late(text("four"))]
         );
         assert_eq!(
-            inbound.arrive(7, text("seven"), now).1,
+            inbound.arrive(n(7), text("seven"), now).1,
             vec![Text(text("seven"))]
         );
     }

@@ -326,7 +326,8 @@ impl Client {
                 continue;
             };
             let (route, ask_punch) = peer.route(send.age, now);
-            let datagram = Datagram::chat(&self.id, send.seq, send.stamp, send.text, peer.key());
+            let number = self.outgoing.numbered(&send.to, send.seq);
+            let datagram = Datagram::chat(&self.id, number, send.stamp, send.text, peer.key());
             if ask_punch {
                 self.request(&Request::Punch {
                     peer: send.to.clone(),
@@ -417,9 +418,13 @@ impl Client {
         let now = Instant::now();
         match datagram {
             Datagram::Chat {
-                seq, stamp, text, ..
+                number,
+                stamp,
+                text,
+                ..
             } => {
-                let (arrival, shown) = peer.inbound.arrive(seq, text, now);
+                let seq = number.seq;
+                let (arrival, shown) = peer.inbound.arrive(number, text, now);
                 if arrival == Arrival::Outside {
                     return Ok(());
                 }

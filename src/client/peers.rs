@@ -343,6 +343,13 @@ mod tests {
         }
     }
 
+    /// The first message of a session.
+    const ONE: crate::wire::Numbered = crate::wire::Numbered {
+        session: 1,
+        seq: 1,
+        base: 1,
+    };
+
     /// Our own address, as every answer in these tests saw it.
     const ME: SocketAddr = SocketAddr::new(
         std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 2)),
@@ -465,12 +472,12 @@ mod tests {
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         assert!(peer.answered(probes[1].0, &probes[1].1, ME, ME));
-        assert_eq!(peer.inbound.arrive(1, "hi".into(), now).0, Arrival::New);
+        assert_eq!(peer.inbound.arrive(ONE, "hi".into(), now).0, Arrival::New);
         peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
         assert_eq!(peer.path, Path::Untried);
         assert!(peer.key().is_some());
         assert_eq!(
-            peer.inbound.arrive(1, "hi".into(), now).0,
+            peer.inbound.arrive(ONE, "hi".into(), now).0,
             Arrival::Again,
             "a retransmission after the move is no news"
         );
