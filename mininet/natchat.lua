@@ -63,7 +63,7 @@ local MESSAGES = {
         AWAKE = { "id", "nonce?" },
     },
     datagram = {  -- client <-> client, UDP, or inside RELAY / RELAYED
-        CHAT      = { "from", "seq", "stamp", "tag", "text" },
+        CHAT      = { "from", "session", "seq", "base", "stamp", "tag", "text" },
         ACK       = { "from", "seq", "stamp" },
         PROBE     = { "from", "nonce", "tag" },
         PROBE_ACK = { "from", "nonce", "seen", "tag" },
@@ -76,7 +76,9 @@ local f = {
     peer   = ProtoField.string("natchat.peer", "Peer"),
     addr   = ProtoField.string("natchat.addr", "Address"),
     asleep = ProtoField.bool("natchat.asleep", "Asleep"),
+    session = ProtoField.string("natchat.session", "Sender's session"),
     seq    = ProtoField.uint64("natchat.seq", "Sequence number"),
+    base   = ProtoField.uint64("natchat.base", "Base (lowest number still to come)"),
     nonce  = ProtoField.string("natchat.nonce", "Nonce"),
     stamp  = ProtoField.string("natchat.stamp", "Stamp"),
     key    = ProtoField.string("natchat.key", "Key"),
@@ -154,7 +156,9 @@ local ROLES = {
     stamp   = { f.stamp, "Stamp", is_hex(32), function() end },
     key     = { f.key, "Key", is_hex(32), function() end },
     tag     = { f.tag, "Tag", is_hex(16), function() end },
+    session = { f.session, "Session", is_hex(16), function() end },
     seq     = { f.seq, "Sequence number", is_u64, function(w) return "seq " .. w end },
+    base    = { f.base, "Base", is_u64, function() end },
     reason  = { f.reason, "Reason", function(w) return REASONS[w] ~= nil end },
     asleep  = { f.asleep, "Asleep", function(w) return w == "asleep" end },
 }
@@ -262,8 +266,8 @@ local function add_fields(tree, range, msg)
             add_fields(sub, wr, w.nested)
         elseif w.role == "public" and w.value == "asleep" or w.role == "asleep" then
             tree:add(f.asleep, wr, true)
-        elseif w.role == "seq" then
-            tree:add(f.seq, wr, u64(w.value))
+        elseif w.role == "seq" or w.role == "base" then
+            tree:add(ROLES[w.role][1], wr, u64(w.value))
         else
             local spec = ROLES[w.role]
             tree:add(spec[1], wr, w.value, spec[2] .. ": " .. w.value)

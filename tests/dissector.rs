@@ -222,7 +222,7 @@ fn p2p_session(server: &Proc, port: u16, udp: [u16; 2], dave_udp: &UdpSocket) {
     let stamp = "00112233445566778899aabbccddeeff";
     dave.write(
         format!(
-            "PUNCH nobody\nRELAY alice CHAT dave 1 {stamp} 0000000000000000 hello through the relay\n"
+            "PUNCH nobody\nRELAY alice CHAT dave 00000000000000da 1 1 {stamp} 0000000000000000 hello through the relay\n"
         )
         .as_bytes(),
     );
