@@ -128,11 +128,17 @@ impl Peer {
     /// not shown twice, and the key stays (it is the same session).
     pub fn relocate(&mut self, public: Option<SocketAddr>) {
         self.info.public = public;
-        let private = Candidate::new(self.info.private, Kind::Private);
-        let public = public
-            .filter(|&public| public != self.info.private)
-            .map(|public| Candidate::new(public, Kind::Public));
-        self.candidates = std::iter::once(private).chain(public).collect();
+        // A peer whose private address is its public one has no NAT: its one address is a
+        // public one (reached from anywhere, and seeing our public address, not our
+        // private one).
+        self.candidates = match public {
+            Some(public) if public == self.info.private => {
+                vec![Candidate::new(public, Kind::Public)]
+            }
+            public => std::iter::once(Candidate::new(self.info.private, Kind::Private))
+                .chain(public.map(|public| Candidate::new(public, Kind::Public)))
+                .collect(),
+        };
         self.path = Path::Untried;
         self.punch_asked = false;
         self.burst = None;
@@ -462,6 +468,19 @@ mod tests {
             peer.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
         }
         assert_eq!(peer.candidates.len(), MAX_CANDIDATES);
+    }
+
+    #[test]
+    fn a_peer_without_a_nat_is_reached_at_its_one_public_address() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("open", "10.0.1.2:10081", "10.0.1.2:10081"));
+        let now = Instant::now();
+        let probes = keyed(&mut peer, &mut nonces, now);
+        assert_eq!(probes.len(), 1);
+        // It sees our NAT's public address, not our private one: still a valid answer.
+        let our_public: SocketAddr = "10.0.0.1:10081".parse().unwrap();
+        assert!(peer.answered(probes[0].0, &probes[0].1, our_public, ME));
+        assert_eq!(peer.path_label(), "direct");
     }
 
     #[test]
