@@ -38,8 +38,8 @@ help:
 	@echo "make bench                       the standard benchmark set, as one table (a few minutes)"
 	@echo "make bench-scale                 10,000 clients per server (root; a long run)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
-	@echo "make test-nat                    the NAT lab scenarios, unattended (root; about a minute)"
-	@echo "make test-nat-matrix             every NAT tier against every other, as a 4x4 matrix (root)"
+	@echo "make test-nat                    the NAT lab scenarios and tier matrix (root; about a minute)"
+	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; 40 s)"
 
 build:
 	$(CARGO) build --release --quiet
