@@ -422,16 +422,16 @@ def nat_matrix(lab):
                 paths = matrix_pair(lab, tier_a, tier_b)
                 cells[tier_a, tier_b] = '/'.join(p or 'absent' for p in paths)
                 expected = MATRIX_EXPECTED.get((tier_a, tier_b))
-                if expected and tuple(paths) != expected:
-                    wrong_paths.append(f'{tier_a}x{tier_b} {cells[tier_a, tier_b]} '
+                keep = bool(expected) and tuple(paths) != expected  # its transcript, to report
+                if keep:
+                    wrong_paths.append(f'{tier_a} x {tier_b} {cells[tier_a, tier_b]} '
                                        f'(expected {"/".join(expected)})')
-                keep = False
             except LabError:
                 lab.stop_procs(keep=True)
                 raise
             except Failed as e:
                 cells[tier_a, tier_b] = 'FAIL'
-                failures.append(f'{tier_a}x{tier_b}: {e}')
+                failures.append(f'{tier_a} x {tier_b}: {e}')
                 keep = True
             lab.stop_procs(keep=keep or VERBOSE)
             if VERBOSE:
