@@ -23,7 +23,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # or a `;` in ID reaches natchat (which refuses it itself) instead of the shell.
 arg = '$(subst ','\'',$($(1)))'
 
-.PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat clean
+.PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat test-nat-matrix clean
 
 help:
 	@echo "make build                       build natchat (release)"
@@ -38,7 +38,8 @@ help:
 	@echo "make bench                       the standard benchmark set, as one table (about 20 seconds)"
 	@echo "make bench-scale                 10,000 clients per server (root; a long run)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
-	@echo "make test-nat                    the NAT lab scenarios, unattended (root; about a minute)"
+	@echo "make test-nat                    the NAT lab scenarios and tier matrix (root; about a minute)"
+	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; 40 s)"
 
 build:
 	$(CARGO) build --release --quiet
@@ -98,6 +99,9 @@ mininet: build
 
 test-nat: build
 	$(SUDO) bash mininet/execute_mn.sh --test
+
+test-nat-matrix: build
+	$(SUDO) bash mininet/execute_mn.sh --test nat-matrix
 
 clean:
 	$(CARGO) clean

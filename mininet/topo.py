@@ -58,6 +58,7 @@ from mininet.topo import Topo
 from mininet.util import quietRun
 
 MODES = ('home', 'bare', 'symmetric')
+NATPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'natprobe.py')
 
 # The addresses natchat uses in the lab.
 SERVER_IP = '10.0.0.3'
@@ -235,9 +236,49 @@ class NatRouter(Node):
             for chain in ('INPUT', 'FORWARD'):
                 self.cmd(f'iptables -A {chain} -i {self.wan} -m conntrack --ctstate NEW -j DROP')
 
+    def set_tier(self, tier, client_ip):
+        """Installs the rules of NAT tier `tier` (see TIERS), replacing any others, for the
+        one client host at `client_ip` behind the router, and flushes the router's conntrack
+        table, so that no translation made under the previous tier survives."""
+        if tier not in TIERS:
+            raise ValueError(f'unknown NAT tier {tier!r}; one of {", ".join(TIERS)}')
+        wan, lan_port = self.wan, CLIENT_UDP_PORT
+        self.cmd('iptables -t nat -F PREROUTING; iptables -t nat -F POSTROUTING; '
+                 'iptables -F INPUT; iptables -F FORWARD')
+        rules = []
+        if tier == 'open':
+            # Full cone: the client's UDP port always leaves as the same public port, whatever
+            # the destination (endpoint-independent mapping), and anything arriving at that
+            # public port goes to the client, whoever sent it (endpoint-independent filtering).
+            public_ip = self.intf(wan).IP()
+            rules += [
+                f'-t nat -A POSTROUTING -o {wan} -p udp -s {client_ip} --sport {lan_port} '
+                f'-j SNAT --to-source {public_ip}:{lan_port}',
+                f'-t nat -A POSTROUTING -o {wan} -j MASQUERADE',
+                f'-t nat -A PREROUTING -i {wan} -p udp --dport {lan_port} '
+                f'-j DNAT --to-destination {client_ip}:{lan_port}',
+                f'-A FORWARD -i {wan} -m conntrack --ctstate DNAT -j ACCEPT',
+            ]
+        elif tier in ('moderate', 'strict'):
+            # MASQUERADE keeps one public port per client port (endpoint-independent mapping);
+            # --random-fully draws a new one for every destination (endpoint-dependent).
+            random = ' --random-fully' if tier == 'strict' else ''
+            rules.append(f'-t nat -A POSTROUTING -o {wan} -j MASQUERADE{random}')
+        if tier != 'none':
+            # Nothing unsolicited gets in (for `open`: nothing but what the DNAT above admits).
+            rules += [f'-A {chain} -i {wan} -m conntrack --ctstate NEW -j DROP'
+                      for chain in ('INPUT', 'FORWARD')]
+        for rule in rules:
+            self.cmd(f'iptables {rule}')
+        self.flush_conntrack()
+
+    def flush_conntrack(self):
+        self.cmd('conntrack -F 2>/dev/null')
+
     def rules(self):
         """The router's NAT and filter rules, for a person to read."""
-        return self.cmd('iptables -t nat -S POSTROUTING; iptables -S INPUT; iptables -S FORWARD')
+        return self.cmd('iptables -t nat -S PREROUTING; iptables -t nat -S POSTROUTING; '
+                        'iptables -S INPUT; iptables -S FORWARD')
 
 
 class NatLab(Topo):
@@ -282,6 +323,139 @@ class NatLab(Topo):
         port = f'{self.nodeInfo(switch)["device"]}p{self.cables[switch]}'
         self.devices.append(port)
         self.addLink(host, switch, intfName2=port, **params)
+
+
+class TierLab(NatLab):
+    """The NAT-tier lab: one client host behind each router, whose tier (TIERS) is set
+    pair by pair, and a second public host for the tier checks.
+
+                        public LAN 10.0.0.0/24 (switch s0)
+        +--------------+-----------+-----------------------+
+     server 10.0.0.3  stun 10.0.0.4  nat1 10.0.0.1          nat2 10.0.0.2
+                                     192.168.1.1 (s1)       192.168.2.1 (s2)
+                                     10.0.1.1               10.0.2.1
+                                       |                      |
+                                      h1 192.168.1.2         h3 192.168.2.2
+                                         or 10.0.1.2            or 10.0.2.2 (tier none)
+
+    Tier `none` gives the client host a public address on a routed public subnet (10.0.1.0/24
+    behind nat1, 10.0.2.0/24 behind nat2: every public host has a route to both) and the
+    router forwards it untouched; the other tiers give it its private address, and the router
+    translates. A tier is set with set_site_tier() and checked with check_tier().
+    """
+
+    def build(self, mode=None):
+        self.devices = []
+        self.cables = {}
+        public = self.switch('s0')
+        home_lan = {'nat1': self.switch('s1'), 'nat2': self.switch('s2')}
+        for name, ip in (('server', SERVER_IP), ('stun', STUN_IP)):
+            self.cable(self.addHost(name, ip=f'{ip}/24'), public)
+        for name, (wan_ip, lan_ip) in ROUTERS.items():
+            router = self.addHost(name, cls=NatRouter, mode='home', ip=f'{wan_ip}/24')
+            self.cable(router, public,
+                       intfName1=f'{name}-wan', params1={'ip': f'{wan_ip}/24'})
+            self.cable(router, home_lan[name],
+                       intfName1=f'{name}-lan', params1={'ip': f'{lan_ip}/24'})
+        for name, site in SITES.items():
+            gateway = ROUTERS[site['router']][1]
+            host = self.addHost(name, ip=f'{site["private"]}/24', defaultRoute=f'via {gateway}')
+            self.cable(host, home_lan[site['router']])
+
+
+# The NAT tiers, in RFC 4787 terms, as iroh's tests/patchbay names them; for each, what the
+# lab's own check must see (check_tier): whether the client's address is translated, whether
+# the mapping is endpoint-independent (the same public port for two destinations), and whether
+# filtering is endpoint-independent (an unsolicited datagram gets in).
+TIERS = ('none', 'open', 'moderate', 'strict')
+TIER_BEHAVIOUR = {
+    'none': (False, True, True),       # a public address: nothing to map or filter
+    'open': (True, True, True),        # full cone: 1:1 SNAT to a fixed port, DNAT back
+    'moderate': (True, True, False),   # the home router: MASQUERADE, drop NEW inbound
+    'strict': (True, False, False),    # symmetric: MASQUERADE --random-fully, drop NEW inbound
+}
+STUN_IP = '10.0.0.4'
+REFLECT_PORT = 3478   # a reflector on the server host and one on the stun host
+KNOCK_PORT = 3479     # the stun host's unsolicited datagrams come from here
+# Each site of the tier lab: its router, the client's private address, and its public
+# address on the routed subnet behind the router (tier none).
+SITES = {
+    'h1': {'router': 'nat1', 'private': '192.168.1.2', 'public': '10.0.1.2'},
+    'h3': {'router': 'nat2', 'private': '192.168.2.2', 'public': '10.0.2.2'},
+}
+
+
+def tier_lab_routes(net):
+    """Gives each router a second LAN address on its site's public subnet, and every host
+    on the public LAN a route to both subnets. Called once, after the lab has started."""
+    subnets = {}
+    for name, site in SITES.items():
+        router = net[site['router']]
+        subnet_gateway = site['public'].rsplit('.', 1)[0] + '.1'
+        router.cmd(f'ip addr add {subnet_gateway}/24 dev {router.name}-lan')
+        subnets[site['public'].rsplit('.', 1)[0] + '.0/24'] = ROUTERS[router.name][0]
+    for node in ('server', 'stun', 'nat1', 'nat2'):
+        for subnet, via in subnets.items():
+            if via != net[node].IP():
+                net[node].cmd(f'ip route replace {subnet} via {via}')
+
+
+def set_site_tier(net, host, tier):
+    """Puts client host `host` behind a router of tier `tier`: the host's address (public
+    for tier none, private otherwise), the router's rules, an empty conntrack table."""
+    site = SITES[host]
+    node, router = net[host], net[site['router']]
+    ip = site['public'] if tier == 'none' else site['private']
+    gateway = ip.rsplit('.', 1)[0] + '.1'
+    intf = node.defaultIntf()
+    node.cmd(f'ip addr flush dev {intf}; ip addr add {ip}/24 dev {intf}; '
+             f'ip route replace default via {gateway}')
+    intf.ip = ip  # what Mininet reports as the host's IP
+    router.set_tier(tier, site['private'])
+
+
+def start_tier_checks(net, host):
+    """Starts the check of `host`'s tier (finish_tier_check ends it): from the client's own
+    UDP port, ask the reflectors on the server and stun hosts where we came from."""
+    reflectors = [f'{SERVER_IP}:{REFLECT_PORT}', f'{STUN_IP}:{REFLECT_PORT}']
+    return net[host].popen(['/usr/bin/python3', NATPROBE, 'map', '--bind', str(CLIENT_UDP_PORT),
+                            '--listen', '5', *reflectors], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish_tier_check(net, host, tier, probe):
+    """Reads what the probe saw, has the stun host send an unsolicited datagram to the
+    mapped address, and returns None when the router behaves as `tier` should, else what is
+    wrong, in words. Leaves the router's conntrack table empty."""
+    site = SITES[host]
+    router = net[site['router']]
+    try:
+        first = probe.stdout.readline().split()
+        if len(first) != 3 or first[0] != 'mapped' or 'none' in first:
+            return f'the reflectors did not answer {host} ({" ".join(first) or "nothing"})'
+        to_server, to_stun = first[1], first[2]
+        net['stun'].cmd(f'/usr/bin/python3 {NATPROBE} knock --bind {KNOCK_PORT} {to_server}')
+        time.sleep(0.1)  # the last knock's way through the router: well under a millisecond
+        probe.stdin.close()  # done: a datagram that came by now would have been seen
+        second = probe.stdout.readline().split()
+        probe.wait(5)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+    own_ip = site['public'] if tier == 'none' else site['private']
+    translated = to_server.split(':')[0] != own_ip
+    eim = to_server == to_stun
+    eif = len(second) == 2 and second[1] != 'none'
+    seen = (translated, eim, eif)
+    router.flush_conntrack()
+    if seen == TIER_BEHAVIOUR[tier]:
+        return None
+    words = lambda t, e, f: (f'{"translated" if t else "untranslated"}, '
+                             f'{"endpoint-independent" if e else "endpoint-dependent"} mapping, '
+                             f'{"endpoint-independent" if f else "filtering"} inbound')
+    return (f'{host} behind {router.name} as tier {tier}: expected {words(*TIER_BEHAVIOUR[tier])}, '
+            f'saw {words(*seen)} (mapped {to_server} to the server, {to_stun} to stun)')
 
 
 class LabCLI(CLI):
@@ -329,7 +503,8 @@ class TypedKeys:
 
 
 def start_lab(mode='home'):
-    """Builds and starts the lab. The caller must call stop_lab(net), also on failure."""
+    """Builds and starts the lab (mode `tiers`: the NAT-tier lab, TierLab). The caller must
+    call stop_lab(net), also on failure."""
     # No controller and Linux bridges: this machine has no Open vSwitch datapath, and three
     # plain learning switches are all the lab needs. Mininet then warns "Linux bridge may not
     # work with net.bridge.bridge-nf-call-iptables = 1": with that setting, frames crossing
@@ -338,12 +513,14 @@ def start_lab(mode='home'):
     blocked = bridged_traffic_blocked()
     if blocked:
         error(f'*** Warning: {blocked}\n')
-    topo = NatLab(mode=mode)
+    topo = TierLab() if mode == 'tiers' else NatLab(mode=mode)
     claim(topo.devices)
     net = Mininet(topo=topo, controller=None, switch=LabBridge,
                   autoSetMacs=True, waitConnected=False)
     try:
         net.start()
+        if mode == 'tiers':
+            tier_lab_routes(net)
     except BaseException:
         stop_lab(net)
         raise
