@@ -370,10 +370,10 @@ MATRIX_EXPECTED = {
     (a, b): tuple(cell.split('/'))
     for a, row in zip(TIERS, [
         # B:  none               open              moderate           strict
-        ['private/private', 'direct/relayed', 'direct/relayed', 'direct/relayed'],    # A none
-        ['relayed/direct', 'direct/direct', 'direct/direct', 'direct/direct'],        # A open
-        ['relayed/direct', 'direct/direct', 'direct/direct', 'relayed/relayed'],      # moderate
-        ['relayed/direct', 'direct/direct', 'relayed/relayed', 'relayed/relayed'],    # strict
+        ['direct/direct', 'direct/direct', 'direct/direct', 'direct/direct'],        # A none
+        ['direct/direct', 'direct/direct', 'direct/direct', 'direct/direct'],        # A open
+        ['direct/direct', 'direct/direct', 'direct/direct', 'relayed/relayed'],      # moderate
+        ['direct/direct', 'direct/direct', 'relayed/relayed', 'relayed/relayed'],    # strict
     ])
     for b, cell in zip(TIERS, row)
 }
