@@ -286,35 +286,108 @@ fn a_server_that_does_not_answer_is_named_in_words() {
 }
 
 #[test]
-fn a_client_the_server_drops_is_told_why_and_that_the_server_still_runs() {
+fn a_client_the_server_drops_is_told_why_and_registers_again() {
     let (server, port) = p2p_server(&["--timeout-secs", "1"]);
-    let mut alice = p2p_client("alice", port);
+    let alice = p2p_client("alice", port);
     // Stopped, alice sends no keep-alives: the server reaps her, and tells her why.
     alice.signal("STOP");
     server.wait_for("alice is disappeared 127.0.0.1:");
     alice.signal("CONT");
-    assert_eq!(alice.wait_exit(SOON).code(), Some(1));
-    alice.wait_line("the reason, and what to do", SOON, |l| {
+    alice.wait_line("the reason", SOON, |l| {
         l == format!(
-            "natchat: the server at 127.0.0.1:{port} closed our connection (no UDP keep-alive \
-             from you reached the server for 1 s; closing the connection); it is still running: \
-             start the client again to rejoin."
+            "The server at 127.0.0.1:{port} closed our connection (no UDP keep-alive from \
+             you reached the server for 1 s; closing the connection); registering again."
         )
     });
+    alice.wait_line("back", SOON, |l| {
+        l.starts_with(&format!(
+            "Registered again with the server at 127.0.0.1:{port} as alice (public endpoint \
+             127.0.0.1:"
+        ))
+    });
+    server.wait_count("alice 127.0.0.1:", 2, SOON);
     assert_eq!(alice.count("when the server is back"), 0);
 }
 
 #[test]
-fn the_server_going_away_ends_the_client_with_one_line() {
+fn a_client_outlives_its_server_and_registers_again_when_it_is_back() {
+    let (server, port) = p2p_server(&[]);
+    let mut alice = p2p_client("alice", port);
+    let mut bob = p2p_client("bob", port);
+    let carol = support::asleep_client("carol", port);
+    alice.wait_for("carol joined (Asleep)");
+    bob.wait_for("carol joined (Asleep)");
+    alice.send("@chat bob before");
+    bob.wait_for("From alice [before]");
+
+    drop(server);
+    let lost = format!("Lost the connection to the server at 127.0.0.1:{port}; registering again");
+    for client in [&alice, &bob, &carol] {
+        client.wait_for(&lost);
+    }
+    // A direct path needs no server.
+    alice.send("@chat bob while the server is away");
+    bob.wait_for("From alice [while the server is away]");
+
+    // The server comes back on the same port: everyone registers again by itself, carol
+    // still Asleep.
+    let port_arg = port.to_string();
+    let again = Proc::spawn(
+        "again",
+        &["server", "--bind", "127.0.0.1", "--port", &port_arg],
+    );
+    for (client, id) in [(&alice, "alice"), (&bob, "bob")] {
+        again.wait_for(&format!("{id} 127.0.0.1:"));
+        client.wait_for(&format!(
+            "Registered again with the server at 127.0.0.1:{port} as {id} (public endpoint"
+        ));
+    }
+    again.wait_line("carol, still Asleep", SOON, |l| l == "carol Asleep");
+    carol.wait_for(&format!(
+        "Registered again with the server at 127.0.0.1:{port} as carol (still Asleep)."
+    ));
+    bob.send("@chat alice after");
+    alice.wait_for("From bob [after]");
+    alice.send("@chat bob after, too");
+    bob.wait_for("From alice [after, too]");
+    // Each exactly once, in order, and nothing reported lost.
+    let shown: Vec<String> = bob
+        .output()
+        .into_iter()
+        .filter(|l| l.starts_with("From alice"))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "From alice [before]",
+            "From alice [while the server is away]",
+            "From alice [after, too]"
+        ]
+    );
+    assert_eq!(alice.count("Message to bob not"), 0, "{:?}", alice.output());
+    assert_eq!(bob.count("never arrived"), 0, "{:?}", bob.output());
+}
+
+#[test]
+fn a_client_whose_id_was_taken_while_the_server_was_away_says_so() {
     let (server, port) = p2p_server(&[]);
     let mut alice = p2p_client("alice", port);
     drop(server);
-    assert_eq!(alice.wait_exit(SOON).code(), Some(1));
-    alice.wait_line("the server is gone", SOON, |l| {
-        l.starts_with("natchat: lost the connection to the server at 127.0.0.1:")
-            // (refused; or reset, when our check raced the server's last moments)
-            && l.contains(", and it does not answer (connection re")
-            && l.ends_with("); exiting. Restart the client when the server is back.")
+    alice.wait_for("Lost the connection to the server");
+    let port_arg = port.to_string();
+    let again = Proc::spawn(
+        "again",
+        &["server", "--bind", "127.0.0.1", "--port", &port_arg],
+    );
+    again.wait_for("listening on");
+    // Someone else takes the ID first (alice tries again no sooner than half a second on).
+    let _other = p2p_client("alice", port);
+    assert_eq!(alice.wait_exit(SOON * 2).code(), Some(1));
+    alice.wait_line("the one line", SOON, |l| {
+        l == format!(
+            "natchat: while we were away, someone else registered as 'alice' with the server \
+             at 127.0.0.1:{port}; start the client again with another ID."
+        )
     });
 }
 

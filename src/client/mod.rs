@@ -21,15 +21,15 @@ mod peers;
 mod session;
 
 use crate::failure::{in_words, Failure};
-use crate::lines::{clean, is_timeout};
+use crate::lines::clean;
 use crate::nonce::{Nonce, Nonces};
 use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
-use crossbeam_channel::{select, tick, Receiver};
+use crossbeam_channel::{select, tick, Receiver, Sender};
 use delivery::Arrival;
 use delivery::{Outgoing, Send, Shown, Unconfirmed, GIVE_UP_AFTER};
 use peers::{Peers, Route};
-use session::{FromPeer, FromServer, Input};
-use std::io::{self, Read, Write};
+use session::{Back, FromPeer, FromServer, Input};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,6 @@ const AWAKE_PATIENCE: Duration = Duration::from_secs(10);
 const ANSWER_EVERY: Duration = Duration::from_secs(1);
 const ANSWER_PATIENCE: Duration = Duration::from_secs(10);
 
-/// How long to wait, when the server's connection ends, for a new one to tell whether the
-/// server is still running.
-const STILL_RUNNING_CHECK: Duration = Duration::from_secs(1);
-
 /// Registers, then runs the event loop until the user leaves (`Ok`) or the server goes.
 pub fn run(config: Config) -> Result<(), Failure> {
     let session = session::start(&config)?;
@@ -71,7 +67,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
         id: session.me.id.clone(),
         nonces: session.nonces,
         server: session.server_addr,
-        tcp: session.tcp,
+        tcp: Some(session.tcp),
+        to_loop: session.to_loop,
         udp: session.udp,
         peers: Peers::new(session.me),
         outgoing: Outgoing::new(session.stamps),
@@ -107,7 +104,11 @@ struct Client {
     nonces: Nonces,
     /// The server's address: TCP and UDP share it.
     server: SocketAddr,
-    tcp: TcpStream,
+    /// The connection to the server; `None` while it is lost and a reconnect thread is
+    /// registering again.
+    tcp: Option<TcpStream>,
+    /// For the reconnect thread, to reach the loop.
+    to_loop: Sender<FromServer>,
     udp: UdpSocket,
     peers: Peers,
     outgoing: Outgoing,
@@ -190,7 +191,15 @@ impl Client {
                 },
                 recv(from_server) -> event => match event {
                     Ok(FromServer::Event(event)) => self.on_event(event)?,
-                    Ok(FromServer::Closed) | Err(_) => return Err(self.server_lost()),
+                    Ok(FromServer::Closed) | Err(_) => self.lost()?,
+                    Ok(FromServer::Back(back)) => self.back(back),
+                    Ok(FromServer::Taken) => {
+                        return Err(Failure::runtime(format!(
+                            "while we were away, someone else registered as '{}' with the \
+                             server at {}; start the client again with another ID.",
+                            self.id, self.server
+                        )))
+                    }
                 },
                 recv(from_peers) -> datagram => {
                     if let Ok(FromPeer { datagram, from }) = datagram {
@@ -527,7 +536,7 @@ impl Client {
     /// due.
     fn on_tick(&mut self, now: Instant) -> Result<(), Failure> {
         // Asleep, there is no endpoint to keep alive: the server does not expect one.
-        if now >= self.next_keepalive && self.peers.me.public.is_some() {
+        if now >= self.next_keepalive && self.peers.me.public.is_some() && self.tcp.is_some() {
             self.announce(Announce::Alive {
                 id: self.id.clone(),
             });
@@ -617,37 +626,78 @@ impl Client {
     }
 
     /// Sends one request line, with one system call (`writeln!` on a socket would make
-    /// several).
+    /// several). While the server is away, nothing is sent: a relayed chat stays in flight
+    /// (sent again, or reported not confirmed), a punch waits for the next try.
     fn request(&mut self, request: &Request) -> Result<(), Failure> {
-        self.tcp
-            .write_all(format!("{request}\n").as_bytes())
-            .map_err(|_| self.server_lost())
+        let Some(tcp) = self.tcp.as_mut() else {
+            return Ok(());
+        };
+        if tcp.write_all(format!("{request}\n").as_bytes()).is_err() {
+            self.lost()?;
+        }
+        Ok(())
     }
 
-    /// The connection to the server ended. Says why as far as it is known: the server's
-    /// last `ERROR` line, and whether the server is still running or gone.
-    fn server_lost(&self) -> Failure {
-        let server = self.server;
-        let reason = match &self.last_error {
-            Some(error) => format!(" ({error})"),
-            None => String::new(),
-        };
-        match still_running(server) {
-            Ok(()) => Failure::runtime(format!(
-                "the server at {server} closed our connection{reason}; it is still running: \
-                 start the client again to rejoin."
-            )),
-            Err(e) => Failure::runtime(format!(
-                "lost the connection to the server at {server}{reason}, and it does not answer \
-                 ({}); exiting. Restart the client when the server is back.",
-                in_words(&e)
-            )),
+    /// The connection to the server ended: says so in one line, with the server's reason if
+    /// it gave one, keeps every peer and path (direct chats go on), and starts registering
+    /// again in the background.
+    fn lost(&mut self) -> Result<(), Failure> {
+        if self.tcp.take().is_none() {
+            return Ok(());
         }
+        let server = self.server;
+        match self.last_error.take() {
+            Some(why) => crate::say!(
+                "The server at {server} closed our connection ({why}); registering again."
+            ),
+            None => crate::say!(
+                "Lost the connection to the server at {server}; registering again when it \
+                 answers. Meanwhile peers on direct paths still get our chats."
+            ),
+        }
+        let udp = self.udp.try_clone().map_err(|e| {
+            Failure::runtime(format!("cannot share the UDP socket: {}", in_words(&e)))
+        })?;
+        let asleep = self.peers.me.public.is_none();
+        session::spawn_reconnect(server, self.id.clone(), asleep, udp, self.to_loop.clone())
     }
+
+    /// Registered again (the server restarted, or had dropped us): the peers it lists are
+    /// kept, with their paths and what they sent, the others are dropped until they come
+    /// back, and a new public endpoint moves what must move.
+    fn back(&mut self, back: Back) {
+        self.tcp = Some(back.tcp);
+        self.peers.me.public = back.public;
+        if back.public.is_none() {
+            self.challenge = Some(back.welcome);
+        }
+        let listed: Vec<&str> = back.list.iter().map(|info| info.id.as_str()).collect();
+        self.peers.retain(|id| listed.contains(&id));
+        for info in back.list {
+            if info.id == self.id {
+                continue;
+            }
+            match self.peers.get_mut(&info.id) {
+                Some(peer) if peer.info.public != info.public => peer.relocate(info.public),
+                Some(_) => {}
+                None => self.peers.insert(info),
+            }
+        }
+        let status = match self.peers.me.public {
+            Some(public) => format!("public endpoint {public}"),
+            None => "still Asleep".to_string(),
+        };
+        crate::say!(
+            "Registered again with the server at {} as {} ({status}).",
+            self.server,
+            self.id
+        );
+    }
+
     /// Unregisters and waits (briefly) for the server to close the connection, so that the
     /// `EXIT` is surely read before this process goes.
     fn exit(mut self, from_server: &Receiver<FromServer>) -> Result<(), Failure> {
-        if self.request(&Request::Exit).is_ok() {
+        if self.tcp.is_some() && self.request(&Request::Exit).is_ok() {
             let deadline = Instant::now() + Duration::from_secs(2);
             while let Ok(FromServer::Event(_)) = from_server.recv_deadline(deadline) {}
         }
@@ -661,25 +711,6 @@ impl Client {
         }
         crate::say!("Successfully Terminated");
         Ok(())
-    }
-}
-
-/// Whether a natchat server still runs at `server`: it accepts a new connection and keeps
-/// it open (silent, waiting for `REGISTER`; or saying something, such as that it is full).
-/// Accepting alone proves nothing: a server being killed closes our old connection first and
-/// its listening socket a moment later, and meanwhile the kernel still completes new
-/// connections, then resets them.
-fn still_running(server: SocketAddr) -> io::Result<()> {
-    let probe = TcpStream::connect_timeout(&server, STILL_RUNNING_CHECK)?;
-    probe.set_read_timeout(Some(STILL_RUNNING_CHECK))?;
-    match (&probe).read(&mut [0u8; 1]) {
-        Ok(0) => Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "it closed a new connection at once",
-        )),
-        Ok(_) => Ok(()),
-        Err(e) if is_timeout(&e) => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

@@ -312,6 +312,11 @@ impl Peers {
         self.others.insert(peer.info.id.clone(), peer);
     }
 
+    /// Keeps only the peers whose ID `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.others.retain(|id, _| keep(id));
+    }
+
     pub fn remove(&mut self, id: &str) -> Option<Peer> {
         self.others.remove(id)
     }

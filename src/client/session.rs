@@ -24,9 +24,10 @@ use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::nonce::{Nonce, Nonces};
 use crate::wire::{check_id, id_in_use, Announce, Datagram, Event, PeerInfo, Request, MAX_LINE};
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// A line from the user, or the reason there will be no more.
@@ -38,11 +39,15 @@ pub enum Input {
     Interrupt,
 }
 
-/// What the TCP thread hands to the loop.
+/// What the TCP thread (or the reconnect thread) hands to the loop.
 pub enum FromServer {
     Event(Event),
     /// The connection ended.
     Closed,
+    /// Registered again, on a new connection.
+    Back(Back),
+    /// Registering again, our ID turned out to be someone else's now.
+    Taken,
 }
 
 /// A well-formed datagram, and where it came from.
@@ -68,6 +73,8 @@ pub struct Session {
     pub list: Vec<PeerInfo>,
     pub input: Receiver<Input>,
     pub from_server: Receiver<FromServer>,
+    /// For a reconnect thread, to reach the loop as the TCP thread did.
+    pub to_loop: Sender<FromServer>,
     pub from_peers: Receiver<FromPeer>,
 }
 
@@ -119,23 +126,81 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
 /// Connects, registers `id`, announces the UDP endpoint (unless Asleep) and receives the list.
 fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     let (tcp, server_addr) = connect(&config.server, config.port, "server", "server")?;
-    let _ = tcp.set_nodelay(true);
     let udp = bind_udp(config.udp_port)?;
+    let handshake = handshake(tcp, server_addr, &id, config.asleep, &udp)?;
     let lost = |e: io::Error| {
         Failure::runtime(format!(
             "registration with {server_addr} failed: {}",
             in_words(&e)
         ))
     };
+    let me = PeerInfo {
+        id,
+        public: handshake.public,
+        private: handshake.private,
+    };
+    let (to_loop, from_server) = bounded(CHANNEL);
+    Ok(Session {
+        me,
+        challenge: handshake.public.is_none().then_some(handshake.welcome),
+        nonces: nonces()?,
+        stamps: nonces()?,
+        server_addr,
+        input: spawn_input(io::stdin())?,
+        from_peers: spawn_udp_reader(udp.try_clone().map_err(lost)?)?,
+        tcp: handshake.tcp,
+        udp,
+        list: handshake.list,
+        from_server: {
+            spawn_tcp_reader(handshake.reader, to_loop.clone())?;
+            from_server
+        },
+        to_loop,
+    })
+}
+
+/// A registration that went through, on a connection of its own.
+pub struct Handshake {
+    /// The connection, for requests.
+    pub tcp: TcpStream,
+    /// The same connection, for the server's lines.
+    reader: LineReader<TcpStream>,
+    /// The private address we told the server: this machine's address toward it, and our
+    /// UDP port.
+    private: SocketAddr,
+    /// `WELCOME`'s nonce: Asleep, our Awake request will bring it back.
+    pub welcome: Nonce,
+    /// Where the server sees our UDP endpoint; `None` when Asleep.
+    pub public: Option<SocketAddr>,
+    /// Everyone listed, ourselves included.
+    pub list: Vec<PeerInfo>,
+}
+
+/// Registers `id` on `tcp`, a new connection to the server at `server_addr`: `REGISTER`,
+/// `WELCOME`, then (unless `asleep`) `HELLO` from `udp` until `READY`, and the list.
+fn handshake(
+    tcp: TcpStream,
+    server_addr: SocketAddr,
+    id: &str,
+    asleep: bool,
+    udp: &UdpSocket,
+) -> Result<Handshake, Refusal> {
+    let lost = |e: io::Error| {
+        Failure::runtime(format!(
+            "registration with {server_addr} failed: {}",
+            in_words(&e)
+        ))
+    };
+    let _ = tcp.set_nodelay(true);
     let private_ip = tcp.local_addr().map_err(lost)?.ip();
     let private = SocketAddr::new(private_ip, udp.local_addr().map_err(lost)?.port());
 
     let mut writer = tcp.try_clone().map_err(lost)?;
     let mut reader = LineReader::new(tcp.try_clone().map_err(lost)?, MAX_LINE);
     let register = Request::Register {
-        id: id.clone(),
+        id: id.to_string(),
         private,
-        asleep: config.asleep,
+        asleep,
     };
     // One write for the whole line: `writeln!` on a socket would send it in pieces.
     writer
@@ -144,7 +209,7 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
     let welcome = match next_event(&mut reader, server_addr)? {
         Event::Welcome { nonce } => nonce,
-        Event::Error { message } if message == id_in_use(&id) => {
+        Event::Error { message } if message == id_in_use(id) => {
             return Err(Refusal::IdInUse(message))
         }
         Event::Error { message } => {
@@ -155,13 +220,13 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         other => return Err(confused(server_addr, &other).into()),
     };
 
-    let public = if config.asleep {
+    let public = if asleep {
         match next_event(&mut reader, server_addr)? {
             Event::Ready { public: None } => None,
             other => return Err(confused(server_addr, &other).into()),
         }
     } else {
-        Some(hello(&id, welcome, &udp, &mut reader, server_addr)?)
+        Some(hello(id, welcome, udp, &mut reader, server_addr)?)
     };
 
     let mut list = Vec::new();
@@ -174,25 +239,73 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     }
     tcp.set_read_timeout(None).map_err(lost)?;
     tcp.set_write_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
-
-    let me = PeerInfo {
-        id,
-        public,
-        private,
-    };
-    Ok(Session {
-        me,
-        challenge: public.is_none().then_some(welcome),
-        nonces: nonces()?,
-        stamps: nonces()?,
-        server_addr,
-        input: spawn_input(io::stdin())?,
-        from_server: spawn_tcp_reader(reader)?,
-        from_peers: spawn_udp_reader(udp.try_clone().map_err(lost)?)?,
+    Ok(Handshake {
         tcp,
-        udp,
+        reader,
+        private,
+        welcome,
+        public,
         list,
     })
+}
+
+/// The first pause before registering again, and the longest: each failed try doubles it.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MOST: Duration = Duration::from_secs(30);
+
+/// The reconnect thread: registers `id` again with the server at `server`, as long as it
+/// takes, pausing longer after each failed try, and by a random part of the pause more or
+/// less: a thousand clients whose server restarted come back spread out, not all at once.
+/// Once registered, it hands the new connection to the loop (`Back`) and becomes its TCP
+/// thread. If the ID is someone else's by then, it says so (`Taken`) and ends.
+pub fn spawn_reconnect(
+    server: SocketAddr,
+    id: String,
+    asleep: bool,
+    udp: UdpSocket,
+    to_loop: Sender<FromServer>,
+) -> Result<(), Failure> {
+    let mut jitter = nonces()?;
+    spawn("reconnect", move || {
+        let mut pause = RETRY_FIRST;
+        loop {
+            let random = jitter.draw().bytes()[0];
+            // Between half the pause and one and a half times it.
+            thread::sleep(pause / 2 + pause * u32::from(random) / 255);
+            pause = (pause * 2).min(RETRY_MOST);
+            let Ok(tcp) = TcpStream::connect_timeout(&server, STEP_TIMEOUT) else {
+                continue;
+            };
+            match handshake(tcp, server, &id, asleep, &udp) {
+                Ok(handshake) => {
+                    let reader = handshake.reader;
+                    let back = Back {
+                        tcp: handshake.tcp,
+                        public: handshake.public,
+                        welcome: handshake.welcome,
+                        list: handshake.list,
+                    };
+                    if to_loop.send(FromServer::Back(back)).is_ok() {
+                        read_events(reader, &to_loop);
+                    }
+                    return;
+                }
+                Err(Refusal::IdInUse(_)) => {
+                    let _ = to_loop.send(FromServer::Taken);
+                    return;
+                }
+                Err(Refusal::Failed(_)) => {}
+            }
+        }
+    })
+}
+
+/// A registration again, for the loop.
+pub struct Back {
+    pub tcp: TcpStream,
+    pub public: Option<SocketAddr>,
+    pub welcome: Nonce,
+    pub list: Vec<PeerInfo>,
 }
 
 /// `Enter ID : `, and one line from the terminal; end of input is a failure.
@@ -353,20 +466,24 @@ fn spawn_input(stdin: io::Stdin) -> Result<Receiver<Input>, Failure> {
     Ok(rx)
 }
 
-/// The TCP thread: server events, then `Closed`. Lines that do not parse are skipped.
-fn spawn_tcp_reader(mut reader: LineReader<TcpStream>) -> Result<Receiver<FromServer>, Failure> {
-    let (tx, rx) = bounded(CHANNEL);
-    spawn("tcp", move || {
-        while let Ok(Some(line)) = reader.read_line() {
-            if let Ok(event) = line.parse() {
-                if tx.send(FromServer::Event(event)).is_err() {
-                    return;
-                }
+/// The TCP thread: server events, then `Closed`.
+fn spawn_tcp_reader(
+    reader: LineReader<TcpStream>,
+    to_loop: Sender<FromServer>,
+) -> Result<(), Failure> {
+    spawn("tcp", move || read_events(reader, &to_loop))
+}
+
+/// Hands each server event to the loop, then `Closed`. Lines that do not parse are skipped.
+fn read_events(mut reader: LineReader<TcpStream>, to_loop: &Sender<FromServer>) {
+    while let Ok(Some(line)) = reader.read_line() {
+        if let Ok(event) = line.parse() {
+            if to_loop.send(FromServer::Event(event)).is_err() {
+                return;
             }
         }
-        let _ = tx.send(FromServer::Closed);
-    })?;
-    Ok(rx)
+    }
+    let _ = to_loop.send(FromServer::Closed);
 }
 
 /// The UDP thread: well-formed peer datagrams. Anything else is dropped here.
