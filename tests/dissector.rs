@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{room_client, Proc, SOON};
+use support::{room_client, Proc, TempDir, SOON};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/mininet/natchat.lua");
 
@@ -57,22 +57,6 @@ fn tool_path(tool: &str) -> Option<PathBuf> {
 }
 
 /// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("natchat-dissector-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The first port of the kernel's ephemeral range (clients' ports come from there).
 fn ephemeral_start() -> u16 {
@@ -378,10 +362,10 @@ fn the_dissector_decodes_every_message_of_a_real_session() {
         println!("dissector test skipped: {why}");
         return;
     }
-    let dir = TempDir::new();
-    let uploads = dir.0.join("uploads");
+    let dir = TempDir::new("dissector");
+    let uploads = dir.path("uploads");
     fs::create_dir(&uploads).unwrap();
-    let pcap = dir.0.join("natchat.pcap");
+    let pcap = dir.path("natchat.pcap");
 
     let seed = std::process::id() as u16;
     let port = free_server_port(seed);

@@ -7,8 +7,7 @@ mod support;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use support::{p2p_client, p2p_server, room_client, room_server, SOON};
+use support::{p2p_client, p2p_server, room_client, room_server, TempDir, SOON};
 
 /// A line with a right-to-left override and a zero-width space in it.
 const SNEAKY: &str = "pay \u{202E}001$ to zero\u{200B}width";
@@ -53,28 +52,11 @@ fn line_with(reader: &mut BufReader<TcpStream>, needle: &str) -> String {
 }
 
 /// A fresh directory under the system's temp dir, removed at the end of the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let name = format!("natchat-hidden-{tag}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(name);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn room_lines_reach_everyone_with_format_characters_replaced() {
     let uploads = TempDir::new("room");
-    let (server, port) = room_server(&["--upload-dir", uploads.0.to_str().unwrap()]);
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
     let (mut sender, mut sender_lines) = raw_room_user(port);
     let (_listener, mut listener_lines) = raw_room_user(port);
     let client = room_client("client", port);
@@ -104,7 +86,7 @@ fn room_lines_reach_everyone_with_format_characters_replaced() {
 #[test]
 fn upload_names_are_stored_without_format_characters() {
     let uploads = TempDir::new("upload");
-    let (server, port) = room_server(&["--upload-dir", uploads.0.to_str().unwrap()]);
+    let (server, port) = room_server(&["--upload-dir", uploads.arg()]);
     let (mut uploader, mut uploader_lines) = raw_room_user(port);
     let (_other, mut other_lines) = raw_room_user(port);
     // Shown with the override, "photo\u{202E}gpj.exe" reads "photoexe.jpg".
@@ -117,15 +99,8 @@ fn upload_names_are_stored_without_format_characters() {
     );
     let told = line_with(&mut other_lines, "has uploaded a file");
     assert!(told.contains("a file photo_gpj._exe (5 bytes)"), "{told}");
-    let stored: Vec<String> = fs::read_dir(&uploads.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(stored, ["photo_gpj._exe"]);
-    assert_eq!(
-        fs::read(uploads.0.join("photo_gpj._exe")).unwrap(),
-        b"hello"
-    );
+    assert_eq!(uploads.files(), ["photo_gpj._exe"]);
+    assert_eq!(fs::read(uploads.path("photo_gpj._exe")).unwrap(), b"hello");
     assert!(!server.output().iter().any(|l| holds_format_characters(l)));
 }
 

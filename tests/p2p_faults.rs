@@ -135,6 +135,15 @@ fn untagged_chat(from: &str, seq: u64, text: &str) -> String {
     Datagram::chat(from, numbered(seq), stamp, text.to_string(), None).to_string()
 }
 
+/// A hand-driven client `raw`, registered, keyed with `alice` (a real client): it, alice's
+/// endpoint, and their key.
+fn raw_paired_with(alice: &Proc, port: u16) -> (Raw, SocketAddr, Key) {
+    let mut raw = Raw::register(port, "raw");
+    alice.wait_for("raw joined");
+    let key = raw.key_for("alice");
+    (raw, own_endpoint(alice, "alice"), key)
+}
+
 /// The UDP endpoint a client shows for itself in its list.
 fn own_endpoint(client: &Proc, id: &str) -> SocketAddr {
     let line = client.wait_line("own entry", SOON, |l| {
@@ -340,10 +349,7 @@ fn a_new_address_is_believed_once_it_answers_the_challenge() {
 fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
     let (_server, port) = p2p_server(QUIET_RAW);
     let alice = p2p_client("alice", port);
-    let mut raw = Raw::register(port, "raw");
-    alice.wait_for("raw joined");
-    let alice_endpoint = own_endpoint(&alice, "alice");
-    let key = raw.key_for("alice");
+    let (raw, alice_endpoint, key) = raw_paired_with(&alice, port);
     let mut stamps = Nonces::new().unwrap();
     let stamp = stamps.draw();
     let once = Datagram::chat("raw", numbered(1), stamp, "only once".into(), Some(&key));
@@ -783,10 +789,7 @@ fn an_asleep_client_answers_no_one_elses_challenge() {
 fn each_peers_messages_are_shown_in_the_order_they_were_sent() {
     let (_server, port) = p2p_server(QUIET_RAW);
     let alice = p2p_client("alice", port);
-    let mut raw = Raw::register(port, "raw");
-    alice.wait_for("raw joined");
-    let alice_endpoint = own_endpoint(&alice, "alice");
-    let key = raw.key_for("alice");
+    let (raw, alice_endpoint, key) = raw_paired_with(&alice, port);
     let mut stamps = Nonces::new().unwrap();
     let chat = |seq: u64, text: &str, stamps: &mut Nonces| {
         Datagram::chat("raw", numbered(seq), stamps.draw(), text.into(), Some(&key)).to_string()

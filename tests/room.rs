@@ -9,13 +9,13 @@ use natchat::room::server::QUEUE;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::tmux::Tmux;
-use support::{natchat, room_client, room_server, Proc, SOON};
+use support::{natchat, room_client, room_server, Proc, TempDir, SOON};
 
 /// A user on a plain TCP socket, like `nc HOST PORT`: lines out with CRLF; a thread collects
 /// the lines that come in. Dropping it hangs up.
@@ -109,41 +109,6 @@ fn joined(line: &str) -> String {
 }
 
 /// A fresh directory under the system's temp dir, removed at the end of the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let name = format!("natchat-room-{tag}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(name);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    /// Every file in it, hidden ones included, sorted.
-    fn files(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `len` bytes that are not text: every byte value, newlines and NULs included.
 fn binary(len: usize, seed: u32) -> Vec<u8> {
@@ -445,7 +410,7 @@ fn quoted_upload_paths_name_the_file_inside_the_quotes() {
     let mut client = Proc::spawn_command(
         "client",
         natchat()
-            .current_dir(&files.0)
+            .current_dir(files.arg())
             .args(["room-client", "127.0.0.1", &port.to_string()]),
     );
     client.wait_for("Connected to the chat server");
@@ -602,7 +567,7 @@ fn a_client_killed_mid_upload_leaves_nothing() {
     let uploader_addr = joined(&server.wait_for("entered (2 users online)"));
     uploader.send(&format!("#upload {}", files.path("huge.bin").display()));
     wait_until("the upload to start", SOON, || {
-        uploads.0.exists() && !uploads.files().is_empty()
+        std::path::Path::new(uploads.arg()).exists() && !uploads.files().is_empty()
     });
     uploader.signal("KILL");
     uploader.wait_exit(SOON);

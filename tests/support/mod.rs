@@ -8,7 +8,9 @@
 pub mod spoof;
 pub mod tmux;
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -308,4 +310,44 @@ pub fn room_client(name: &str, port: u16) -> Proc {
     let client = Proc::spawn(name, &["room-client", "127.0.0.1", &port.to_string()]);
     client.wait_for("Connected to the chat server");
     client
+}
+
+/// A directory of the test's own, removed when dropped (also when the test fails).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory, named after `tag` and this test process.
+    pub fn new(tag: &str) -> TempDir {
+        let name = format!("natchat-test-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// `name` inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Its path, as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// Every file in it, hidden ones included, sorted.
+    pub fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
