@@ -56,8 +56,6 @@ fn tool_path(tool: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// A directory of the test's own, removed when dropped.
-
 /// The first port of the kernel's ephemeral range (clients' ports come from there).
 fn ephemeral_start() -> u16 {
     fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

@@ -51,8 +51,6 @@ fn line_with(reader: &mut BufReader<TcpStream>, needle: &str) -> String {
     panic!("no line with {needle:?}; saw {seen:?}");
 }
 
-/// A fresh directory under the system's temp dir, removed at the end of the test.
-
 #[test]
 fn room_lines_reach_everyone_with_format_characters_replaced() {
     let uploads = TempDir::new("room");

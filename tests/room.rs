@@ -108,8 +108,6 @@ fn joined(line: &str) -> String {
     rest.split(' ').next().unwrap().to_string()
 }
 
-/// A fresh directory under the system's temp dir, removed at the end of the test.
-
 /// `len` bytes that are not text: every byte value, newlines and NULs included.
 fn binary(len: usize, seed: u32) -> Vec<u8> {
     let mut state = seed | 1;
