@@ -365,7 +365,7 @@ fn a_client_outlives_its_server_and_registers_again_when_it_is_back() {
         ]
     );
     assert_eq!(alice.count("Message to bob not"), 0, "{:?}", alice.output());
-    assert_eq!(bob.count("never arrived"), 0, "{:?}", bob.output());
+    assert_eq!(bob.count("has not arrived"), 0, "{:?}", bob.output());
 }
 
 #[test]
@@ -374,21 +374,67 @@ fn a_client_whose_id_was_taken_while_the_server_was_away_says_so() {
     let mut alice = p2p_client("alice", port);
     drop(server);
     alice.wait_for("Lost the connection to the server");
+    // Alice is held back until someone else has her ID on the server that comes back.
+    alice.signal("STOP");
     let port_arg = port.to_string();
     let again = Proc::spawn(
         "again",
         &["server", "--bind", "127.0.0.1", "--port", &port_arg],
     );
     again.wait_for("listening on");
-    // Someone else takes the ID first (alice tries again no sooner than half a second on).
     let _other = p2p_client("alice", port);
-    assert_eq!(alice.wait_exit(SOON * 2).code(), Some(1));
+    alice.signal("CONT");
+    // Refused, she tries again for a while (it could be her own old registration), then
+    // says so, once.
+    assert_eq!(alice.wait_exit(Duration::from_secs(90)).code(), Some(1));
     alice.wait_line("the one line", SOON, |l| {
         l == format!(
-            "natchat: while we were away, someone else registered as 'alice' with the server \
-             at 127.0.0.1:{port}; start the client again with another ID."
+            "natchat: the server at 127.0.0.1:{port} has said for 40 s that the ID 'alice' is \
+             in use by another client; start the client again with another ID."
         )
     });
+}
+
+#[test]
+fn a_reaped_client_that_registers_again_still_gets_new_messages() {
+    let (server, port) = p2p_server(&["--timeout-secs", "1"]);
+    let alice = p2p_client("alice", port);
+    let mut bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    bob.send("@chat alice one");
+    alice.wait_for("From bob [one]");
+    alice.signal("STOP");
+    server.wait_for("alice is disappeared 127.0.0.1:");
+    bob.wait_for("alice left");
+    alice.signal("CONT");
+    alice.wait_for("Registered again with the server");
+    bob.wait_for("alice joined");
+    bob.send("@chat alice two");
+    alice.wait_for("From bob [two]");
+    assert_eq!(alice.count("From bob [one]"), 1);
+    assert_eq!(alice.count("has not arrived"), 0, "{:?}", alice.output());
+}
+
+#[test]
+fn without_the_server_a_direct_path_survives_a_slow_acknowledgement() {
+    let (server, port) = p2p_server(&[]);
+    let mut alice = p2p_client("alice", port);
+    let bob = p2p_client("bob", port);
+    alice.wait_for("bob joined");
+    alice.send("@chat bob before");
+    bob.wait_for("From alice [before]");
+    drop(server);
+    alice.wait_for("Lost the connection");
+    // Bob is slow to answer, longer than the one second after which a path with a server
+    // would give way to the relay.
+    bob.signal("STOP");
+    alice.send("@chat bob slow");
+    std::thread::sleep(Duration::from_millis(1500));
+    bob.signal("CONT");
+    bob.wait_for("From alice [slow]");
+    alice.send("@chat bob after");
+    bob.wait_for("From alice [after]");
+    assert_eq!(alice.count("Message to bob not"), 0, "{:?}", alice.output());
 }
 
 #[test]

@@ -812,7 +812,7 @@ fn each_peers_messages_are_shown_in_the_order_they_were_sent() {
     // Lost on the way: 4 never comes. 5 waits for it, for a bounded time, then is shown
     // with the gap said; and 4, should it come after all, is shown marked late.
     raw.udp_to(&chat(5, "five", &mut stamps), alice_endpoint);
-    let gap = "(a message from raw before the next never arrived)";
+    let gap = "(a message from raw before the next has not arrived)";
     alice.wait_line("the gap, said", SOON, |l| l == gap);
     alice.wait_for("From raw [five]");
     let output = alice.output();

@@ -91,6 +91,8 @@ struct GivenUp {
 struct InFlight {
     text: String,
     stamp: Nonce,
+    /// Whether any copy of it has left (it may wait for a path, or for the server).
+    sent: bool,
     first_sent: Instant,
     last_sent: Instant,
 }
@@ -129,6 +131,7 @@ impl Outbound {
             let message = InFlight {
                 text,
                 stamp,
+                sent: false,
                 first_sent: now,
                 last_sent: now,
             };
@@ -245,7 +248,7 @@ impl Outgoing {
                     failed.push(Unconfirmed {
                         to: to.clone(),
                         text: m.text.clone(),
-                        sent: true,
+                        sent: m.sent,
                     });
                     given_up.push_back(GivenUp {
                         to: to.clone(),
@@ -273,14 +276,30 @@ impl Outgoing {
         (sends, failed)
     }
 
-    /// `to` left, or we do: everything on its way to it is unconfirmed (what was in flight)
-    /// or unsent (the backlog).
+    /// A copy of message `seq` to `to` has left.
+    pub fn sent(&mut self, to: &str, seq: u64) {
+        let message = self
+            .peers
+            .get_mut(to)
+            .and_then(|o| o.in_flight.get_mut(&seq));
+        if let Some(message) = message {
+            message.sent = true;
+        }
+    }
+
+    /// `to` left, or we do: everything on its way to it is unconfirmed (what was sent) or
+    /// unsent. The numbering goes on: should `to` come back, it may still hold what we sent
+    /// it in this session, and must not take new messages for old ones.
     pub fn forget(&mut self, to: &str) -> Vec<Unconfirmed> {
-        let Some(outbound) = self.peers.remove(to) else {
+        let Some(outbound) = self.peers.get_mut(to) else {
             return Vec::new();
         };
-        let in_flight = outbound.in_flight.into_values().map(|m| (m.text, true));
-        let backlog = outbound.backlog.into_iter().map(|text| (text, false));
+        let in_flight = std::mem::take(&mut outbound.in_flight)
+            .into_values()
+            .map(|m| (m.text, m.sent));
+        let backlog = std::mem::take(&mut outbound.backlog)
+            .into_iter()
+            .map(|text| (text, false));
         in_flight
             .chain(backlog)
             .map(|(text, sent)| Unconfirmed {
@@ -328,8 +347,15 @@ impl Inbound {
         text: String,
         now: Instant,
     ) -> (Arrival, Vec<Shown>) {
+        // A base past the message itself is nonsense, and one far past what we expect is a
+        // stream we cannot follow any more: taken as a fresh start.
+        let number = Numbered {
+            base: number.base.min(number.seq),
+            ..number
+        };
         let mut shown = Vec::new();
-        if self.session != Some(number.session) {
+        let lost_track = number.base > self.next.saturating_add(WINDOW);
+        if self.session != Some(number.session) || lost_track {
             // What waited for the old session's gaps is shown now, as it is.
             shown.extend(
                 self.held

@@ -69,6 +69,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         server: session.server_addr,
         tcp: Some(session.tcp),
         to_loop: session.to_loop,
+        generation: 0,
         udp: session.udp,
         peers: Peers::new(session.me),
         outgoing: Outgoing::new(session.stamps),
@@ -109,6 +110,9 @@ struct Client {
     tcp: Option<TcpStream>,
     /// For the reconnect thread, to reach the loop.
     to_loop: Sender<FromServer>,
+    /// Which connection to the server this is (0, then one more each time we register
+    /// again): the end of an older one is old news.
+    generation: u64,
     udp: UdpSocket,
     peers: Peers,
     outgoing: Outgoing,
@@ -191,13 +195,16 @@ impl Client {
                 },
                 recv(from_server) -> event => match event {
                     Ok(FromServer::Event(event)) => self.on_event(event)?,
-                    Ok(FromServer::Closed) | Err(_) => self.lost()?,
+                    Ok(FromServer::Closed(generation)) if generation != self.generation => {}
+                    Ok(FromServer::Closed(_)) | Err(_) => self.lost()?,
                     Ok(FromServer::Back(back)) => self.back(back),
                     Ok(FromServer::Taken) => {
                         return Err(Failure::runtime(format!(
-                            "while we were away, someone else registered as '{}' with the \
-                             server at {}; start the client again with another ID.",
-                            self.id, self.server
+                            "the server at {} has said for {} s that the ID '{}' is in use by \
+                             another client; start the client again with another ID.",
+                            self.server,
+                            session::ID_PATIENCE.as_secs(),
+                            self.id
                         )))
                     }
                 },
@@ -334,7 +341,8 @@ impl Client {
             let Some(peer) = self.peers.get_mut(&send.to) else {
                 continue;
             };
-            let (route, ask_punch) = peer.route(send.age, now);
+            let server = self.tcp.is_some();
+            let (route, ask_punch) = peer.route(send.age, now, server);
             let number = self.outgoing.numbered(&send.to, send.seq);
             let datagram = Datagram::chat(&self.id, number, send.stamp, send.text, peer.key());
             if ask_punch {
@@ -342,13 +350,21 @@ impl Client {
                     peer: send.to.clone(),
                 })?;
             }
-            match route {
-                Route::Direct(addr) => self.send_udp(&datagram.to_string(), addr),
-                Route::Relay => self.request(&Request::Relay {
-                    to: send.to,
-                    datagram,
-                })?,
-                Route::Hold => {}
+            let sent = match route {
+                Route::Direct(addr) => {
+                    self.send_udp(&datagram.to_string(), addr);
+                    true
+                }
+                Route::Relay if server => {
+                    let to = send.to.clone();
+                    self.request(&Request::Relay { to, datagram })?;
+                    true
+                }
+                // No validated path yet, or only the relay and the server is away.
+                Route::Relay | Route::Hold => false,
+            };
+            if sent {
+                self.outgoing.sent(&send.to, send.seq);
             }
         }
         Ok(())
@@ -543,7 +559,10 @@ impl Client {
             self.next_keepalive = now + self.keepalive;
         }
         self.answer_due(now);
-        if let Some(waking) = &mut self.waking {
+        if let Some(waking) = self.waking.as_mut().filter(|_| self.tcp.is_none()) {
+            // The server is away: the Awake request waits for us to be registered again.
+            waking.give_up_at = now + AWAKE_PATIENCE;
+        } else if let Some(waking) = &mut self.waking {
             if now >= waking.give_up_at {
                 let still = if self.peers.me.public.is_none() {
                     " We are still Asleep."
@@ -642,9 +661,12 @@ impl Client {
     /// it gave one, keeps every peer and path (direct chats go on), and starts registering
     /// again in the background.
     fn lost(&mut self) -> Result<(), Failure> {
-        if self.tcp.take().is_none() {
+        let Some(tcp) = self.tcp.take() else {
             return Ok(());
-        }
+        };
+        // Closed for good, both ways, so that the server drops our old registration as soon
+        // as it can read, and our new one is not refused as a duplicate of it.
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
         let server = self.server;
         match self.last_error.take() {
             Some(why) => crate::say!(
@@ -659,7 +681,15 @@ impl Client {
             Failure::runtime(format!("cannot share the UDP socket: {}", in_words(&e)))
         })?;
         let asleep = self.peers.me.public.is_none();
-        session::spawn_reconnect(server, self.id.clone(), asleep, udp, self.to_loop.clone())
+        let next = self.generation + 1;
+        session::spawn_reconnect(
+            server,
+            self.id.clone(),
+            asleep,
+            udp,
+            self.to_loop.clone(),
+            next,
+        )
     }
 
     /// Registered again (the server restarted, or had dropped us): the peers it lists are
@@ -667,6 +697,7 @@ impl Client {
     /// back, and a new public endpoint moves what must move.
     fn back(&mut self, back: Back) {
         self.tcp = Some(back.tcp);
+        self.generation += 1;
         self.peers.me.public = back.public;
         if back.public.is_none() {
             self.challenge = Some(back.welcome);
@@ -737,9 +768,9 @@ fn show(from: &str, shown: Vec<Shown>) {
                 "From {from} [{}] (late: sent before messages shown already)",
                 clean(&text)
             ),
-            Shown::Gap(1) => crate::say!("(a message from {from} before the next never arrived)"),
+            Shown::Gap(1) => crate::say!("(a message from {from} before the next has not arrived)"),
             Shown::Gap(n) => {
-                crate::say!("({n} messages from {from} before the next never arrived)")
+                crate::say!("({n} messages from {from} before the next have not arrived)")
             }
         }
     }
@@ -761,9 +792,14 @@ fn report_unconfirmed(messages: Vec<Unconfirmed>, gone: &Gone) {
     for Unconfirmed { to, text, sent } in messages {
         let text = clean(&text);
         match (gone, sent) {
-            (Gone::TimedOut, _) => crate::say!(
+            (Gone::TimedOut, true) => crate::say!(
                 "Message to {to} not confirmed yet (no acknowledgement in {} s; it may still \
                  arrive): [{text}]",
+                GIVE_UP_AFTER.as_secs()
+            ),
+            (Gone::TimedOut, false) => crate::say!(
+                "Message to {to} not sent: with the server away, no path to {to} was found in \
+                 {} s: [{text}]",
                 GIVE_UP_AFTER.as_secs()
             ),
             (Gone::PeerLeft, true) => {

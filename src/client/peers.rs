@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// How long a relayed peer stays relayed before the direct paths are probed again.
 pub const DIRECT_RETRY: Duration = Duration::from_secs(35);
+/// How many peers that left are remembered (what they sent us): see [`Peers`].
+const AWAY_KEPT: usize = 1024;
 /// Probes per burst, and the pause between them.
 const PROBES: u32 = 5;
 const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -164,9 +166,12 @@ impl Peer {
     }
 
     /// Chooses the route for a transmission of a message first sent `age` ago. Returns it,
-    /// and whether to ask the server to key us and start a coordinated punch now.
-    pub fn route(&mut self, age: Duration, now: Instant) -> (Route, bool) {
+    /// and whether to ask the server to key us and start a coordinated punch now. While the
+    /// server is away (`!server`), a direct path is kept however long an acknowledgement
+    /// takes: it is the only way there is, and punching again would need the server.
+    pub fn route(&mut self, age: Duration, now: Instant, server: bool) -> (Route, bool) {
         match self.path {
+            Path::Direct(addr) if !server => (Route::Direct(addr), false),
             Path::Relayed { retry_at } => {
                 let retry = now >= retry_at;
                 if retry {
@@ -295,6 +300,10 @@ pub struct Peers {
     /// Ourselves, as the server lists us.
     pub me: PeerInfo,
     others: BTreeMap<String, Peer>,
+    /// What peers that left, or that a server we registered with again did not list, had
+    /// sent us: kept (for at most [`AWAY_KEPT`] of them), so that a retransmission after
+    /// they come back is not shown twice.
+    away: BTreeMap<String, Inbound>,
 }
 
 impl Peers {
@@ -303,22 +312,39 @@ impl Peers {
         Peers {
             me,
             others: BTreeMap::new(),
+            away: BTreeMap::new(),
         }
     }
 
-    /// Adds or replaces a peer (a rejoin starts afresh).
+    /// Adds or replaces a peer. Its paths start afresh; what it sent us is kept (a new
+    /// session of it starts its own books afresh anyway: see `Inbound`).
     pub fn insert(&mut self, info: PeerInfo) {
-        let peer = Peer::new(info);
-        self.others.insert(peer.info.id.clone(), peer);
+        let mut peer = Peer::new(info);
+        let id = peer.info.id.clone();
+        let known = self.others.remove(&id).map(|p| p.inbound);
+        if let Some(inbound) = known.or_else(|| self.away.remove(&id)) {
+            peer.inbound = inbound;
+        }
+        self.others.insert(id, peer);
     }
 
-    /// Keeps only the peers whose ID `keep` accepts.
+    /// Keeps only the peers whose ID `keep` accepts; what the others sent is kept aside.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.others.retain(|id, _| keep(id));
+        let gone: Vec<String> = self.others.keys().filter(|id| !keep(id)).cloned().collect();
+        for id in gone {
+            self.remove(&id);
+        }
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<Peer> {
-        self.others.remove(id)
+    /// The peer left; what it sent us is kept aside.
+    pub fn remove(&mut self, id: &str) {
+        let Some(peer) = self.others.remove(id) else {
+            return;
+        };
+        if self.away.len() >= AWAY_KEPT {
+            self.away.pop_first();
+        }
+        self.away.insert(id.to_string(), peer.inbound);
     }
 
     pub fn get(&self, id: &str) -> Option<&Peer> {
@@ -378,25 +404,25 @@ mod tests {
         let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
         assert_eq!(
-            far.route(Duration::ZERO, now),
+            far.route(Duration::ZERO, now, true),
             (Route::Hold, true),
             "ask once"
         );
         assert_eq!(
-            far.route(Duration::from_millis(250), now),
+            far.route(Duration::from_millis(250), now, true),
             (Route::Hold, false)
         );
         assert_eq!(far.path_label(), "new");
         let probes = keyed(&mut far, &mut nonces, now);
         assert_eq!(probes.len(), 2, "the private and the public address");
-        assert_eq!(far.route(RELAY_AFTER, now), (Route::Relay, false));
+        assert_eq!(far.route(RELAY_AFTER, now, true), (Route::Relay, false));
         assert_eq!(far.path_label(), "relayed");
         assert_eq!(
-            far.route(Duration::ZERO, now + Duration::from_secs(1)),
+            far.route(Duration::ZERO, now + Duration::from_secs(1), true),
             (Route::Relay, false)
         );
         assert_eq!(
-            far.route(Duration::ZERO, now + DIRECT_RETRY),
+            far.route(Duration::ZERO, now + DIRECT_RETRY, true),
             (Route::Relay, true),
             "heal attempt"
         );
@@ -405,7 +431,7 @@ mod tests {
         assert!(far.answered(public, &nonce, ME, ME));
         assert_eq!(far.path_label(), "direct");
         assert_eq!(
-            far.route(Duration::ZERO, now),
+            far.route(Duration::ZERO, now, true),
             (Route::Direct(public), false)
         );
     }
@@ -516,7 +542,7 @@ mod tests {
         assert!(peer.is_asleep());
         assert_eq!(peer.candidates.len(), 1);
         assert_eq!(
-            peer.route(Duration::ZERO, Instant::now()),
+            peer.route(Duration::ZERO, Instant::now(), true),
             (Route::Hold, false)
         );
     }

@@ -42,8 +42,8 @@ pub enum Input {
 /// What the TCP thread (or the reconnect thread) hands to the loop.
 pub enum FromServer {
     Event(Event),
-    /// The connection ended.
-    Closed,
+    /// The connection of this generation ended (see `Client`'s `generation`).
+    Closed(u64),
     /// Registered again, on a new connection.
     Back(Back),
     /// Registering again, our ID turned out to be someone else's now.
@@ -152,7 +152,10 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         udp,
         list: handshake.list,
         from_server: {
-            spawn_tcp_reader(handshake.reader, to_loop.clone())?;
+            spawn("tcp", {
+                let to_loop = to_loop.clone();
+                move || read_events(handshake.reader, &to_loop, 0)
+            })?;
             from_server
         },
         to_loop,
@@ -253,21 +256,29 @@ fn handshake(
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MOST: Duration = Duration::from_secs(30);
 
+/// How long our ID may be refused as in use before we believe someone else has it: the
+/// holder may be our own old registration, which a server that did not see the connection
+/// end drops only once it has heard nothing from it for its timeout (30 s unless told).
+pub const ID_PATIENCE: Duration = Duration::from_secs(40);
+
 /// The reconnect thread: registers `id` again with the server at `server`, as long as it
 /// takes, pausing longer after each failed try, and by a random part of the pause more or
 /// less: a thousand clients whose server restarted come back spread out, not all at once.
 /// Once registered, it hands the new connection to the loop (`Back`) and becomes its TCP
-/// thread. If the ID is someone else's by then, it says so (`Taken`) and ends.
+/// thread, of connection `generation`. If the ID is refused as in use for [`ID_PATIENCE`],
+/// it says so (`Taken`) and ends.
 pub fn spawn_reconnect(
     server: SocketAddr,
     id: String,
     asleep: bool,
     udp: UdpSocket,
     to_loop: Sender<FromServer>,
+    generation: u64,
 ) -> Result<(), Failure> {
     let mut jitter = nonces()?;
     spawn("reconnect", move || {
         let mut pause = RETRY_FIRST;
+        let mut refused_since = None;
         loop {
             let random = jitter.draw().bytes()[0];
             // Between half the pause and one and a half times it.
@@ -286,13 +297,16 @@ pub fn spawn_reconnect(
                         list: handshake.list,
                     };
                     if to_loop.send(FromServer::Back(back)).is_ok() {
-                        read_events(reader, &to_loop);
+                        read_events(reader, &to_loop, generation);
                     }
                     return;
                 }
                 Err(Refusal::IdInUse(_)) => {
-                    let _ = to_loop.send(FromServer::Taken);
-                    return;
+                    let since = *refused_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= ID_PATIENCE {
+                        let _ = to_loop.send(FromServer::Taken);
+                        return;
+                    }
                 }
                 Err(Refusal::Failed(_)) => {}
             }
@@ -466,16 +480,9 @@ fn spawn_input(stdin: io::Stdin) -> Result<Receiver<Input>, Failure> {
     Ok(rx)
 }
 
-/// The TCP thread: server events, then `Closed`.
-fn spawn_tcp_reader(
-    reader: LineReader<TcpStream>,
-    to_loop: Sender<FromServer>,
-) -> Result<(), Failure> {
-    spawn("tcp", move || read_events(reader, &to_loop))
-}
-
-/// Hands each server event to the loop, then `Closed`. Lines that do not parse are skipped.
-fn read_events(mut reader: LineReader<TcpStream>, to_loop: &Sender<FromServer>) {
+/// The TCP thread's work: hands each server event to the loop, then `Closed` with the
+/// connection's `generation`. Lines that do not parse are skipped.
+fn read_events(mut reader: LineReader<TcpStream>, to_loop: &Sender<FromServer>, generation: u64) {
     while let Ok(Some(line)) = reader.read_line() {
         if let Ok(event) = line.parse() {
             if to_loop.send(FromServer::Event(event)).is_err() {
@@ -483,7 +490,7 @@ fn read_events(mut reader: LineReader<TcpStream>, to_loop: &Sender<FromServer>) 
             }
         }
     }
-    let _ = to_loop.send(FromServer::Closed);
+    let _ = to_loop.send(FromServer::Closed(generation));
 }
 
 /// The UDP thread: well-formed peer datagrams. Anything else is dropped here.
