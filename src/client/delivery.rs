@@ -533,6 +533,7 @@ mod tests {
         let sends = out.queue("bob", "hi".into(), start);
         assert_eq!(sends.len(), 1);
         assert_eq!(sends[0].seq, 1);
+        out.sent("bob", 1);
         let (again, failed) = out.due(start + RETRY_EVERY);
         assert_eq!((again.len(), failed.len()), (1, 0));
         assert_eq!(again[0].age, RETRY_EVERY);
@@ -578,13 +579,18 @@ mod tests {
         let freed = out.acknowledge("bob", 1, &sent[0].stamp, now).sends;
         assert_eq!(freed.len(), 1);
         assert_eq!(freed[0].seq, MAX_SPAN + 1);
+        for seq in 2..=MAX_SPAN {
+            out.sent("bob", seq);
+        }
         let forgotten = out.forget("bob");
         assert_eq!(forgotten.len() as u64, MAX_SPAN + 9);
         assert_eq!(
             forgotten.iter().filter(|m| !m.sent).count(),
-            9,
-            "the backlog never left"
+            10,
+            "the backlog never left, nor did the one just freed from it"
         );
+        // The numbering goes on after it is forgotten.
+        assert_eq!(out.queue("bob", "next".into(), now)[0].seq, MAX_SPAN + 2);
     }
 
     #[test]
