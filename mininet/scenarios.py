@@ -317,7 +317,7 @@ def bare_heal(lab):
     polled until each shows the other `direct`: natchat probes a relayed peer's direct paths
     again every 35 s (longer than conntrack's 30 s for an unanswered flow). Passes when both
     are direct within 90 s of the first message; the time to direct, and each punch as the
-    routers saw it, go in the summary. Run only by name: measured, it healed in 1 of 3 runs
+    routers saw it, go in the summary. Run only by name: measured, it healed in 2 of 6 runs
     (each punch is a race that a zero-delay lab almost always loses; mininet/README.md)."""
     # Every flow each router makes, and when (shown only on a failure, or with -v): the gap
     # between the two sides' first probes of each punch, and which one collided.
@@ -540,7 +540,7 @@ def nat_matrix(lab):
 SCENARIOS = [
     ('home-nat-direct', 'home', home_nat_direct, SCENARIO_LIMIT, True),
     ('bare-masquerade', 'bare', bare_masquerade, SCENARIO_LIMIT, True),
-    # Not in the default set: it heals in 90 s in only 1 of 3 runs (see bare_heal).
+    # Not in the default set: it heals within 90 s in only 2 of 6 runs (see bare_heal).
     ('bare-heal', 'bare', bare_heal, 150, False),
     ('symmetric-nat-relay', 'symmetric', symmetric_nat_relay, SCENARIO_LIMIT, True),
     ('same-nat-private', 'home', same_nat_private, SCENARIO_LIMIT, True),
