@@ -318,7 +318,7 @@ def bare_heal(lab):
     again every 35 s (longer than conntrack's 30 s for an unanswered flow). Passes when both
     are direct within 90 s of the first message; the time to direct, and each punch as the
     routers saw it, go in the summary. Run only by name: measured, it healed in 2 of 6 runs
-    (each punch is a race that a zero-delay lab almost always loses; mininet/README.md)."""
+    (each punch is a race that a zero-delay lab usually loses; mininet/README.md)."""
     # Every flow each router makes, and when (shown only on a failure, or with -v): the gap
     # between the two sides' first probes of each punch, and which one collided.
     events = {router: lab._spawn(router, ['stdbuf', '-oL', 'conntrack', '-E', '-p', 'udp',
