@@ -27,9 +27,9 @@ from subprocess import PIPE, STDOUT, TimeoutExpired
 
 from mininet.log import setLogLevel
 
-from topo import (LabClash, NATPROBE, REFLECT_PORT, SERVER_IP, SITES, TIERS, client_command,
-                  finish_tier_check, server_command, set_site_tier, start_lab, start_tier_checks,
-                  stop_lab)
+from topo import (CLIENT_UDP_PORT, CLIENTS, LabClash, NATPROBE, REFLECT_PORT, SERVER_IP, SITES,
+                  TIERS, client_command, finish_tier_check, server_command, set_site_tier,
+                  start_lab, start_tier_checks, stop_lab)
 
 # The server forgets a client silent this long; clients send a keep-alive this often. Short,
 # so that the link-cut scenario takes seconds, not the 30 s of the defaults.
@@ -305,6 +305,93 @@ def bare_masquerade(lab):
     chat_both_ways(lab, 'h1', 'h3')
 
 
+# bare-heal: how long a pair behind bare MASQUERADE takes to get back to a direct path.
+HEAL_WITHIN = 90.0  # issue 14's goal: direct again within 90 s, in every run
+HEAL_CHAT_EVERY = 5.0  # the pair keeps chatting: a message each way this often
+HEAL_POLL_EVERY = 1.0  # and both sides' @show_list is read this often
+
+
+def bare_heal(lab):
+    """Bare MASQUERADE: h1 and h3 chat both ways (the first punch usually fails, see
+    bare_masquerade), then keep chatting, a message each way every 5 s, while both lists are
+    polled until each shows the other `direct`: natchat probes a relayed peer's direct paths
+    again every 35 s (longer than conntrack's 30 s for an unanswered flow). Passes when both
+    are direct within 90 s of the first message; the time to direct, and each punch as the
+    routers saw it, go in the summary. Run only by name: measured, it healed in 2 of 6 runs
+    (each punch is a race that a zero-delay lab usually loses; mininet/README.md)."""
+    # Every flow each router makes, and when (shown only on a failure, or with -v): the gap
+    # between the two sides' first probes of each punch, and which one collided.
+    events = {router: lab._spawn(router, ['stdbuf', '-oL', 'conntrack', '-E', '-p', 'udp',
+                                          '-o', 'timestamp'])
+              for router in ('nat1', 'nat2')}
+    lab.server()
+    h1, h3 = pair(lab, 'h1', 'h3')
+    started, wall_started = time.monotonic(), time.time()
+    chat(h1, h3, 'hello from h1')
+    chat(h3, h1, 'hello back from h3')
+    paths = (show_list(h1).get('h3'), show_list(h3).get('h1'))
+    lab.summary.append(f'after the first exchange: h1 lists h3 {paths[0]}, h3 lists h1 {paths[1]}')
+    # What the routers hold after the first punch (shown only on a failure, or with -v).
+    lab.kept += [f'{line}   (after the first exchange)' for line in lab.conntrack()]
+    history = [(0.0, paths)]
+    sent, last_chat = 0, time.monotonic()
+    while paths != ('direct', 'direct'):
+        now = time.monotonic()
+        if now - started > HEAL_WITHIN:
+            lab.summary += punches(events, wall_started)
+            changes = ', '.join(f'{t:.0f} s {a}/{b}' for t, (a, b) in history)
+            raise Failed(f'not direct within {HEAL_WITHIN:.0f} s: h1 lists h3 {paths[0]}, '
+                         f'h3 lists h1 {paths[1]} (paths h1/h3 seen: {changes})')
+        if now - last_chat >= HEAL_CHAT_EVERY:
+            sent += 1
+            last_chat = now
+            chat(h1, h3, f'h1 keeps chatting {sent}')
+            chat(h3, h1, f'h3 keeps chatting {sent}')
+        time.sleep(HEAL_POLL_EVERY)
+        paths = (show_list(h1).get('h3'), show_list(h3).get('h1'))
+        if paths != history[-1][1]:
+            history.append((time.monotonic() - started, paths))
+    healed = time.monotonic() - started
+    lab.summary.append(f'direct both ways {healed:.1f} s after the first message '
+                       f'({sent} messages each way meanwhile; paths h1/h3 seen: '
+                       + ', '.join(f'{t:.0f} s {a}/{b}' for t, (a, b) in history) + ')')
+    lab.summary += punches(events, wall_started)
+    # Still carries the chat, both ways, on the healed path.
+    chat(h1, h3, 'direct again from h1')
+    chat(h3, h1, 'direct again from h3')
+
+
+# A flow a router made for its client toward the other router (the peer's public address),
+# from `conntrack -E -o timestamp`: when, from which client, and the public port it got.
+CLIENTS_BY_IP = {ip: name for name, (ip, _router) in CLIENTS.items()}
+MAPPING = re.compile(r'^\[(\d+\.\d+)\]\s+\[NEW\] udp\s+17 \d+ src=(192\.168\.\d+\.\d+) '
+                     r'dst=10\.0\.0\.[12] sport=\d+ dport=\d+ .*?dport=(\d+)')
+
+
+def punches(events, wall_started):
+    """One line per punch, read from both routers' conntrack events: which client's first
+    probe left first, how much later the other's did, and the public port each one got. A
+    port other than the client's own 10081 is a collision: the other side's probe had reached
+    this router first and been taken by the router itself, as an [UNREPLIED] flow."""
+    flows = sorted((float(m.group(1)), CLIENTS_BY_IP.get(m.group(2), m.group(2)), m.group(3))
+                   for proc in events.values() for line in proc.output()
+                   if (m := MAPPING.match(line)))
+    lines, group = [], []
+    for flow in flows + [None]:
+        if group and (flow is None or flow[0] - group[0][0] > 1.0):
+            first_at, first, port = group[0]
+            said = [f'{first} first (public port {port})']
+            for at, client, port in group[1:]:
+                fate = 'collided' if int(port) != CLIENT_UDP_PORT else 'no collision'
+                said.append(f'{client} {1000 * (at - first_at):.1f} ms later '
+                            f'(public port {port}: {fate})')
+            lines.append(f'punch at {first_at - wall_started:5.1f} s: ' + ', '.join(said))
+            group = []
+        if flow:
+            group.append(flow)
+    return lines
+
+
 def symmetric_nat_relay(lab):
     """A new public port per destination: no punch can work, the server relays."""
     chat_both_ways(lab, 'h1', 'h3', 'relayed')
@@ -453,6 +540,8 @@ def nat_matrix(lab):
 SCENARIOS = [
     ('home-nat-direct', 'home', home_nat_direct, SCENARIO_LIMIT, True),
     ('bare-masquerade', 'bare', bare_masquerade, SCENARIO_LIMIT, True),
+    # Not in the default set: it heals within 90 s in only 2 of 6 runs (see bare_heal).
+    ('bare-heal', 'bare', bare_heal, 150, False),
     ('symmetric-nat-relay', 'symmetric', symmetric_nat_relay, SCENARIO_LIMIT, True),
     ('same-nat-private', 'home', same_nat_private, SCENARIO_LIMIT, True),
     ('link-cut-disappears', 'home', link_cut_disappears, SCENARIO_LIMIT, True),
