@@ -27,7 +27,7 @@ use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
 use delivery::Arrival;
 use delivery::{Outgoing, Send, Shown, Unconfirmed, GIVE_UP_AFTER};
-use peers::{Peers, Route};
+use peers::{Peer, Peers, Route};
 use session::{Back, FromPeer, FromServer, Input};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -410,7 +410,13 @@ impl Client {
             }
             Event::Punch { peer, key } => {
                 if let Some(peer) = self.peers.get_mut(&peer) {
-                    peer.start_burst(key, &mut self.nonces, Instant::now());
+                    let now = Instant::now();
+                    peer.start_burst(key, &mut self.nonces, now);
+                    // At once, not at the next tick: the peer got its PUNCH at the same
+                    // moment, and the closer together the two first probes leave, the likelier
+                    // each opens its own NAT before the other's arrives.
+                    let probes = probes_due(peer, &self.id, now);
+                    self.send_probes(probes);
                 }
             }
             Event::Relayed { datagram } => self.on_datagram(datagram, Via::Relay)?,
@@ -589,17 +595,16 @@ impl Client {
             if !waited.is_empty() {
                 show(&peer.info.id, waited);
             }
-            let Some(key) = peer.key().copied() else {
-                continue;
-            };
-            for (addr, nonce) in peer.probes_due(now) {
-                probes.push((addr, Datagram::probe(&self.id, nonce, &key)));
-            }
+            probes.extend(probes_due(peer, &self.id, now));
         }
+        self.send_probes(probes);
+        Ok(())
+    }
+
+    fn send_probes(&self, probes: Vec<(SocketAddr, Datagram)>) {
         for (addr, probe) in probes {
             self.send_udp(&probe.to_string(), addr);
         }
-        Ok(())
     }
 
     /// Everyone online, each with its status: `<id> <public> Awake  private=<private>  path=`
@@ -757,6 +762,16 @@ fn meant(typed: &str) -> Option<&'static str> {
     ["@show_list", "@chat", "@awake", "@exit"]
         .into_iter()
         .find(|command| command[1..].replace('_', "") == squashed)
+}
+
+/// The probes due to `peer` now, tagged as from `me` (none before we share a key).
+fn probes_due(peer: &mut Peer, me: &str, now: Instant) -> Vec<(SocketAddr, Datagram)> {
+    let Some(key) = peer.key().copied() else {
+        return Vec::new();
+    };
+    let due = peer.probes_due(now).into_iter();
+    due.map(|(addr, nonce)| (addr, Datagram::probe(me, nonce, &key)))
+        .collect()
 }
 
 /// Prints what a peer sent, in order: messages, late ones, and gaps that were waited out.
