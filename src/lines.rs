@@ -230,6 +230,11 @@ pub fn is_hidden(c: char) -> bool {
 /// (U+E0020 to U+E007F) that spell out regional flags such as England's.
 pub fn is_format(c: char) -> bool {
     let c = u32::from(c);
+    // Below the first (U+00AD, the soft hyphen) there is none: plain ASCII text, the most
+    // of what a chat carries, costs one comparison a character.
+    if c < FORMAT[0].0 {
+        return false;
+    }
     FORMAT
         .binary_search_by(|&(first, last)| {
             if last < c {
