@@ -5,10 +5,17 @@
 //!
 //! ```text
 //!  stdin thread ──── Input ──────┐
-//!  TCP thread ────── FromServer ─┤
-//!  UDP thread ────── FromPeer ───┼──▶ event loop (select!) ──▶ stdout, TCP writes, UDP sends
-//!  ticker (50 ms) ───────────────┘    owns: Peers (paths), Outgoing (retransmits)
+//!  TCP thread ────── FromServer ─┤   (after a lost connection: the reconnect thread, which
+//!  UDP thread ────── FromPeer ───┼──▶ registers again, then reads the new connection)
+//!  ticker (50 ms) ───────────────┘
+//!        event loop (select!) ──▶ stdout, TCP writes, UDP sends
+//!        owns: Peers (paths: peers.rs), Outgoing and each peer's Inbound (delivery.rs)
 //! ```
+//!
+//! A message to a peer waits for a validated path (peers.rs), goes on it or through the
+//! server's relay, is retransmitted until acknowledged, and is shown at the other end once,
+//! in order (delivery.rs). While the server is away, direct paths carry on, and the client
+//! registers again by itself.
 //!
 //! Asleep and Awake (the course's rubric): a client started with `--asleep` is registered
 //! over TCP but has told the server no UDP endpoint, so nobody can chat with it. `@awake`
@@ -25,8 +32,7 @@ use crate::lines::clean;
 use crate::nonce::{Nonce, Nonces};
 use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
-use delivery::Arrival;
-use delivery::{Outgoing, Send, Shown, Unconfirmed, GIVE_UP_AFTER};
+use delivery::{Arrival, Outgoing, Send, Shown, Unconfirmed, GIVE_UP_AFTER};
 use peers::{Peer, Peers, Route};
 use session::{Back, FromPeer, FromServer, Input};
 use std::io::Write;

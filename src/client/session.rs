@@ -18,6 +18,9 @@
 //!
 //! When the ID was typed at the prompt rather than given with `--id`, an ID that is not
 //! valid, or that someone else holds, is asked for again.
+//!
+//! The same handshake registers again after the connection is lost ([`spawn_reconnect`]),
+//! on a thread of its own, so that the event loop (and direct chats) never wait for it.
 
 use super::Config;
 use crate::failure::{connect, in_words, spawn, Failure};
