@@ -27,9 +27,9 @@ from subprocess import PIPE, STDOUT, TimeoutExpired
 
 from mininet.log import setLogLevel
 
-from topo import (CLIENT_UDP_PORT, CLIENTS, LabClash, NATPROBE, REFLECT_PORT, SERVER_IP, SITES,
-                  TIERS, client_command, finish_tier_check, server_command, set_site_tier,
-                  start_lab, start_tier_checks, stop_lab)
+from topo import (CGNAT_PUBLIC_IP, CLIENT_UDP_PORT, CLIENTS, LabClash, NATPROBE, NatRouter,
+                  REFLECT_PORT, SERVER_IP, SITES, TIERS, client_command, finish_tier_check,
+                  server_command, set_site_tier, start_lab, start_tier_checks, stop_lab)
 
 # The server forgets a client silent this long; clients send a keep-alive this often. Short,
 # so that the link-cut scenario takes seconds, not the 30 s of the defaults.
@@ -159,11 +159,11 @@ class Lab:
             raise Failed(f'lab: {host} cannot ping the server {SERVER_IP}')
 
     def conntrack(self):
-        """Both routers' connection-tracking (NAT) tables, for a failure report."""
+        """Every router's connection-tracking (NAT) table, for a failure report."""
         lines = []
-        for router in ('nat1', 'nat2'):
-            table = self.net[router].cmd('cat /proc/net/nf_conntrack').splitlines()
-            lines += [f'{router:>6} conntrack | {entry.strip()}'
+        for router in (node for node in self.net.hosts if isinstance(node, NatRouter)):
+            table = router.cmd('cat /proc/net/nf_conntrack').splitlines()
+            lines += [f'{router.name:>6} conntrack | {entry.strip()}'
                       for entry in table if ' udp ' in entry]
         return lines
 
@@ -445,6 +445,78 @@ def exit_and_kill(lab):
     h2.wait_for(left_line('h3', 'disconnected'))
 
 
+
+# cgnat: a stranger at the peer's private address (topo.py: CgnatLab).
+DECOY_LOG = '/tmp/natchat-cgnat-decoy-{pid}.log'
+# The decoy: every datagram that reaches UDP 10081 on its host, one line each, as Python bytes
+# literals, written at once. It never answers.
+DECOY = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+with open(sys.argv[2], 'w', buffering=1) as log:
+    print('listening', flush=True)
+    while True:
+        data, addr = s.recvfrom(65536)
+        log.write(f'{addr[0]}:{addr[1]} {data!r}\n')
+"""
+CGNAT_MESSAGES = 2  # each way
+
+
+def cgnat(lab):
+    """A carrier-grade NAT: alice (home 1) and bob (home 2) share the carrier's one public
+    address and the same private subnet; the decoy in alice's home owns bob's private
+    address, 192.168.1.3, and records every datagram sent to its UDP 10081. alice and bob
+    chat both ways: each message is shown exactly once, and the decoy gets no chat text
+    (probes it may get: they reveal nothing)."""
+    log = DECOY_LOG.format(pid=os.getpid())
+    decoy = lab.net['decoy'].popen(PDEATHSIG + ['/usr/bin/python3', '-c', DECOY,
+                                                str(CLIENT_UDP_PORT), log],
+                                   stdout=PIPE, stderr=STDOUT, text=True)
+    try:
+        if decoy.stdout.readline().strip() != 'listening':
+            raise LabError('lab: the decoy did not start listening')
+        lab.server()
+        alice, bob = pair(lab, 'alice', 'bob')
+        for client in (alice, bob):
+            if client.public.split(':')[0] != CGNAT_PUBLIC_IP:
+                raise LabError(f'lab: the server saw {client.name} at {client.public}, '
+                               f'not at the carrier NAT\'s {CGNAT_PUBLIC_IP}')
+        sent = []
+        for n in range(1, CGNAT_MESSAGES + 1):
+            for sender, receiver in ((alice, bob), (bob, alice)):
+                text = f'cgnat secret {n} from {sender.name}'
+                chat(sender, receiver, text)
+                sent.append((sender, receiver, text))
+        paths = (show_list(alice).get('bob'), show_list(bob).get('alice'))
+        time.sleep(1.5)  # a duplicate would come within this: the relay follows 1 s after a hold
+        for sender, receiver, text in sent:
+            shown = sum(1 for line in receiver.output()
+                        if re.search(from_line(sender.name, text), line))
+            if shown != 1:
+                raise Failed(f'{receiver.name} showed {sender.name}\'s {text!r} {shown} times')
+    finally:
+        decoy.kill()
+        decoy.wait()
+    try:
+        with open(log) as f:
+            received = f.read().splitlines()
+    finally:
+        os.unlink(log)
+    kinds = {}
+    for line in received:
+        payload = line.split(' ', 1)[1]
+        kind = re.match(r"b['\"](\S*)", payload).group(1)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    decoy_saw = ', '.join(f'{count} {kind}' for kind, count in sorted(kinds.items())) or 'nothing'
+    lab.summary.append(f'alice lists bob {paths[0]}, bob lists alice {paths[1]}; '
+                       f'the decoy at 192.168.1.3 received: {decoy_saw}')
+    leaked = [line for line in received
+              if 'CHAT' in line or any(text in line for _, _, text in sent)]
+    if leaked:
+        raise Failed(f'the decoy received {len(leaked)} datagram(s) with chat text, first: '
+                     f'{leaked[0]}')
+
 # The NAT-tier matrix: every ordered pair of tiers (topo.py: TIERS, TierLab), A on h1 behind
 # nat1 and B on h3 behind nat2.
 
@@ -547,6 +619,7 @@ SCENARIOS = [
     ('link-cut-disappears', 'home', link_cut_disappears, SCENARIO_LIMIT, True),
     ('exit-and-kill', 'home', exit_and_kill, SCENARIO_LIMIT, True),
     ('nat-matrix', 'tiers', nat_matrix, 300, True),
+    ('cgnat', 'cgnat', cgnat, SCENARIO_LIMIT, True),
 ]
 
 

@@ -363,6 +363,72 @@ class TierLab(NatLab):
             self.cable(host, home_lan[site['router']])
 
 
+
+# The carrier-grade NAT lab (CgnatLab): each node's addresses, (interface suffix, address/len).
+CGNAT_PUBLIC_IP = '10.0.0.1'     # the carrier NAT's one public address, on the public LAN
+CGNAT_CARRIER = '100.64.0.0/10'  # RFC 6598 shared address space, between carrier and homes
+CGNAT_HOMES = {
+    # home router: (its WAN address on the carrier network, its LAN address)
+    'home1': ('100.64.0.2', '192.168.1.1'),
+    'home2': ('100.64.0.3', '192.168.1.1'),  # the same private subnet as home1
+}
+CGNAT_HOSTS = {
+    # host: (private address, home router)
+    'alice': ('192.168.1.2', 'home1'),
+    'decoy': ('192.168.1.3', 'home1'),  # a stranger at bob's private address, in alice's home
+    'bob': ('192.168.1.3', 'home2'),
+}
+
+
+class CgnatLab(NatLab):
+    """A carrier-grade NAT: two homes behind one carrier router, sharing its one public
+    address, and the same private subnet inside each home.
+
+          public LAN 10.0.0.0/24 (switch cs0)
+        +-------------------------+
+     server 10.0.0.3          cgn-wan 10.0.0.1
+                                [ cgn ]   carrier NAT: MASQUERADE, drops unsolicited inbound
+                              cgn-lan 100.64.0.1/10
+                                  |  carrier network 100.64.0.0/10 (switch cs1)
+                  +---------------+---------------+
+           home1-wan 100.64.0.2            home2-wan 100.64.0.3
+              [ home1 ]                       [ home2 ]      home routers (mode home)
+           home1-lan 192.168.1.1           home2-lan 192.168.1.1
+                  |  (switch cs2)                 |  (switch cs3)
+           +------+------+                        |
+         alice         decoy                     bob
+      192.168.1.2   192.168.1.3              192.168.1.3
+
+    The server sees alice and bob at the same public address, 10.0.0.1, so each may take the
+    other for a LAN neighbour; but bob's private address, 192.168.1.3, is the decoy's in
+    alice's home. The carrier router does not hairpin. Node and switch names differ from
+    NatLab's; the devices in the machine's namespace carry this run's tag as in NatLab.
+    """
+
+    def build(self, mode=None):
+        self.devices = []
+        self.cables = {}
+        public, carrier = self.switch('cs0'), self.switch('cs1')
+        home_lan = {'home1': self.switch('cs2'), 'home2': self.switch('cs3')}
+        self.cable(self.addHost('server', ip=f'{SERVER_IP}/24'), public)
+        prefix = CGNAT_CARRIER.split('/')[1]
+        carrier_gateway = CGNAT_CARRIER.split('/')[0][:-1] + '1'  # 100.64.0.1
+        cgn = self.addHost('cgn', cls=NatRouter, mode='home', ip=f'{CGNAT_PUBLIC_IP}/24')
+        self.cable(cgn, public, intfName1='cgn-wan', params1={'ip': f'{CGNAT_PUBLIC_IP}/24'})
+        self.cable(cgn, carrier, intfName1='cgn-lan',
+                   params1={'ip': f'{carrier_gateway}/{prefix}'})
+        for name, (wan_ip, lan_ip) in CGNAT_HOMES.items():
+            router = self.addHost(name, cls=NatRouter, mode='home', ip=f'{wan_ip}/{prefix}',
+                                  defaultRoute=f'via {carrier_gateway}')
+            self.cable(router, carrier, intfName1=f'{name}-wan',
+                       params1={'ip': f'{wan_ip}/{prefix}'})
+            self.cable(router, home_lan[name], intfName1=f'{name}-lan',
+                       params1={'ip': f'{lan_ip}/24'})
+        for name, (ip, router) in CGNAT_HOSTS.items():
+            gateway = CGNAT_HOMES[router][1]
+            self.cable(self.addHost(name, ip=f'{ip}/24', defaultRoute=f'via {gateway}'),
+                       home_lan[router])
+
 # The NAT tiers, in RFC 4787 terms, as iroh's tests/patchbay names them; for each, what the
 # lab's own check must see (check_tier): whether the client's address is translated, whether
 # the mapping is endpoint-independent (the same public port for two destinations), and whether
@@ -503,8 +569,8 @@ class TypedKeys:
 
 
 def start_lab(mode='home'):
-    """Builds and starts the lab (mode `tiers`: the NAT-tier lab, TierLab). The caller must
-    call stop_lab(net), also on failure."""
+    """Builds and starts the lab (mode `tiers`: the NAT-tier lab, TierLab; mode `cgnat`: the
+    carrier-grade NAT lab, CgnatLab). The caller must call stop_lab(net), also on failure."""
     # No controller and Linux bridges: this machine has no Open vSwitch datapath, and three
     # plain learning switches are all the lab needs. Mininet then warns "Linux bridge may not
     # work with net.bridge.bridge-nf-call-iptables = 1": with that setting, frames crossing
@@ -513,7 +579,8 @@ def start_lab(mode='home'):
     blocked = bridged_traffic_blocked()
     if blocked:
         error(f'*** Warning: {blocked}\n')
-    topo = TierLab() if mode == 'tiers' else NatLab(mode=mode)
+    topo = (TierLab() if mode == 'tiers' else CgnatLab() if mode == 'cgnat'
+            else NatLab(mode=mode))
     claim(topo.devices)
     net = Mininet(topo=topo, controller=None, switch=LabBridge,
                   autoSetMacs=True, waitConnected=False)
