@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{room_client, Proc, TempDir, SOON};
+use support::{p2p_client_with, room_client, Proc, TempDir, SOON};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/mininet/natchat.lua");
 
@@ -151,28 +151,9 @@ fn stop_capture(mut tcpdump: Proc) {
 /// registers by hand in two segments, is refused a punch and chats through the relay; then
 /// everyone leaves.
 fn p2p_session(server: &Proc, port: u16, udp: [u16; 2], dave_udp: &UdpSocket) {
-    let client = |id: &str, udp_port: u16, extra: &[&str]| {
-        let (port, udp_port) = (port.to_string(), udp_port.to_string());
-        let mut args = vec![
-            "client",
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--udp-port",
-            &udp_port,
-            "--id",
-            id,
-            "--keepalive-secs",
-            "1",
-        ];
-        args.extend_from_slice(extra);
-        let proc = Proc::spawn(id, &args);
-        proc.wait_for("Commands:");
-        proc
-    };
-    let mut alice = client("alice", udp[0], &[]);
-    let mut carol = client("carol", udp[1], &["--asleep"]);
+    let (alice_udp, carol_udp) = (udp[0].to_string(), udp[1].to_string());
+    let mut alice = p2p_client_with("alice", port, &["--udp-port", &alice_udp]);
+    let mut carol = p2p_client_with("carol", port, &["--udp-port", &carol_udp, "--asleep"]);
     alice.wait_for("carol joined (Asleep)");
     carol.send("@awake");
     server.wait_for("carol Awake 127.0.0.1:");

@@ -267,8 +267,9 @@ pub fn asleep_client(id: &str, port: u16) -> Proc {
     p2p_client_with(id, port, &["--asleep"])
 }
 
-/// A P2P client `id` with `extra` options, registered, its list received.
-fn p2p_client_with(id: &str, port: u16, extra: &[&str]) -> Proc {
+/// A P2P client `id` with `extra` options (given after the defaults, so that they win),
+/// registered, its list received.
+pub fn p2p_client_with(id: &str, port: u16, extra: &[&str]) -> Proc {
     let port = port.to_string();
     let mut args = vec![
         "client",
