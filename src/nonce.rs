@@ -120,12 +120,18 @@ impl Nonces {
 
     /// The next nonce.
     pub fn draw(&mut self) -> Nonce {
+        Nonce::from_halves(self.half(b"nonce, half 1"), self.half(b"nonce, half 2"))
+    }
+
+    /// The next unguessable 64-bit number (a session's name, a random pause).
+    pub fn number(&mut self) -> u64 {
+        self.half(b"number")
+    }
+
+    /// The tag of the next count, labelled `label`.
+    fn half(&mut self, label: &[u8]) -> u64 {
         self.drawn += 1;
-        let count = self.drawn.to_le_bytes();
-        Nonce::from_halves(
-            crate::mac::tag(&self.key, &[b"nonce, half 1", &count]),
-            crate::mac::tag(&self.key, &[b"nonce, half 2", &count]),
-        )
+        crate::mac::tag(&self.key, &[label, &self.drawn.to_le_bytes()])
     }
 }
 

@@ -154,11 +154,8 @@ pub struct Outgoing {
 impl Outgoing {
     /// Empty books, stamping messages with nonces from `nonces`.
     pub fn new(mut nonces: Nonces) -> Outgoing {
-        let session = nonces.draw().bytes()[..8]
-            .iter()
-            .fold(0, |n, &b| n << 8 | u64::from(b));
         Outgoing {
-            session,
+            session: nonces.number(),
             peers: HashMap::new(),
             nonces,
             given_up: VecDeque::new(),

@@ -209,10 +209,7 @@ impl Peer {
                 candidate.asking = Some(nonces.draw());
             }
         }
-        self.burst = Some(Burst {
-            left: PROBES,
-            next: now,
-        });
+        self.burst = Some(Burst::starting(now));
     }
 
     /// The probes to send now, if a burst is due: each candidate's address and nonce.
@@ -240,10 +237,7 @@ impl Peer {
         candidate.asking = Some(nonces.draw());
         self.candidates.push(candidate);
         if self.burst.is_none() {
-            self.burst = Some(Burst {
-                left: PROBES,
-                next: now,
-            });
+            self.burst = Some(Burst::starting(now));
         }
     }
 
@@ -281,6 +275,16 @@ impl Peer {
             self.burst = None;
         }
         better && !was_direct
+    }
+}
+
+impl Burst {
+    /// A whole burst, its first probe due `now`.
+    fn starting(now: Instant) -> Burst {
+        Burst {
+            left: PROBES,
+            next: now,
+        }
     }
 }
 

@@ -131,12 +131,7 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     let (tcp, server_addr) = connect(&config.server, config.port, "server", "server")?;
     let udp = bind_udp(config.udp_port)?;
     let handshake = handshake(tcp, server_addr, &id, config.asleep, &udp)?;
-    let lost = |e: io::Error| {
-        Failure::runtime(format!(
-            "registration with {server_addr} failed: {}",
-            in_words(&e)
-        ))
-    };
+    let lost = |e| registration_failed(server_addr, &e);
     let me = PeerInfo {
         id,
         public: handshake.public,
@@ -191,12 +186,7 @@ fn handshake(
     asleep: bool,
     udp: &UdpSocket,
 ) -> Result<Handshake, Refusal> {
-    let lost = |e: io::Error| {
-        Failure::runtime(format!(
-            "registration with {server_addr} failed: {}",
-            in_words(&e)
-        ))
-    };
+    let lost = |e| registration_failed(server_addr, &e);
     let _ = tcp.set_nodelay(true);
     let private_ip = tcp.local_addr().map_err(lost)?.ip();
     let private = SocketAddr::new(private_ip, udp.local_addr().map_err(lost)?.port());
@@ -283,9 +273,9 @@ pub fn spawn_reconnect(
         let mut pause = RETRY_FIRST;
         let mut refused_since = None;
         loop {
-            let random = jitter.draw().bytes()[0];
             // Between half the pause and one and a half times it.
-            thread::sleep(pause / 2 + pause * u32::from(random) / 255);
+            let random = (jitter.number() % 256) as u32;
+            thread::sleep(pause / 2 + pause * random / 255);
             pause = (pause * 2).min(RETRY_MOST);
             let Ok(tcp) = TcpStream::connect_timeout(&server, STEP_TIMEOUT) else {
                 continue;
@@ -379,12 +369,8 @@ fn hello(
     }
     .to_string();
     let timeout = |reader: &LineReader<TcpStream>, limit| {
-        reader.get_ref().set_read_timeout(Some(limit)).map_err(|e| {
-            Failure::runtime(format!(
-                "registration with {server} failed: {}",
-                in_words(&e)
-            ))
-        })
+        let set = reader.get_ref().set_read_timeout(Some(limit));
+        set.map_err(|e| registration_failed(server, &e))
     };
     timeout(reader, HELLO_EVERY)?;
     let deadline = Instant::now() + STEP_TIMEOUT;
@@ -421,14 +407,19 @@ fn next_event(reader: &mut LineReader<TcpStream>, server: SocketAddr) -> Result<
              ('natchat server'), and are --server and --port right?",
             STEP_TIMEOUT.as_secs()
         ))),
-        Err(LineError::Io(e)) => Err(Failure::runtime(format!(
-            "registration with {server} failed: {}",
-            in_words(&e)
-        ))),
+        Err(LineError::Io(e)) => Err(registration_failed(server, &e)),
         Err(e) => Err(Failure::runtime(format!(
             "registration with {server} failed: the server sent a {e}"
         ))),
     }
+}
+
+/// Registering with the server at `server` failed on `e`: the line for it.
+fn registration_failed(server: SocketAddr, e: &io::Error) -> Failure {
+    Failure::runtime(format!(
+        "registration with {server} failed: {}",
+        in_words(e)
+    ))
 }
 
 fn parse_event(line: &str, server: SocketAddr) -> Result<Event, Failure> {

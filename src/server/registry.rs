@@ -312,9 +312,6 @@ impl Registry {
             return;
         }
         let nonce = self.nonces.draw();
-        let Some(member) = self.members.get_mut(id) else {
-            return;
-        };
         member.challenge = Some(Challenge {
             nonce,
             until: now + CHALLENGE_LIFETIME,
