@@ -51,6 +51,8 @@ impl fmt::Display for CliError {
     }
 }
 
+impl std::error::Error for CliError {}
+
 /// The parsed command line of one subcommand.
 pub struct Matches {
     command: &'static str,

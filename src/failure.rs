@@ -9,30 +9,45 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::Duration;
 
-/// Why a subcommand ended unsuccessfully: one line for the user, and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub message: String,
-    pub code: i32,
+/// Why a subcommand ended unsuccessfully, as one line for the user. The kind decides the
+/// exit code; the line says what went wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A mistake on the command line or in a value the user typed: exit code 2.
+    Usage(String),
+    /// Something went wrong while running (a server not there, a port in use): exit code 1.
+    Runtime(String),
 }
 
 impl Failure {
-    /// A bad command line or input value: exit code 2.
+    /// A bad command line or input value.
     pub fn usage(message: String) -> Failure {
-        Failure { message, code: 2 }
+        Failure::Usage(message)
     }
 
-    /// Something went wrong while running: exit code 1.
+    /// Something went wrong while running.
     pub fn runtime(message: String) -> Failure {
-        Failure { message, code: 1 }
+        Failure::Runtime(message)
+    }
+
+    /// The process's exit code: 2 for a usage mistake, as most Unix tools do; 1 otherwise.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Runtime(_) => 1,
+        }
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        match self {
+            Failure::Usage(line) | Failure::Runtime(line) => f.write_str(line),
+        }
     }
 }
+
+impl std::error::Error for Failure {}
 
 /// An OS error in words, for a user: `no such file or directory`, without the
 /// `(os error 2)` that `io::Error` adds, which means nothing to anyone reading the line.

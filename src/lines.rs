@@ -22,8 +22,10 @@ use std::time::Instant;
 pub enum LineError {
     /// The line ran past the cap without a newline. The stream is no longer in sync.
     TooLong {
+        /// The cap, in bytes.
         max: usize,
     },
+    /// Reading failed, timed out, or the stream ended mid-line.
     Io(io::Error),
 }
 
@@ -32,6 +34,15 @@ impl fmt::Display for LineError {
         match self {
             LineError::TooLong { max } => write!(f, "line longer than {max} bytes"),
             LineError::Io(e) => f.write_str(&crate::failure::in_words(e)),
+        }
+    }
+}
+
+impl std::error::Error for LineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LineError::TooLong { .. } => None,
+            LineError::Io(e) => Some(e),
         }
     }
 }

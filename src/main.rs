@@ -208,7 +208,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             natchat::warn!("{failure}");
-            ExitCode::from(failure.code as u8)
+            ExitCode::from(failure.code())
         }
     }
 }

@@ -30,42 +30,130 @@ pub const MAX_TEXT: usize = 1000;
 /// plus its headers fits comfortably.
 pub const MAX_LINE: usize = 2048;
 
-/// Checks an ID, and says what is wrong with it in words for the user.
-pub fn check_id(id: &str) -> Result<(), String> {
+/// Why an ID was refused: said to the user as it is, so each reads as advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdError {
+    /// Empty, or longer than [`MAX_ID_LEN`].
+    Length,
+    /// Holds a character other than `A-Z a-z 0-9 _ . -`.
+    Character(char),
+}
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IdError::Length => write!(f, "an ID is 1 to {MAX_ID_LEN} characters long"),
+            // Shown as itself ('é'), unless it would not show (a control character, a space).
+            IdError::Character(c) if c.is_control() || c.is_whitespace() => write!(
+                f,
+                "'{}' is not allowed in an ID (use letters, digits, '_', '.', '-')",
+                c.escape_default()
+            ),
+            IdError::Character(c) => write!(
+                f,
+                "'{c}' is not allowed in an ID (use letters, digits, '_', '.', '-')"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IdError {}
+
+/// Checks an ID: 1 to [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 _ . -`.
+pub fn check_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(format!("an ID is 1 to {MAX_ID_LEN} characters long"));
+        return Err(IdError::Length);
     }
     match id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
     {
-        // Shown as itself ('é'), unless it would not show (a control character, a space).
-        Some(c) => {
-            let shown = if c.is_control() || c.is_whitespace() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            };
-            Err(format!(
-                "'{shown}' is not allowed in an ID (use letters, digits, '_', '.', '-')"
-            ))
-        }
+        Some(c) => Err(IdError::Character(c)),
         None => Ok(()),
     }
 }
 
-/// The `ERROR` text that refuses an ID someone else holds: the client asks for another.
-pub fn id_in_use(id: &str) -> String {
-    format!("ID '{id}' is already in use; choose another")
+/// A registration refused because someone else holds the ID: its owner keeps it. The server
+/// sends this in an `ERROR`, and the client, recognising the text, asks for another ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdInUse {
+    /// The ID asked for.
+    pub id: String,
 }
 
-/// A message that could not be parsed.
+impl fmt::Display for IdInUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ID '{}' is already in use; choose another", self.id)
+    }
+}
+
+impl std::error::Error for IdInUse {}
+
+/// Why a message could not be parsed. A server answers a bad request line with this in an
+/// `ERROR`; a client ignores a bad datagram. The peer's own words appear only
+/// [`quoted`]: short and escaped, so an error line can never carry control characters back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError(pub String);
+pub enum WireError {
+    /// A word the message needs is not there: `missing ID`.
+    Missing(&'static str),
+    /// A word is there but is not what it should be: `bad port 'x'`.
+    Bad {
+        /// What the word should have been.
+        what: &'static str,
+        /// The word, quoted.
+        word: String,
+        /// How it should look, when that is not obvious (`16 hex digits`).
+        shape: Option<&'static str>,
+    },
+    /// The ID is not one (see [`IdError`]).
+    Id(IdError),
+    /// The chat text is longer than [`MAX_TEXT`] bytes.
+    TextTooLong,
+    /// Words after the message's end, quoted.
+    Unexpected(String),
+    /// The first word names no message this side knows: the word, quoted, and the ones
+    /// it does.
+    Unknown {
+        /// The word, quoted.
+        word: String,
+        /// The messages expected here.
+        expected: &'static str,
+    },
+}
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            WireError::Missing(what) => write!(f, "missing {what}"),
+            WireError::Bad { what, word, shape } => {
+                write!(f, "bad {what} {word}")?;
+                match shape {
+                    Some(shape) => write!(f, " ({shape})"),
+                    None => Ok(()),
+                }
+            }
+            WireError::Id(why) => why.fmt(f),
+            WireError::TextTooLong => write!(f, "text longer than {MAX_TEXT} bytes"),
+            WireError::Unexpected(extra) => write!(f, "unexpected {extra}"),
+            WireError::Unknown { word, expected } => {
+                write!(f, "unknown message {word} (expected {expected})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WireError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WireError::Id(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+impl From<IdError> for WireError {
+    fn from(why: IdError) -> Self {
+        WireError::Id(why)
     }
 }
 
@@ -79,10 +167,10 @@ impl<'a> Words<'a> {
         Words { rest: line }
     }
 
-    fn word(&mut self, what: &str) -> Result<&'a str, WireError> {
+    fn word(&mut self, what: &'static str) -> Result<&'a str, WireError> {
         let (word, rest) = self.rest.split_once(' ').unwrap_or((self.rest, ""));
         if word.is_empty() {
-            return Err(WireError(format!("missing {what}")));
+            return Err(WireError::Missing(what));
         }
         self.rest = rest;
         Ok(word)
@@ -90,14 +178,18 @@ impl<'a> Words<'a> {
 
     fn id(&mut self) -> Result<String, WireError> {
         let id = self.word("ID")?;
-        check_id(id).map_err(WireError)?;
+        check_id(id)?;
         Ok(id.to_string())
     }
 
-    fn parse<T: FromStr>(&mut self, what: &str) -> Result<T, WireError> {
+    fn parse<T: FromStr>(&mut self, what: &'static str) -> Result<T, WireError> {
         let word = self.word(what)?;
         word.parse()
-            .map_err(|_| WireError(format!("bad {what} {}", quoted(word))))
+            .map_err(|_| WireError::Bad {
+                what,
+                word: quoted(word),
+                shape: None,
+            })
     }
 
     fn nonce(&mut self) -> Result<Nonce, WireError> {
@@ -109,15 +201,16 @@ impl<'a> Words<'a> {
     }
 
     /// Sixteen hex digits, exactly.
-    fn hex64(&mut self, what: &str) -> Result<u64, WireError> {
+    fn hex64(&mut self, what: &'static str) -> Result<u64, WireError> {
         let word = self.word(what)?;
         let hex = word.len() == 16 && word.bytes().all(|b| b.is_ascii_hexdigit());
         match u64::from_str_radix(word, 16) {
             Ok(tag) if hex => Ok(tag),
-            _ => Err(WireError(format!(
-                "bad {what} {} (16 hex digits)",
-                quoted(word)
-            ))),
+            _ => Err(WireError::Bad {
+                what,
+                word: quoted(word),
+                shape: Some("16 hex digits"),
+            }),
         }
     }
 
@@ -139,7 +232,7 @@ impl<'a> Words<'a> {
     /// Everything left, verbatim (chat text may hold spaces).
     fn text(&mut self) -> Result<String, WireError> {
         if self.rest.len() > MAX_TEXT {
-            return Err(WireError(format!("text longer than {MAX_TEXT} bytes")));
+            return Err(WireError::TextTooLong);
         }
         Ok(std::mem::take(&mut self.rest).to_string())
     }
@@ -152,7 +245,7 @@ impl<'a> Words<'a> {
     fn end(self) -> Result<(), WireError> {
         match self.rest {
             "" => Ok(()),
-            extra => Err(WireError(format!("unexpected {}", quoted(extra)))),
+            extra => Err(WireError::Unexpected(quoted(extra))),
         }
     }
 }
@@ -228,7 +321,11 @@ impl FromStr for LeaveReason {
             "deregistered" => Ok(LeaveReason::Deregistered),
             "disconnected" => Ok(LeaveReason::Disconnected),
             "disappeared" => Ok(LeaveReason::Disappeared),
-            _ => Err(WireError(format!("unknown leave reason '{s}'"))),
+            _ => Err(WireError::Bad {
+                what: "leave reason",
+                word: quoted(s),
+                shape: None,
+            }),
         }
     }
 }
@@ -287,7 +384,7 @@ impl FromStr for Request {
                         words.rest = "";
                         true
                     }
-                    other => return Err(WireError(format!("unexpected {}", quoted(other)))),
+                    other => return Err(WireError::Unexpected(quoted(other))),
                 },
             },
             "PUNCH" => Request::Punch { peer: words.id()? },
@@ -690,11 +787,11 @@ fn chat_signed(from: &str, number: &Numbered, stamp: &Nonce) -> String {
     format!("CHAT {from} {number} {stamp} ")
 }
 
-fn unknown(word: &str, expected: &str) -> WireError {
-    WireError(format!(
-        "unknown message {} (expected {expected})",
-        quoted(word)
-    ))
+fn unknown(word: &str, expected: &'static str) -> WireError {
+    WireError::Unknown {
+        word: quoted(word),
+        expected,
+    }
 }
 
 /// Some of what the peer sent, quoted for an error line: at most 20 characters, escaped, so
@@ -714,14 +811,17 @@ mod tests {
         assert!(check_id("alice").is_ok());
         assert!(check_id("a.b-c_9").is_ok());
         assert!(check_id(&"x".repeat(32)).is_ok());
-        assert!(check_id(&"x".repeat(33)).is_err());
-        assert!(check_id("").is_err());
-        assert!(check_id("al ice").is_err());
+        assert_eq!(check_id(&"x".repeat(33)), Err(IdError::Length));
+        assert_eq!(check_id(""), Err(IdError::Length));
+        assert_eq!(check_id("al ice"), Err(IdError::Character(' ')));
         assert_eq!(
-            check_id("é"),
-            Err("'é' is not allowed in an ID (use letters, digits, '_', '.', '-')".into())
+            check_id("é").unwrap_err().to_string(),
+            "'é' is not allowed in an ID (use letters, digits, '_', '.', '-')"
         );
-        assert!(check_id("a\tb").unwrap_err().starts_with("'\\t' is not"));
+        assert!(check_id("a\tb")
+            .unwrap_err()
+            .to_string()
+            .starts_with("'\\t' is not"));
     }
 
     #[test]

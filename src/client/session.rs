@@ -26,7 +26,7 @@ use super::Config;
 use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::nonce::{Nonce, Nonces};
-use crate::wire::{check_id, id_in_use, Announce, Datagram, Event, PeerInfo, Request, MAX_LINE};
+use crate::wire::{check_id, Announce, Datagram, Event, IdInUse, PeerInfo, Request, MAX_LINE};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -205,7 +205,7 @@ fn handshake(
     tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
     let welcome = match next_event(&mut reader, server_addr)? {
         Event::Welcome { nonce } => nonce,
-        Event::Error { message } if message == id_in_use(id) => {
+        Event::Error { message } if message == IdInUse { id: id.into() }.to_string() => {
             return Err(Refusal::IdInUse(message))
         }
         Event::Error { message } => {

@@ -25,6 +25,7 @@ use super::MAX_LINE;
 use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, LineError, LineReader};
 use crossbeam_channel::{bounded, select, Receiver};
+use std::fmt;
 use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -162,19 +163,37 @@ fn upload(mut stream: &TcpStream, path: &str, console: &Console) -> Result<(), F
     Ok(())
 }
 
-/// The file at `path` and its size, if it is a regular file that can be read; else why not,
-/// in words. Opening never blocks, and the kind of file is checked on the opened file itself,
-/// so it cannot be swapped for another between the check and the reading.
-fn open_regular(path: &str) -> Result<(File, u64), String> {
+/// Why a file cannot be uploaded.
+#[derive(Debug)]
+enum Unreadable {
+    /// Opening it or reading its metadata failed.
+    Io(io::Error),
+    /// It is not a regular file: what it is instead, in words.
+    NotRegular(&'static str),
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreadable::Io(e) => f.write_str(&in_words(e)),
+            Unreadable::NotRegular(what) => write!(f, "it is {what}, not a regular file"),
+        }
+    }
+}
+
+/// The file at `path` and its size, if it is a regular file that can be read. Opening never
+/// blocks, and the kind of file is checked on the opened file itself, so it cannot be
+/// swapped for another between the check and the reading.
+fn open_regular(path: &str) -> Result<(File, u64), Unreadable> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)
         .open(path)
-        .map_err(|e| in_words(&e))?;
-    let metadata = file.metadata().map_err(|e| in_words(&e))?;
+        .map_err(Unreadable::Io)?;
+    let metadata = file.metadata().map_err(Unreadable::Io)?;
     match irregular(metadata.file_type()) {
         None => Ok((file, metadata.len())),
-        Some(what) => Err(format!("it is {what}, not a regular file")),
+        Some(what) => Err(Unreadable::NotRegular(what)),
     }
 }
 

@@ -113,7 +113,7 @@ fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
                 presence.relay(&format!("[{addr}] {text}"), &format!("[You] {text}"));
             }
             Some(Err(usage)) => {
-                outbox.push_line(&usage);
+                outbox.push_line(&usage.to_string());
             }
             Some(Ok(header)) => {
                 if !receive_upload(&mut reader, &header, &presence, addr, &outbox, server) {

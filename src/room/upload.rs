@@ -64,9 +64,9 @@ pub struct Header {
 }
 
 impl Header {
-    /// For an upload command, its header, or the line that tells the user how to write one.
+    /// For an upload command, its header, or [`BadHeader`] when the size is not a number.
     /// `None` for any other line.
-    pub fn parse(line: &str) -> Option<Result<Header, String>> {
+    pub fn parse(line: &str) -> Option<Result<Header, BadHeader>> {
         let argument = command_argument(line)?;
         let (bytes, name) = argument.split_once(' ').unwrap_or((argument, ""));
         Some(match bytes.parse() {
@@ -74,7 +74,7 @@ impl Header {
                 bytes,
                 name: name.trim().to_string(),
             }),
-            Err(_) => Err(USAGE.to_string()),
+            Err(_) => Err(BadHeader),
         })
     }
 }
@@ -84,6 +84,19 @@ impl fmt::Display for Header {
         write!(f, "{COMMAND} {} {}", self.bytes, self.name)
     }
 }
+
+/// An `#upload` line whose size is not a number. Its message is the usage line the server
+/// sends back, so the uploader learns how to write one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadHeader;
+
+impl fmt::Display for BadHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(USAGE)
+    }
+}
+
+impl std::error::Error for BadHeader {}
 
 /// Where uploads go, and how large they may be.
 pub struct Store {

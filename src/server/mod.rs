@@ -224,7 +224,8 @@ fn register(
                         Some((id, conn))
                     }
                     Err(why) => {
-                        outbox.push_line(&Event::Error { message: why }.to_string());
+                        let message = why.to_string();
+                        outbox.push_line(&Event::Error { message }.to_string());
                         None
                     }
                 };

@@ -10,7 +10,7 @@ use crate::mac;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::outbox::{line_message, Outbox};
 use crate::rounds::{Round, Since, Woken};
-use crate::wire::{id_in_use, Announce, Event, LeaveReason, PeerInfo, MAX_LINE};
+use crate::wire::{IdInUse, Announce, Event, LeaveReason, PeerInfo, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::iter;
@@ -159,9 +159,9 @@ impl Registry {
         private: SocketAddr,
         outbox: Outbox,
         asleep: bool,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, IdInUse> {
         if self.members.contains_key(id) {
-            return Err(id_in_use(id));
+            return Err(IdInUse { id: id.to_string() });
         }
         let (nonce, session) = (self.nonces.draw(), self.nonces.draw());
         self.next_conn += 1;
