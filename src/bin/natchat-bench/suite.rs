@@ -91,7 +91,7 @@ fn room_run(
 }
 
 /// Runs the standard set (up to 1,000 clients, about 20 seconds), or with `scale` the
-/// 10,000-client runs (a few minutes: every join is announced to everyone, so filling a
+/// 10,000-client runs (about two minutes: every join is announced to everyone, so filling a
 /// server sends on the order of 10,000² / 2 lines), printing each row as it completes, then
 /// the notes. Refuses to start when this machine cannot hold the largest run (see
 /// [`limits`]).
