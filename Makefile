@@ -3,6 +3,8 @@
 SHELL     := /bin/bash
 CARGO     ?= cargo
 BIN       ?= target/release/natchat
+# The load generator, built beside natchat (src/bin/natchat-bench).
+BENCH     ?= target/release/natchat-bench
 # NOBUILD=1 runs BIN as it is, without `build` first (tests/make.rs: no nested cargo build).
 BUILT     := $(if $(NOBUILD),,build)
 # P2P chat: server address and port, the client's ID (asked for when empty), and ASLEEP=1
@@ -26,7 +28,7 @@ arg = '$(subst ','\'',$($(1)))'
 .PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat test-nat-matrix clean
 
 help:
-	@echo "make build                       build natchat (release)"
+	@echo "make build                       build natchat and natchat-bench (release)"
 	@echo "make run-server [PORT=10080]     the P2P registration server"
 	@echo "make run-client ID=alice [SERVER=127.0.0.1 PORT=10080 ASLEEP=1]"
 	@echo "                                 ASLEEP=1 starts the client asleep (--asleep)"
@@ -36,7 +38,7 @@ help:
 	@echo "make test                        cargo test: every test but the NAT lab (installs nothing)"
 	@echo "make lint                        rustfmt and clippy, warnings are errors"
 	@echo "make bench                       the standard benchmark set, as one table (about 20 seconds)"
-	@echo "make bench-scale                 10,000 clients per server (root; a long run)"
+	@echo "make bench-scale                 10,000 clients per server (about two minutes; needs raised kernel limits: it says which)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
 	@echo "make test-nat                    the NAT lab scenarios and tier matrix (root; about a minute)"
 	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; 40 s)"
@@ -89,10 +91,10 @@ lint:
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
 
 bench: build
-	$(BIN) bench all
+	$(call arg,BENCH) all
 
 bench-scale: build
-	$(BIN) bench scale
+	$(call arg,BENCH) scale
 
 mininet: build
 	$(SUDO) bash mininet/execute_mn.sh --mode $(call arg,MODE)

@@ -22,7 +22,8 @@ pub struct Opt {
 
 /// A subcommand: its name, what it does, its positional arguments, options and flags.
 pub struct Command {
-    /// The word after `natchat`.
+    /// The word after `natchat`; or, for a program of its own that parses its command line
+    /// with this module (`natchat-bench`), its name.
     pub name: &'static str,
     /// One line for the overview and `--help`.
     pub about: &'static str,
@@ -120,15 +121,16 @@ impl Command {
     }
 
     fn usage(&self, problem: String) -> CliError {
-        CliError::Usage(format!("{problem}. Try 'natchat {} --help'.", self.name))
+        CliError::Usage(format!(
+            "{problem}. Try '{} --help'.",
+            invocation(self.name)
+        ))
     }
 
     /// The `--help` text, generated from the description.
     pub fn help(&self) -> String {
-        let mut text = format!(
-            "natchat {}: {}\n\nUsage: natchat {}",
-            self.name, self.about, self.name
-        );
+        let invocation = invocation(self.name);
+        let mut text = format!("{invocation}: {}\n\nUsage: {invocation}", self.about);
         for (name, _) in self.positionals {
             text += &format!(" {name}");
         }
@@ -175,8 +177,8 @@ impl Matches {
     pub fn value<T: FromStr>(&self, name: &str) -> Result<T, CliError> {
         self.get(name)?.ok_or_else(|| {
             CliError::Usage(format!(
-                "--{name} is required. Try 'natchat {} --help'.",
-                self.command
+                "--{name} is required. Try '{} --help'.",
+                invocation(self.command)
             ))
         })
     }
@@ -194,10 +196,20 @@ impl Matches {
     fn convert<T: FromStr>(&self, what: &str, raw: &str) -> Result<T, CliError> {
         raw.parse().map_err(|_| {
             CliError::Usage(format!(
-                "invalid value '{raw}' for {what}. Try 'natchat {} --help'.",
-                self.command
+                "invalid value '{raw}' for {what}. Try '{} --help'.",
+                invocation(self.command)
             ))
         })
+    }
+}
+
+/// How a command is typed: `natchat <name>` for a subcommand, the name alone for a program
+/// of its own (`natchat-bench`).
+fn invocation(name: &str) -> String {
+    if name.starts_with("natchat-") {
+        name.to_string()
+    } else {
+        format!("natchat {name}")
     }
 }
 

@@ -7,7 +7,6 @@
 //! Blocking `std::net` I/O and a thread per connection throughout; threads talk over
 //! crossbeam channels; shared state sits behind a `parking_lot::Mutex`.
 
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod failure;

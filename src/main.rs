@@ -2,8 +2,8 @@
 
 use natchat::cli::{CliError, Command, Matches, Opt};
 use natchat::failure::{self, Failure};
-use natchat::{bench, client, room, server};
-use std::net::{IpAddr, SocketAddr};
+use natchat::{client, room, server};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -132,64 +132,6 @@ const ROOM_CLIENT: Command = Command {
     flags: &[],
 };
 
-const BENCH: Command = Command {
-    name: "bench",
-    about:
-        "load generator: KIND is room, p2p, chat, all (the standard set) or scale (10,000 clients)",
-    positionals: &[("KIND", "room | p2p | chat | all | scale")],
-    options: &[
-        Opt {
-            name: "server",
-            value: "ADDR",
-            default: Some("127.0.0.1:8888"),
-            help: "the running server (room, p2p, chat)",
-        },
-        Opt {
-            name: "server-pid",
-            value: "PID",
-            default: None,
-            help: "its pid, to report its RSS and threads",
-        },
-        Opt {
-            name: "clients",
-            value: "N",
-            default: Some("100"),
-            help: "simulated clients (room, p2p)",
-        },
-        Opt {
-            name: "senders",
-            value: "N",
-            default: Some("10"),
-            help: "how many of them send (room)",
-        },
-        Opt {
-            name: "messages",
-            value: "N",
-            default: Some("1000"),
-            help: "messages per sender (room), in all (chat)",
-        },
-        Opt {
-            name: "rate",
-            value: "PER_SEC",
-            default: Some("0"),
-            help: "messages per second in all; 0: flat out (room), 2000 (chat)",
-        },
-        Opt {
-            name: "size",
-            value: "BYTES",
-            default: Some("32"),
-            help: "filler bytes per message (room)",
-        },
-        Opt {
-            name: "stalled",
-            value: "N",
-            default: Some("0"),
-            help: "extra clients that never read (room)",
-        },
-    ],
-    flags: &[],
-};
-
 /// What runs a subcommand once its command line is parsed.
 type Runner = fn(&Matches) -> Result<(), Failure>;
 
@@ -199,7 +141,6 @@ const SUBCOMMANDS: &[(&Command, Runner)] = &[
     (&CLIENT, run_client),
     (&ROOM_SERVER, run_room_server),
     (&ROOM_CLIENT, run_room_client),
-    (&BENCH, run_bench),
 ];
 
 fn main() -> ExitCode {
@@ -318,52 +259,4 @@ fn run_room_server(m: &Matches) -> Result<(), Failure> {
 fn run_room_client(m: &Matches) -> Result<(), Failure> {
     let host: String = m.positional(0, "HOST").map_err(usage)?;
     room::client::run(&host, m.positional(1, "PORT").map_err(usage)?)
-}
-
-fn run_bench(m: &Matches) -> Result<(), Failure> {
-    let server: SocketAddr = m.value("server").map_err(usage)?;
-    let pid: Option<u32> = m.get("server-pid").map_err(usage)?;
-    let clients: usize = m.value("clients").map_err(usage)?;
-    let messages: usize = m.value("messages").map_err(usage)?;
-    let rate: f64 = m.value("rate").map_err(usage)?;
-    // Below a message every 1,000 s, a gap between messages no longer fits a Duration.
-    if !(rate == 0.0 || (0.001..=1e7).contains(&rate)) {
-        return Err(Failure::usage(
-            "--rate must be 0 (flat out) or from 0.001 to 10000000 messages per second".into(),
-        ));
-    }
-    let result = match m.positional::<String>(0, "KIND").map_err(usage)?.as_str() {
-        "room" => {
-            let run = bench::RoomRun {
-                name: "room".into(),
-                clients,
-                senders: m.value::<usize>("senders").map_err(usage)?.min(clients),
-                messages,
-                rate,
-                size: m.value("size").map_err(usage)?,
-                stalled: m.value("stalled").map_err(usage)?,
-            };
-            bench::room(server, &run, pid)
-        }
-        "p2p" => bench::p2p(
-            server,
-            &bench::P2pRun {
-                name: "p2p register".into(),
-                clients,
-            },
-            pid,
-        ),
-        "chat" => {
-            let rate = if rate > 0.0 { rate } else { 2000.0 };
-            bench::chat(server, &bench::ChatRun { messages, rate }, pid)
-        }
-        "all" => bench::all(false),
-        "scale" => bench::all(true),
-        other => {
-            return Err(Failure::usage(format!(
-                "unknown bench '{other}': use room, p2p, chat, all or scale"
-            )))
-        }
-    };
-    result.map_err(|e| Failure::runtime(format!("bench: {e}")))
 }

@@ -219,19 +219,6 @@ fn no_server_no_subcommand_and_bad_flags_fail_clearly() {
         "natchat: invalid value 'nope' for --port. Try 'natchat server --help'.\n"
     );
 
-    for rate in ["1e-300", "-1", "NaN", "1e9"] {
-        let bench = natchat()
-            .args(["bench", "room", "--rate", rate])
-            .output()
-            .unwrap();
-        assert_eq!(bench.status.code(), Some(2), "--rate {rate}");
-        assert_eq!(
-            String::from_utf8_lossy(&bench.stderr),
-            "natchat: --rate must be 0 (flat out) or from 0.001 to 10000000 messages per \
-             second\n"
-        );
-    }
-
     let help = natchat().args(["client", "--help"]).output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--keepalive-secs SECS"));

@@ -1,5 +1,5 @@
-//! What a benchmark run measures: latencies in a small histogram, counts, and the server's
-//! resident memory and thread count read from /proc.
+//! Latencies, kept in a small histogram: a run measures millions of them, on many threads,
+//! and reports three quantiles.
 
 use std::time::Duration;
 
@@ -76,16 +76,6 @@ fn upper_edge(index: usize) -> u64 {
     let power = index / SUB + 4;
     let within = index % SUB;
     ((SUB + within + 1) << (power - 5)) - 1
-}
-
-/// The server's resident memory (MiB) and thread count, from /proc, if it runs here.
-pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((field("VmRSS:")? as f64 / 1024.0, field("Threads:")?))
 }
 
 /// Formats a duration in milliseconds with enough digits for loopback latencies.

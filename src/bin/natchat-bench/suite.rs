@@ -1,12 +1,16 @@
-//! `natchat bench all` (`make bench`): the standard set of runs, each against a fresh server
+//! `natchat-bench all` (`make bench`): the standard set of runs, each against a fresh server
 //! that the bench starts (so each run's peak RSS is its own), printed as one table.
 
-use super::{
-    chat, ensure_limits, header, p2p, room, ChatRun, KillOnDrop, Monitor, P2pRun, Report, RoomRun,
-};
+use crate::chat::{self, ChatRun};
+use crate::limits;
+use crate::monitor::Monitor;
+use crate::p2p::{self, P2pRun};
+use crate::processes::{self, KillOnDrop};
+use crate::report::{header, Report};
+use crate::room::{self, RoomRun};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// A server started by the bench; killed when dropped, whatever happened.
 struct Server {
@@ -17,15 +21,7 @@ struct Server {
 impl Server {
     /// Starts `natchat <args>` and reads its port from the first line that `port_of` accepts.
     fn start(args: &[&str], port_of: fn(&str) -> Option<u16>) -> Result<Server, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut process = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(KillOnDrop)
-            .map_err(|e| format!("cannot start a server: {e}"))?;
+        let mut process = processes::start(args, Stdio::null())?;
         let mut lines = BufReader::new(process.0.stdout.take().ok_or("no stdout")?).lines();
         let port = lines
             .by_ref()
@@ -95,14 +91,16 @@ fn room_run(
 }
 
 /// Runs the standard set (up to 1,000 clients, about 20 seconds), or with `scale` the
-/// 10,000-client runs (a few minutes: every join is announced to everyone, so filling a
+/// 10,000-client runs (about two minutes: every join is announced to everyone, so filling a
 /// server sends on the order of 10,000² / 2 lines), printing each row as it completes, then
-/// the notes.
+/// the notes. Refuses to start when this machine cannot hold the largest run (see
+/// [`limits`]).
 pub fn run(scale: bool) -> Result<(), String> {
-    let mut notes = Vec::new();
-    crate::say!("{}", header());
-    let print = |report: &Report| crate::say!("{}", report.row());
     let sizes: &[usize] = if scale { &[10_000] } else { &[10, 100, 1000] };
+    limits::ensure(sizes.iter().copied().max().unwrap_or(0))?;
+    let mut notes = Vec::new();
+    natchat::say!("{}", header());
+    let print = |report: &Report| natchat::say!("{}", report.row());
 
     if !scale {
         let runs = [
@@ -124,20 +122,12 @@ pub fn run(scale: bool) -> Result<(), String> {
     }
 
     for &clients in sizes {
-        if let Err(why) = ensure_limits(clients) {
-            notes.push(format!("room scale {clients}: skipped: {why}"));
-            continue;
-        }
         let server = Server::room()?;
         let run = room_run(&format!("room scale {clients}"), clients, 1, 10, 0.0, 0);
         print(&room::run(server.addr, &run, &server.monitor())?);
     }
 
     for &clients in sizes.iter().filter(|&&n| n >= 100) {
-        if let Err(why) = ensure_limits(clients) {
-            notes.push(format!("p2p register {clients}: skipped: {why}"));
-            continue;
-        }
         let server = Server::p2p()?;
         let run = P2pRun {
             name: format!("p2p register {clients}"),
@@ -162,9 +152,9 @@ pub fn run(scale: bool) -> Result<(), String> {
         print(&chat::run(server.addr, &chat_run, &server.monitor())?);
     }
 
-    crate::say!();
+    natchat::say!();
     for note in notes {
-        crate::say!("{note}");
+        natchat::say!("{note}");
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `natchat bench p2p`: P2P clients registering with the server, at a steady pace.
+//! `natchat-bench p2p`: P2P clients registering with the server, at a steady pace.
 //!
 //! Each simulated client speaks the real protocol (`REGISTER`, `HELLO` over UDP, the list).
 //! Once registered, its connection is handed to one of a few drain threads, which read every
@@ -10,11 +10,13 @@
 //! The run reports how long each registration took, how long all of them took, and what one
 //! more join then costs the server in bytes (it must grow linearly with the clients).
 
-use super::stats::Histogram;
-use super::{paced, Monitor, Report};
-use crate::nonce::Nonce;
-use crate::wire::{Event, Request};
+use crate::monitor::Monitor;
+use crate::pace::paced;
+use crate::report::Report;
+use crate::stats::Histogram;
 use crossbeam_channel::{bounded, unbounded, Receiver};
+use natchat::nonce::Nonce;
+use natchat::wire::{Event, Request};
 use parking_lot::Mutex;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

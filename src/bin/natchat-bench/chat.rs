@@ -1,15 +1,17 @@
-//! `natchat bench chat`: two real `natchat client` processes chat over loopback.
+//! `natchat-bench chat`: two real `natchat client` processes chat over loopback.
 //!
 //! The bench types `@chat` lines into one client at a steady rate and reads the other's
 //! output: a message's delivery time runs from the moment its line is written to the moment
 //! its `From ...` line is read, so it covers both clients' event loops, the UDP hop and the
 //! acknowledgement bookkeeping.
 
-use super::stats::Histogram;
-use super::{KillOnDrop, Monitor, Report};
+use crate::monitor::Monitor;
+use crate::processes::{self, KillOnDrop};
+use crate::report::Report;
+use crate::stats::Histogram;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -22,23 +24,21 @@ pub struct ChatRun {
     pub rate: f64,
 }
 
+/// Starts `natchat client` as `id`, with its input and output piped to the bench.
 fn spawn_client(server: SocketAddr, id: &str) -> Result<KillOnDrop, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    Command::new(exe)
-        .args([
-            "client",
-            "--server",
-            &server.ip().to_string(),
-            "--port",
-            &server.port().to_string(),
-        ])
-        .args(["--udp-port", "0", "--id", id])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(KillOnDrop)
-        .map_err(|e| format!("cannot start a client: {e}"))
+    let (host, port) = (server.ip().to_string(), server.port().to_string());
+    let args = [
+        "client",
+        "--server",
+        &host,
+        "--port",
+        &port,
+        "--udp-port",
+        "0",
+        "--id",
+        id,
+    ];
+    processes::start(&args, Stdio::piped())
 }
 
 /// Reads `client`'s output until a line starts with `prefix`.

@@ -1,4 +1,4 @@
-//! `natchat bench room`: many room users on one process, some of them sending.
+//! `natchat-bench room`: many room users on one process, some of them sending.
 //!
 //! Every simulated user is a TCP connection with a reader thread (64 KiB stack) that checks
 //! each line it receives: who sent it, its sequence number (in order per sender), its filler
@@ -6,10 +6,12 @@
 //! receiver are the same process). Senders write on the same connections from threads of
 //! their own. Users connect at a steady pace, so the accept queue is not what gets measured.
 
-use super::stats::Histogram;
-use super::{connect_paced, epoch_nanos, Monitor, Report};
-use crate::lines::is_timeout;
+use crate::monitor::Monitor;
+use crate::pace::connect_paced;
+use crate::report::Report;
+use crate::stats::Histogram;
 use crossbeam_channel::{unbounded, Sender};
+use natchat::lines::is_timeout;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
@@ -42,6 +44,13 @@ struct Seen {
 }
 
 const READER_STACK: usize = 64 * 1024;
+
+/// Nanoseconds since the bench started: senders stamp messages with it, receivers in the same
+/// process subtract, and so measure one-way latency on one clock.
+fn epoch_nanos() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
 
 pub fn run(server: SocketAddr, run: &RoomRun, monitor: &Monitor) -> Result<Report, String> {
     let expected_from_others = |index: usize| {
