@@ -184,12 +184,11 @@ impl<'a> Words<'a> {
 
     fn parse<T: FromStr>(&mut self, what: &'static str) -> Result<T, WireError> {
         let word = self.word(what)?;
-        word.parse()
-            .map_err(|_| WireError::Bad {
-                what,
-                word: quoted(word),
-                shape: None,
-            })
+        word.parse().map_err(|_| WireError::Bad {
+            what,
+            word: quoted(word),
+            shape: None,
+        })
     }
 
     fn nonce(&mut self) -> Result<Nonce, WireError> {

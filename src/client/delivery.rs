@@ -3,39 +3,36 @@
 //! UDP may drop, duplicate or reorder datagrams, so each message to a peer gets a sequence
 //! number (counted per peer, starting at 1). The receiver acknowledges every copy it gets and
 //! shows each number once ([`ReplayWindow`]); the sender retransmits until acknowledged, and
-//! gives up after [`GIVE_UP_AFTER`].
+//! gives up after a while. How long it waits between copies, and before it gives up, follows
+//! the peer's measured round trip ([`RoundTrip`]): a satellite link is not a LAN.
 //!
-//! Reports say only what is known. A message with no acknowledgement after
-//! [`GIVE_UP_AFTER`] is *not confirmed*: it may well have arrived (its acknowledgement lost,
-//! or its recipient slow), so its stamp is kept a while, and an acknowledgement that comes
-//! late is reported as such. Only a message that never left is *not sent*.
+//! Reports say only what is known. A message with no acknowledgement in time is *not
+//! confirmed*: it may well have arrived (its acknowledgement lost, or its recipient slow), so
+//! its stamp is kept a while, and an acknowledgement that comes late is reported as such.
+//! Only a message that never left is *not sent*.
 //!
 //! The receiver shows each peer's messages in the order they were sent ([`Inbound`]): one
-//! that arrives ahead of a gap waits for it, at most [`GAP_WAIT`], after which the sender has
-//! given up on the missing one too; then the gap is reported and what waited is shown.
+//! that arrives ahead of a gap waits for it. The wait is bounded: [`GAP_WAIT`] after the
+//! last datagram that said the sender still tries to fill the gap. A sender that gives up on
+//! the missing message says so in its next datagram (its `base` moves past the gap), and
+//! what waited is shown at once, the gap said.
 //!
 //! Two rules keep a stranger out of these books. Each message carries a stamp, a nonce
 //! only its recipient sees, and an acknowledgement counts only if it echoes that stamp: a
 //! lost message cannot be acknowledged blind. And the receiver takes only sequence numbers
 //! within [`WINDOW`] of the newest it has seen: one forged datagram numbered 2^64 - 1 cannot
-//! push the window past every real message to come. This module only keeps the books; the client decides
-//! which path each transmission takes (direct, or relayed once a message is
-//! [`RELAY_AFTER`] old).
+//! push the window past every real message to come. This module only keeps the books; the
+//! client decides which path each transmission takes (direct, or relayed once a message is
+//! [overdue](Send::overdue)).
 
+use super::rtt::RoundTrip;
 use crate::nonce::{Nonce, Nonces};
 use crate::wire::Numbered;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// How often an unacknowledged message is sent again.
-pub const RETRY_EVERY: Duration = Duration::from_millis(250);
-/// A message not acknowledged this long after it was first sent goes through the relay.
-pub const RELAY_AFTER: Duration = Duration::from_secs(1);
-/// A message not acknowledged this long after it was first sent is no longer sent again, and
-/// is reported not confirmed.
-pub const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
-/// How long a message waits for the ones before it: past the sender's give-up, so that a
-/// message still being retransmitted is never reported missing.
+/// How long a message waits for the ones before it once nothing says the sender still tries
+/// to fill the gap (a datagram of its whose base is at or below the gap does).
 pub const GAP_WAIT: Duration = Duration::from_secs(6);
 /// How long, and for how many messages, a late acknowledgement is still recognized.
 const LATE_FOR: Duration = Duration::from_secs(120);
@@ -52,27 +49,37 @@ const MAX_SPAN: u64 = 256;
 /// One (re)transmission the client should make now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Send {
+    /// The peer it is for.
     pub to: String,
+    /// Its sequence number.
     pub seq: u64,
     /// The nonce its acknowledgement must echo.
     pub stamp: Nonce,
+    /// What it says.
     pub text: String,
-    /// Since the first transmission of this message.
-    pub age: Duration,
+    /// No acknowledgement came within what the round trip allows: this copy should take the
+    /// relay, whatever the direct path's state.
+    pub overdue: bool,
 }
 
 /// A message no acknowledgement confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unconfirmed {
+    /// The peer it was for.
     pub to: String,
+    /// What it said.
     pub text: String,
     /// Whether it was ever sent (one still in the backlog was not).
     pub sent: bool,
+    /// How long it waited for an acknowledgement.
+    pub waited: Duration,
 }
 
 /// What an acknowledgement did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Acked {
+    /// It echoed the stamp of a message of ours: whoever sent it got that message.
+    pub confirmed: bool,
     /// Messages from the backlog that may now go.
     pub sends: Vec<Send>,
     /// The text of a message given up on earlier, confirmed now after all.
@@ -91,10 +98,15 @@ struct GivenUp {
 struct InFlight {
     text: String,
     stamp: Nonce,
-    /// Whether any copy of it has left (it may wait for a path, or for the server).
-    sent: bool,
+    /// How many copies of it have left (none: it waits for a path, or for the server).
+    copies: u32,
+    /// When it was queued.
     first_sent: Instant,
-    last_sent: Instant,
+    /// When the latest copy left: its acknowledgement times the round trip, if it was the
+    /// only copy.
+    last_copy: Option<Instant>,
+    /// When to send it again.
+    next_try: Instant,
 }
 
 /// The messages on their way to one peer.
@@ -103,6 +115,11 @@ struct Outbound {
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight>,
     backlog: VecDeque<String>,
+    /// The round trip to the peer, which times everything here.
+    round_trip: RoundTrip,
+    /// When the timeout last doubled: only a copy sent after that, timed with the doubled
+    /// timeout, may double it again (forty messages timing out together double it once).
+    doubled_at: Option<Instant>,
 }
 
 impl Outbound {
@@ -126,14 +143,15 @@ impl Outbound {
                 seq: self.next_seq,
                 stamp,
                 text: text.clone(),
-                age: Duration::ZERO,
+                overdue: false,
             });
             let message = InFlight {
                 text,
                 stamp,
-                sent: false,
+                copies: 0,
                 first_sent: now,
-                last_sent: now,
+                last_copy: None,
+                next_try: now + self.round_trip.rto(),
             };
             self.in_flight.insert(self.next_seq, message);
         }
@@ -196,8 +214,16 @@ impl Outgoing {
             return acked;
         };
         let ours = |m: &InFlight| m.stamp.matches(stamp);
-        if outbound.in_flight.get(&seq).is_some_and(ours) {
-            outbound.in_flight.remove(&seq);
+        if let Some(message) = outbound.in_flight.remove(&seq) {
+            if !ours(&message) {
+                outbound.in_flight.insert(seq, message);
+                return acked;
+            }
+            acked.confirmed = true;
+            // Karn's rule: only a message sent once times the round trip unambiguously.
+            if let (1, Some(left)) = (message.copies, message.last_copy) {
+                outbound.round_trip.sample(now - left);
+            }
             outbound.release(to, now, &mut self.nonces, &mut acked.sends);
         } else if let Some(at) = self
             .given_up
@@ -205,8 +231,26 @@ impl Outgoing {
             .position(|g| g.to == to && g.seq == seq && g.stamp.matches(stamp))
         {
             acked.late = self.given_up.remove(at).map(|g| g.text);
+            acked.confirmed = true;
         }
         acked
+    }
+
+    /// A round trip to `to` was measured another way (a probe answered).
+    pub fn measured(&mut self, to: &str, rtt: Duration) {
+        self.peers
+            .entry(to.to_string())
+            .or_default()
+            .round_trip
+            .sample(rtt);
+    }
+
+    /// The round trip to `to`, as far as it is known.
+    pub fn round_trip(&self, to: &str) -> RoundTrip {
+        self.peers
+            .get(to)
+            .map(|outbound| outbound.round_trip)
+            .unwrap_or_default()
     }
 
     /// Every message in flight to `to`, to send again now: a path to it was just found.
@@ -214,14 +258,15 @@ impl Outgoing {
         let Some(outbound) = self.peers.get_mut(to) else {
             return Vec::new();
         };
+        let (rto, relay_after) = (outbound.round_trip.rto(), outbound.round_trip.relay_after());
         let resend = outbound.in_flight.iter_mut().map(|(&seq, m)| {
-            m.last_sent = now;
+            m.next_try = now + rto;
             Send {
                 to: to.to_string(),
                 seq,
                 stamp: m.stamp,
                 text: m.text.clone(),
-                age: now - m.first_sent,
+                overdue: now - m.first_sent >= relay_after,
             }
         });
         resend.collect()
@@ -239,13 +284,21 @@ impl Outgoing {
             given_up.pop_front();
         }
         for (to, outbound) in &mut self.peers {
-            outbound.in_flight.retain(|&seq, m| {
+            let Outbound {
+                in_flight,
+                round_trip,
+                doubled_at,
+                ..
+            } = outbound;
+            let (give_up, relay_after) = (round_trip.give_up_after(), round_trip.relay_after());
+            in_flight.retain(|&seq, m| {
                 let age = now - m.first_sent;
-                if age >= GIVE_UP_AFTER {
+                if age >= give_up {
                     failed.push(Unconfirmed {
                         to: to.clone(),
                         text: m.text.clone(),
-                        sent: m.sent,
+                        sent: m.copies > 0,
+                        waited: age,
                     });
                     given_up.push_back(GivenUp {
                         to: to.clone(),
@@ -256,14 +309,24 @@ impl Outgoing {
                     });
                     return false;
                 }
-                if now - m.last_sent >= RETRY_EVERY {
-                    m.last_sent = now;
+                if now >= m.next_try {
+                    // A copy timed with the current timeout went unanswered: the path is
+                    // slower than we thought, or lost it. (A message that never left, waiting
+                    // for a path, says nothing about the path.)
+                    let timed = m
+                        .last_copy
+                        .is_some_and(|left| doubled_at.is_none_or(|d| left > d));
+                    if timed {
+                        round_trip.timed_out();
+                        *doubled_at = Some(now);
+                    }
+                    m.next_try = now + round_trip.rto();
                     sends.push(Send {
                         to: to.clone(),
                         seq,
                         stamp: m.stamp,
                         text: m.text.clone(),
-                        age,
+                        overdue: age >= relay_after,
                     });
                 }
                 true
@@ -273,14 +336,15 @@ impl Outgoing {
         (sends, failed)
     }
 
-    /// A copy of message `seq` to `to` has left.
-    pub fn sent(&mut self, to: &str, seq: u64) {
+    /// A copy of message `seq` to `to` has left, `now`.
+    pub fn sent(&mut self, to: &str, seq: u64, now: Instant) {
         let message = self
             .peers
             .get_mut(to)
             .and_then(|o| o.in_flight.get_mut(&seq));
         if let Some(message) = message {
-            message.sent = true;
+            message.copies += 1;
+            message.last_copy = Some(now);
         }
     }
 
@@ -291,18 +355,20 @@ impl Outgoing {
         let Some(outbound) = self.peers.get_mut(to) else {
             return Vec::new();
         };
+        let now = Instant::now();
         let in_flight = std::mem::take(&mut outbound.in_flight)
             .into_values()
-            .map(|m| (m.text, m.sent));
+            .map(|m| (m.text, m.copies > 0, now - m.first_sent));
         let backlog = std::mem::take(&mut outbound.backlog)
             .into_iter()
-            .map(|text| (text, false));
+            .map(|text| (text, false, Duration::ZERO));
         in_flight
             .chain(backlog)
-            .map(|(text, sent)| Unconfirmed {
+            .map(|(text, sent, waited)| Unconfirmed {
                 to: to.to_string(),
                 text,
                 sent,
+                waited,
             })
             .collect()
     }
@@ -320,8 +386,8 @@ pub enum Shown {
 }
 
 /// What one peer has sent us, shown in order: each message once, none before those sent
-/// before it, unless they are given up on after [`GAP_WAIT`], or the sender says it gave up
-/// on them (its base went past them).
+/// before it, unless the sender says it gave up on them (its base went past them), or it
+/// said nothing for [`GAP_WAIT`] while they were missing.
 #[derive(Default)]
 pub struct Inbound {
     /// The sender's session these books are about.
@@ -331,6 +397,9 @@ pub struct Inbound {
     next: u64,
     /// Messages that arrived ahead of a gap, with when they arrived.
     held: BTreeMap<u64, (String, Instant)>,
+    /// When a datagram last said the sender still tries to fill the gap (its base at or
+    /// below the gap: the missing message is still in its flight).
+    still_trying: Option<Instant>,
 }
 
 impl Inbound {
@@ -366,7 +435,13 @@ impl Inbound {
             };
         }
         let arrival = self.window.arrive(number.seq);
-        if arrival != Arrival::New {
+        if arrival == Arrival::Outside {
+            return (arrival, shown);
+        }
+        if number.base <= self.next {
+            self.still_trying = Some(now);
+        }
+        if arrival == Arrival::Again {
             return (arrival, shown);
         }
         if number.seq < self.next {
@@ -400,12 +475,15 @@ impl Inbound {
         shown
     }
 
-    /// The messages whose gap has been waited out, with the gap before them.
+    /// The messages whose gap has been waited out, with the gap before them. The wait counts
+    /// from the latest word that the sender still tries: on a slow, lossy path its
+    /// retransmissions go on far longer than [`GAP_WAIT`], and we must not give up first.
     pub fn due(&mut self, now: Instant) -> Vec<Shown> {
         let Some((&first, (_, arrived))) = self.held.first_key_value() else {
             return Vec::new();
         };
-        if now - *arrived < GAP_WAIT {
+        let since = self.still_trying.map_or(*arrived, |t| t.max(*arrived));
+        if now - since < GAP_WAIT {
             return Vec::new();
         }
         let mut shown = vec![Shown::Gap(first - self.next)];
@@ -530,26 +608,34 @@ mod tests {
         let sends = out.queue("bob", "hi".into(), start);
         assert_eq!(sends.len(), 1);
         assert_eq!(sends[0].seq, 1);
-        out.sent("bob", 1);
-        let (again, failed) = out.due(start + RETRY_EVERY);
+        out.sent("bob", 1, start);
+        let rto = out.round_trip("bob").rto();
+        assert_eq!(out.due(start + rto / 2), (vec![], vec![]), "not yet");
+        let (again, failed) = out.due(start + rto);
         assert_eq!((again.len(), failed.len()), (1, 0));
-        assert_eq!(again[0].age, RETRY_EVERY);
-        let (_, failed) = out.due(start + GIVE_UP_AFTER);
+        assert!(
+            !again[0].overdue,
+            "a first retransmission keeps to the path"
+        );
+        assert_eq!(out.round_trip("bob").rto(), 2 * rto, "the timeout doubled");
+        let give_up = out.round_trip("bob").give_up_after();
+        let (_, failed) = out.due(start + give_up);
         assert_eq!(
             failed,
             vec![Unconfirmed {
                 to: "bob".into(),
                 text: "hi".into(),
                 sent: true,
+                waited: give_up,
             }]
         );
-        let late = out.acknowledge("bob", 1, &sends[0].stamp, start + GIVE_UP_AFTER);
+        let late = out.acknowledge("bob", 1, &sends[0].stamp, start + give_up);
         assert_eq!(late.late.as_deref(), Some("hi"), "confirmed after all");
 
         let sends = out.queue("bob", "again".into(), start);
         assert_eq!(sends[0].seq, 2);
         let guess = nonces().draw();
-        out.acknowledge("bob", 2, &guess, start);
+        assert!(!out.acknowledge("bob", 2, &guess, start).confirmed);
         assert_eq!(
             out.resend("bob", start).len(),
             1,
@@ -557,11 +643,56 @@ mod tests {
         );
         assert_eq!(
             out.acknowledge("bob", 2, &sends[0].stamp, start),
-            Acked::default()
+            Acked {
+                confirmed: true,
+                ..Acked::default()
+            }
         );
         // Acknowledged: neither sent again nor given up on.
-        assert_eq!(out.due(start + GIVE_UP_AFTER), (vec![], vec![]));
+        assert_eq!(out.due(start + give_up), (vec![], vec![]));
         assert_eq!(out.forget("bob"), vec![]);
+    }
+
+    #[test]
+    fn only_a_message_sent_once_times_the_round_trip() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut out = Outgoing::new(nonces());
+        let once = out.queue("bob", "once".into(), start);
+        out.sent("bob", 1, start);
+        out.acknowledge("bob", 1, &once[0].stamp, start + ms(800));
+        let rto = out.round_trip("bob").rto();
+        assert!(rto >= ms(800), "an 800 ms path waits longer: {rto:?}");
+
+        let twice = out.queue("bob", "twice".into(), start);
+        out.sent("bob", 2, start);
+        out.sent("bob", 2, start + ms(900));
+        out.acknowledge("bob", 2, &twice[0].stamp, start + ms(910));
+        assert_eq!(
+            out.round_trip("bob").rto(),
+            rto,
+            "which copy was answered is unknown: no sample"
+        );
+    }
+
+    #[test]
+    fn a_message_goes_overdue_after_the_relay_delay() {
+        let start = Instant::now();
+        let mut out = Outgoing::new(nonces());
+        out.queue("bob", "hi".into(), start);
+        let relay_after = out.round_trip("bob").relay_after();
+        let mut overdue = Vec::new();
+        let mut now = start;
+        while now < start + 2 * relay_after {
+            now += Duration::from_millis(50);
+            let (sends, _) = out.due(now);
+            for send in sends {
+                out.sent("bob", send.seq, now);
+                overdue.push((now - start, send.overdue));
+            }
+        }
+        assert!(overdue.iter().any(|&(_, o)| !o) && overdue.iter().any(|&(_, o)| o));
+        assert!(overdue.iter().all(|&(age, o)| o == (age >= relay_after)));
     }
 
     #[test]
@@ -577,7 +708,7 @@ mod tests {
         assert_eq!(freed.len(), 1);
         assert_eq!(freed[0].seq, MAX_SPAN + 1);
         for seq in 2..=MAX_SPAN {
-            out.sent("bob", seq);
+            out.sent("bob", seq, now);
         }
         let forgotten = out.forget("bob");
         assert_eq!(forgotten.len() as u64, MAX_SPAN + 9);
@@ -588,6 +719,33 @@ mod tests {
         );
         // The numbering goes on after it is forgotten.
         assert_eq!(out.queue("bob", "next".into(), now)[0].seq, MAX_SPAN + 2);
+    }
+
+    #[test]
+    fn a_gap_waits_while_the_sender_still_tries_to_fill_it() {
+        use Shown::*;
+        let now = Instant::now();
+        let mut inbound = Inbound::default();
+        let n = |seq, base| Numbered {
+            session: 7,
+            seq,
+            base,
+        };
+        inbound.arrive(n(2, 1), "two".into(), now);
+        // The sender goes on sending, its base still at the gap: it still tries.
+        let later = now + GAP_WAIT - Duration::from_secs(1);
+        inbound.arrive(n(3, 1), "three".into(), later);
+        assert_eq!(inbound.due(now + GAP_WAIT), vec![]);
+        assert_eq!(
+            inbound.due(later + GAP_WAIT),
+            vec![Gap(1), Text("two".into()), Text("three".into())]
+        );
+        // A sender that gives up on 4 says so at once, with its base.
+        assert_eq!(inbound.arrive(n(5, 4), "five".into(), later).1, vec![]);
+        assert_eq!(
+            inbound.arrive(n(6, 6), "six".into(), later).1,
+            vec![Gap(1), Text("five".into()), Text("six".into())]
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 mod delivery;
 mod peers;
+mod rtt;
 mod session;
 
 use crate::failure::{in_words, Failure};
@@ -32,7 +33,7 @@ use crate::lines::clean;
 use crate::nonce::{Nonce, Nonces};
 use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
-use delivery::{Arrival, Outgoing, Send, Shown, Unconfirmed, GIVE_UP_AFTER};
+use delivery::{Arrival, Outgoing, Send, Shown, Unconfirmed};
 use peers::{Peer, Peers, Route};
 use session::{Back, FromPeer, FromServer, Input};
 use std::io::Write;
@@ -348,7 +349,7 @@ impl Client {
                 continue;
             };
             let server = self.tcp.is_some();
-            let (route, ask_punch) = peer.route(send.age, now, server);
+            let (route, ask_punch) = peer.route(send.overdue, now, server, &mut self.nonces);
             let number = self.outgoing.numbered(&send.to, send.seq);
             let datagram = Datagram::chat(&self.id, number, send.stamp, send.text, peer.key());
             if ask_punch {
@@ -370,7 +371,7 @@ impl Client {
                 Route::Relay | Route::Hold => false,
             };
             if sent {
-                self.outgoing.sent(&send.to, send.seq);
+                self.outgoing.sent(&send.to, send.seq, now);
             }
         }
         Ok(())
@@ -475,6 +476,9 @@ impl Client {
             }
             Datagram::Ack { seq, stamp, .. } => {
                 let acked = self.outgoing.acknowledge(&from, seq, &stamp, now);
+                if let (true, Via::Direct(addr)) = (acked.confirmed, via) {
+                    peer.heard(addr);
+                }
                 if let Some(text) = acked.late {
                     crate::say!(
                         "Message to {from} was delivered after all: [{}]",
@@ -497,7 +501,11 @@ impl Client {
                 let Via::Direct(addr) = via else {
                     return Ok(());
                 };
-                if peer.answered(addr, &nonce, seen, my_private) {
+                let Some(answered) = peer.answered(addr, &nonce, seen, my_private, now) else {
+                    return Ok(());
+                };
+                self.outgoing.measured(&from, answered.round_trip);
+                if answered.first_path {
                     // A path at last: what was held or relayed goes on it now.
                     let sends = self.outgoing.resend(&from, now);
                     self.transmit(sends)?;
@@ -596,7 +604,10 @@ impl Client {
         self.transmit(sends)?;
         report_unconfirmed(failed, &Gone::TimedOut);
         let mut probes = Vec::new();
+        let server = self.tcp.is_some();
         for peer in self.peers.iter_mut() {
+            let allowed = self.outgoing.round_trip(&peer.info.id).silence_allowed();
+            peer.give_up_silent_path(now, allowed, server);
             let waited = peer.inbound.due(now);
             if !waited.is_empty() {
                 show(&peer.info.id, waited);
@@ -810,18 +821,23 @@ enum Gone {
 /// Reports each message no acknowledgement confirmed, saying only what is known: one that
 /// was sent may have arrived; only one that never left surely did not.
 fn report_unconfirmed(messages: Vec<Unconfirmed>, gone: &Gone) {
-    for Unconfirmed { to, text, sent } in messages {
+    for Unconfirmed {
+        to,
+        text,
+        sent,
+        waited,
+    } in messages
+    {
         let text = clean(&text);
+        let waited = waited.as_secs();
         match (gone, sent) {
             (Gone::TimedOut, true) => crate::say!(
-                "Message to {to} not confirmed yet (no acknowledgement in {} s; it may still \
-                 arrive): [{text}]",
-                GIVE_UP_AFTER.as_secs()
+                "Message to {to} not confirmed yet (no acknowledgement in {waited} s; it may \
+                 still arrive): [{text}]"
             ),
             (Gone::TimedOut, false) => crate::say!(
                 "Message to {to} not sent: with the server away, no path to {to} was found in \
-                 {} s: [{text}]",
-                GIVE_UP_AFTER.as_secs()
+                 {waited} s: [{text}]"
             ),
             (Gone::PeerLeft, true) => {
                 crate::say!("Message to {to} not confirmed before {to} left: [{text}]")

@@ -11,15 +11,22 @@
 //! on both sides at once). So a host that merely owns one of those addresses (another home
 //! behind the same carrier NAT, with the same private subnet) gets at most a probe, which
 //! reveals nothing, and can never answer as the peer. Until a path is validated, messages are
-//! held; if none is within [`RELAY_AFTER`](super::delivery::RELAY_AFTER), they go through
-//! the server's relay, and every [`DIRECT_RETRY`] the direct paths are probed again: longer
-//! than conntrack's 30 s for an unanswered UDP flow, so that a stale NAT entry from a failed
-//! punch has expired by then and a relayed peer can heal back to a direct path.
+//! held; if none is validated before a message is [overdue](super::delivery::Send::overdue),
+//! they go through the server's relay, and every [`DIRECT_RETRY`] the direct paths are
+//! probed again: longer than conntrack's 30 s for an unanswered UDP flow, so that a stale NAT
+//! entry from a failed punch has expired by then and a relayed peer can heal back to a
+//! direct path.
+//!
+//! A message overdue on a validated path does not condemn the path: on a lossy link a
+//! message, or its acknowledgement, is lost now and then while the path works. That copy
+//! takes the relay, and the path itself is asked, with probes: only a path that answers
+//! nothing for as long as its round trip allows
+//! ([`silence_allowed`](super::rtt::RoundTrip::silence_allowed)) is given up for the relay.
 //!
 //! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
 //! refused until it wakes.
 
-use super::delivery::{Inbound, RELAY_AFTER};
+use super::delivery::Inbound;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::wire::PeerInfo;
 use std::collections::BTreeMap;
@@ -74,6 +81,8 @@ struct Candidate {
     kind: Kind,
     /// The nonce of the probes we send it now: only the peer can answer it, tagged.
     asking: Option<Nonce>,
+    /// When the first probe with that nonce left: its answer times the round trip.
+    asked_at: Option<Instant>,
     /// An answer came back from it.
     validated: bool,
 }
@@ -98,6 +107,19 @@ pub struct Peer {
     /// Whether we asked the server to key us and punch (once per try).
     punch_asked: bool,
     burst: Option<Burst>,
+    /// Since when the direct path is in doubt (a message on it went overdue) and being
+    /// asked: a genuine answer from it ends the doubt.
+    doubted_since: Option<Instant>,
+}
+
+/// A genuine answer to one of our probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// The answering address now carries the chat, and none did before: what was held or
+    /// relayed can go straight away.
+    pub first_path: bool,
+    /// The round trip it measured.
+    pub round_trip: Duration,
 }
 
 impl Peer {
@@ -110,6 +132,7 @@ impl Peer {
             inbound: Inbound::default(),
             punch_asked: false,
             burst: None,
+            doubted_since: None,
         };
         peer.relocate(peer.info.public);
         peer
@@ -144,6 +167,7 @@ impl Peer {
         self.path = Path::Untried;
         self.punch_asked = false;
         self.burst = None;
+        self.doubted_since = None;
     }
 
     /// The path, in a word, for `@show_list`.
@@ -165,11 +189,17 @@ impl Peer {
             .map(|c| c.kind)
     }
 
-    /// Chooses the route for a transmission of a message first sent `age` ago. Returns it,
-    /// and whether to ask the server to key us and start a coordinated punch now. While the
+    /// Chooses the route for a transmission of a message, `overdue` or not. Returns it, and
+    /// whether to ask the server to key us and start a coordinated punch now. While the
     /// server is away (`!server`), a direct path is kept however long an acknowledgement
     /// takes: it is the only way there is, and punching again would need the server.
-    pub fn route(&mut self, age: Duration, now: Instant, server: bool) -> (Route, bool) {
+    pub fn route(
+        &mut self,
+        overdue: bool,
+        now: Instant,
+        server: bool,
+        nonces: &mut Nonces,
+    ) -> (Route, bool) {
         match self.path {
             Path::Direct(addr) if !server => (Route::Direct(addr), false),
             Path::Relayed { retry_at } => {
@@ -181,12 +211,17 @@ impl Peer {
                 }
                 (Route::Relay, retry)
             }
-            _ if age >= RELAY_AFTER => {
-                // Nothing validated in time, or a validated path stopped answering.
-                self.path = Path::Relayed {
-                    retry_at: now + DIRECT_RETRY,
-                };
-                self.burst = None;
+            Path::Direct(addr) if overdue => {
+                // This copy takes the relay; the path is asked whether it still works.
+                if self.doubted_since.is_none() {
+                    self.doubted_since = Some(now);
+                    self.ask_again(addr, nonces, now);
+                }
+                (Route::Relay, false)
+            }
+            Path::Untried if overdue => {
+                // Nothing validated in time.
+                self.fall_back_to_relay(now);
                 (Route::Relay, false)
             }
             Path::Direct(addr) => (Route::Direct(addr), false),
@@ -195,6 +230,45 @@ impl Peer {
                 self.punch_asked = true;
                 (Route::Hold, ask)
             }
+        }
+    }
+
+    /// Probes the validated address `addr` again, with a fresh nonce.
+    fn ask_again(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant) {
+        if let Some(candidate) = self.candidates.iter_mut().find(|c| c.addr == addr) {
+            candidate.validated = false;
+            candidate.asking = Some(nonces.draw());
+            candidate.asked_at = None;
+        }
+        self.burst = Some(Burst::starting(now));
+    }
+
+    /// The relay carries the chat from now on; the direct paths are tried again later.
+    fn fall_back_to_relay(&mut self, now: Instant) {
+        self.path = Path::Relayed {
+            retry_at: now + DIRECT_RETRY,
+        };
+        self.burst = None;
+        self.doubted_since = None;
+    }
+
+    /// Gives up a doubted direct path that answered nothing for `allowed`, for the relay.
+    /// Not while the server is away (`!server`): the path is all there is, and the doubt
+    /// waits for the server's return.
+    pub fn give_up_silent_path(&mut self, now: Instant, allowed: Duration, server: bool) {
+        match self.doubted_since {
+            Some(since) if !server => self.doubted_since = Some(since.max(now - allowed / 2)),
+            Some(since) if now - since >= allowed => self.fall_back_to_relay(now),
+            _ => {}
+        }
+    }
+
+    /// Something genuine came from `addr` that only the peer could have sent in answer to
+    /// us (an acknowledgement echoing our stamp, an answer to our probe): if it is our direct
+    /// path, the path works.
+    pub fn heard(&mut self, addr: SocketAddr) {
+        if self.path == Path::Direct(addr) {
+            self.doubted_since = None;
         }
     }
 
@@ -207,6 +281,7 @@ impl Peer {
         for candidate in &mut self.candidates {
             if renew || candidate.asking.is_none() {
                 candidate.asking = Some(nonces.draw());
+                candidate.asked_at = None;
             }
         }
         self.burst = Some(Burst::starting(now));
@@ -222,8 +297,13 @@ impl Peer {
         if burst.left == 0 {
             self.burst = None;
         }
-        let asking = self.candidates.iter().filter(|c| !c.validated);
-        asking.filter_map(|c| Some((c.addr, c.asking?))).collect()
+        let asking = self.candidates.iter_mut().filter(|c| !c.validated);
+        asking
+            .filter_map(|c| {
+                c.asked_at.get_or_insert(now);
+                Some((c.addr, c.asking?))
+            })
+            .collect()
     }
 
     /// A genuine probe of the peer's (its tag checked) came from `addr`. An address we did
@@ -245,23 +325,25 @@ impl Peer {
     /// says the probe was `seen` coming from there: that address is validated. A private
     /// address must have seen ours exactly (`my_private`: no NAT on a LAN); otherwise
     /// someone there forwarded our probe to the peer, and its answer back to us, to sit in
-    /// the middle. Returns true when the address now carries the chat and none did before:
-    /// what was held or relayed can go straight away.
+    /// the middle. `None` for anything but a genuine answer.
     pub fn answered(
         &mut self,
         addr: SocketAddr,
         nonce: &Nonce,
         seen: SocketAddr,
         my_private: SocketAddr,
-    ) -> bool {
-        let Some(candidate) = self.candidates.iter_mut().find(|c| {
+        now: Instant,
+    ) -> Option<Answered> {
+        let candidate = self.candidates.iter_mut().find(|c| {
             c.addr == addr
                 && c.asking.is_some_and(|asked| asked.matches(nonce))
                 && (c.kind != Kind::Private || seen == my_private)
-        }) else {
-            return false;
-        };
+        })?;
         candidate.validated = true;
+        // The first probe with this nonce may have been lost, and a later one answered: then
+        // this overestimates the round trip, by a probe interval or so, which errs on the
+        // patient side.
+        let round_trip = now - candidate.asked_at.unwrap_or(now);
         let kind = candidate.kind;
         let was_direct = matches!(self.path, Path::Direct(_));
         let better = match self.path {
@@ -274,7 +356,11 @@ impl Peer {
         if self.candidates.iter().all(|c| c.validated) {
             self.burst = None;
         }
-        better && !was_direct
+        self.heard(addr);
+        Some(Answered {
+            first_path: better && !was_direct,
+            round_trip,
+        })
     }
 }
 
@@ -294,6 +380,7 @@ impl Candidate {
             addr,
             kind,
             asking: None,
+            asked_at: None,
             validated: false,
         }
     }
@@ -408,36 +495,82 @@ mod tests {
         let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
         assert_eq!(
-            far.route(Duration::ZERO, now, true),
+            far.route(false, now, true, &mut nonces),
             (Route::Hold, true),
             "ask once"
         );
         assert_eq!(
-            far.route(Duration::from_millis(250), now, true),
+            far.route(false, now, true, &mut nonces),
             (Route::Hold, false)
         );
         assert_eq!(far.path_label(), "new");
         let probes = keyed(&mut far, &mut nonces, now);
         assert_eq!(probes.len(), 2, "the private and the public address");
-        assert_eq!(far.route(RELAY_AFTER, now, true), (Route::Relay, false));
+        assert_eq!(
+            far.route(true, now, true, &mut nonces),
+            (Route::Relay, false)
+        );
         assert_eq!(far.path_label(), "relayed");
         assert_eq!(
-            far.route(Duration::ZERO, now + Duration::from_secs(1), true),
+            far.route(false, now + Duration::from_secs(1), true, &mut nonces),
             (Route::Relay, false)
         );
         assert_eq!(
-            far.route(Duration::ZERO, now + DIRECT_RETRY, true),
+            far.route(false, now + DIRECT_RETRY, true, &mut nonces),
             (Route::Relay, true),
             "heal attempt"
         );
         let probes = keyed(&mut far, &mut nonces, now);
         let (public, nonce) = probes[1];
-        assert!(far.answered(public, &nonce, ME, ME));
+        assert!(far
+            .answered(public, &nonce, ME, ME, now)
+            .is_some_and(|a| a.first_path));
         assert_eq!(far.path_label(), "direct");
         assert_eq!(
-            far.route(Duration::ZERO, now, true),
+            far.route(false, now, true, &mut nonces),
             (Route::Direct(public), false)
         );
+    }
+
+    #[test]
+    fn an_overdue_message_doubts_the_path_and_only_silence_gives_it_up() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let now = Instant::now();
+        let allowed = Duration::from_secs(2);
+        let (public, nonce) = keyed(&mut far, &mut nonces, now)[1];
+        assert!(far.answered(public, &nonce, ME, ME, now).is_some());
+
+        // A late message takes the relay; the path stays, and is asked again.
+        assert_eq!(
+            far.route(true, now, true, &mut nonces),
+            (Route::Relay, false)
+        );
+        assert_eq!(far.path, Path::Direct(public));
+        let asked = far.probes_due(now);
+        let &(_, fresh) = asked.iter().find(|(addr, _)| *addr == public).unwrap();
+        assert_ne!(fresh, nonce, "a fresh nonce");
+        assert_eq!(
+            far.route(false, now, true, &mut nonces).0,
+            Route::Direct(public)
+        );
+        // It answers (a lossy path, not a dead one): the doubt ends, the path stays.
+        assert!(far.answered(public, &fresh, ME, ME, now).is_some());
+        far.give_up_silent_path(now + allowed, allowed, true);
+        assert_eq!(far.path, Path::Direct(public));
+
+        // Doubted again, and silent: kept while the server is away, then given up.
+        far.route(true, now, true, &mut nonces);
+        far.give_up_silent_path(now + allowed, allowed, false);
+        assert_eq!(far.path, Path::Direct(public), "the only path there is");
+        far.give_up_silent_path(now + allowed, allowed, true);
+        assert_eq!(
+            far.path,
+            Path::Direct(public),
+            "the server's absence did not count"
+        );
+        far.give_up_silent_path(now + 2 * allowed, allowed, true);
+        assert!(matches!(far.path, Path::Relayed { .. }));
     }
 
     #[test]
@@ -448,18 +581,22 @@ mod tests {
         let probes = keyed(&mut peer, &mut nonces, now);
         let (private, nonce) = probes[0];
         let (public, _) = probes[1];
-        assert!(!peer.answered(private, &nonces.draw(), ME, ME), "a guess");
         assert!(
-            !peer.answered(public, &nonce, ME, ME),
+            peer.answered(private, &nonces.draw(), ME, ME, now)
+                .is_none(),
+            "a guess"
+        );
+        assert!(
+            peer.answered(public, &nonce, ME, ME, now).is_none(),
             "the private nonce, from elsewhere"
         );
         let forwarder: SocketAddr = "192.168.1.3:40000".parse().unwrap();
         assert!(
-            !peer.answered(private, &nonce, forwarder, ME),
+            peer.answered(private, &nonce, forwarder, ME, now).is_none(),
             "someone at the private address forwarded our probe to the peer"
         );
         assert_eq!(peer.path, Path::Untried);
-        assert!(peer.answered(private, &nonce, ME, ME));
+        assert!(peer.answered(private, &nonce, ME, ME, now).is_some());
         assert_eq!(peer.path_label(), "private");
     }
 
@@ -470,11 +607,13 @@ mod tests {
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         assert!(
-            peer.answered(probes[1].0, &probes[1].1, ME, ME),
+            peer.answered(probes[1].0, &probes[1].1, ME, ME, now)
+                .is_some_and(|a| a.first_path),
             "public first"
         );
         assert!(
-            !peer.answered(probes[0].0, &probes[0].1, ME, ME),
+            peer.answered(probes[0].0, &probes[0].1, ME, ME, now)
+                .is_some_and(|a| !a.first_path),
             "already direct"
         );
         assert_eq!(
@@ -497,7 +636,7 @@ mod tests {
         peer.probed_from(reflexive, &mut nonces, now);
         let probes = peer.probes_due(now);
         let (addr, nonce) = *probes.iter().find(|(a, _)| *a == reflexive).unwrap();
-        assert!(peer.answered(addr, &nonce, ME, ME));
+        assert!(peer.answered(addr, &nonce, ME, ME, now).is_some());
         assert_eq!(peer.path_label(), "direct");
         for port in 0..20 {
             peer.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
@@ -514,7 +653,9 @@ mod tests {
         assert_eq!(probes.len(), 1);
         // It sees our NAT's public address, not our private one: still a valid answer.
         let our_public: SocketAddr = "10.0.0.1:10081".parse().unwrap();
-        assert!(peer.answered(probes[0].0, &probes[0].1, our_public, ME));
+        assert!(peer
+            .answered(probes[0].0, &probes[0].1, our_public, ME, now)
+            .is_some());
         assert_eq!(peer.path_label(), "direct");
     }
 
@@ -525,7 +666,9 @@ mod tests {
         let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(peer.answered(probes[1].0, &probes[1].1, ME, ME));
+        assert!(peer
+            .answered(probes[1].0, &probes[1].1, ME, ME, now)
+            .is_some());
         assert_eq!(peer.inbound.arrive(ONE, "hi".into(), now).0, Arrival::New);
         peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
         assert_eq!(peer.path, Path::Untried);
@@ -546,7 +689,7 @@ mod tests {
         assert!(peer.is_asleep());
         assert_eq!(peer.candidates.len(), 1);
         assert_eq!(
-            peer.route(Duration::ZERO, Instant::now(), true),
+            peer.route(false, Instant::now(), true, &mut Nonces::new().unwrap()),
             (Route::Hold, false)
         );
     }

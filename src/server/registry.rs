@@ -10,7 +10,7 @@ use crate::mac;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::outbox::{line_message, Outbox};
 use crate::rounds::{Round, Since, Woken};
-use crate::wire::{IdInUse, Announce, Event, LeaveReason, PeerInfo, MAX_LINE};
+use crate::wire::{Announce, Event, IdInUse, LeaveReason, PeerInfo, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::iter;
