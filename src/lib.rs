@@ -21,3 +21,4 @@ pub mod room;
 pub mod rounds;
 pub mod server;
 pub mod wire;
+pub mod worker;
