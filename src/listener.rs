@@ -99,7 +99,9 @@ const KERNEL_LIMITS: &str = "this machine's vm.max_map_count and kernel.pid_max 
 /// set. Setting the socket non-blocking and polling it would do too, but an idle server would
 /// then wake every few milliseconds for ever, and each newcomer wait for the next poll. The
 /// connection made to wake it cannot fail for want of room in the backlog: a full backlog
-/// means `accept` has connections to return and is not blocked.
+/// means `accept` has connections to return and is not blocked. (It can fail when the
+/// process is out of file descriptors, and then the accept thread ends only with the next
+/// connection to arrive: see [`CtrlC`](crate::worker::CtrlC) for the user's way out.)
 ///
 /// How connections are closed: each socket is kept, as the `Arc` its threads share, in a map
 /// of the connections open ([`Open`]), entered when the connection is accepted and left when
@@ -139,7 +141,7 @@ impl Listener {
         let addr = listener.local_addr()?;
         let wake_at = reachable(addr);
         let wake = move || {
-            // Failing is harmless: see above, and the flag is set anyway.
+            // Nothing to do if it fails: see above.
             let _ = TcpStream::connect_timeout(&wake_at, WAKE_TIMEOUT);
         };
         let accepting = Worker::spawn("accept", wake, move |stop| {

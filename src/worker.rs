@@ -102,16 +102,22 @@ impl Stop {
 }
 
 /// Ctrl+C (SIGINT), caught: from now on it no longer ends the process at once, but ends
-/// [`CtrlC::wait_and_stop`], which stops a server gracefully.
+/// [`CtrlC::wait_and_stop`], which stops a server gracefully. A second Ctrl+C, should the
+/// stop ever hang, ends the process at once, with status 130 as an uncaught one would.
 pub struct CtrlC(Receiver<()>);
 
 impl CtrlC {
     /// Catches Ctrl+C. Done before a server starts, so that no Ctrl+C, however early, finds
-    /// the default handling still in place and kills the process with status 130.
+    /// the default handling still in place.
     pub fn catch() -> Result<CtrlC, Failure> {
         let (pressed, presses) = bounded(1);
+        let before = AtomicBool::new(false);
         ctrlc::set_handler(move || {
-            // Full: an earlier Ctrl+C is already stopping the server.
+            if before.swap(true, Ordering::SeqCst) {
+                crate::warn!("Ctrl+C again: stopping at once");
+                std::process::exit(130);
+            }
+            // The first press: room for it in the channel.
             let _ = pressed.try_send(());
         })
         .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;

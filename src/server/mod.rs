@@ -12,6 +12,8 @@
 //!  rounds thread ─────┘ │ ends each round of joins and leaves: see crate::rounds
 //!                  Arc<Mutex<Registry>>
 //! ```
+//!
+//! Each of these threads stops when the [`Server`] is dropped: see [`crate::worker`].
 
 mod registry;
 
@@ -81,8 +83,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
 /// the drop returns, its port free again.
 ///
 /// Its fields are its threads, each stopped and joined when dropped, in the order they are
-/// declared: connections first, so that no client is left talking to a server that no
-/// longer reads its keep-alives.
+/// declared. Each stops on its own, so the order matters little; connections go first, as
+/// what the other threads would still do for them concerns nobody once they are closed.
 pub struct Server {
     /// The accept thread, and every connection's two threads.
     listener: Listener,
