@@ -20,3 +20,4 @@ pub mod room;
 pub mod rounds;
 pub mod server;
 pub mod wire;
+pub mod worker;

@@ -1,7 +1,7 @@
 //! The `natchat` binary: reads the command line and runs one subcommand.
 
 use natchat::cli::{CliError, Command, Matches, Opt};
-use natchat::failure::{self, Failure};
+use natchat::failure::Failure;
 use natchat::{client, room, server};
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -224,14 +224,7 @@ fn run_server(m: &Matches) -> Result<(), Failure> {
         register_timeout: seconds(m, "register-secs")?,
         max_clients: m.get("max-clients").map_err(usage)?,
     };
-    let port = config.port;
-    ctrlc::set_handler(|| {
-        natchat::output::end_interrupted_line();
-        natchat::say!("Server stopped.");
-        std::process::exit(0);
-    })
-    .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;
-    server::run(config).map_err(|e| failure::cannot_listen(&format!("port {port}"), &e, "--port"))
+    server::run(config)
 }
 
 fn run_client(m: &Matches) -> Result<(), Failure> {

@@ -24,7 +24,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::thread::{self, Thread};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// One message on the wire, shared by every queue it was pushed to.
@@ -75,21 +75,25 @@ impl Outbox {
     /// Starts the writer thread for `stream` with a queue of `capacity` messages. The caller
     /// goes on reading from the same stream: a `TcpStream` can be read by one thread while
     /// another writes to it, so a connection needs one file descriptor, not one per thread.
-    pub fn start(stream: Arc<TcpStream>, capacity: usize) -> io::Result<Outbox> {
+    ///
+    /// Also returns the writer thread, to join once every `Outbox` is dropped: it then sends
+    /// what is left and ends (at once if the stream was shut down).
+    pub fn start(stream: Arc<TcpStream>, capacity: usize) -> io::Result<(Outbox, JoinHandle<()>)> {
         let (queue, pending) = unbounded();
         let socket = stream.clone();
         let writer = thread::Builder::new()
             .name("outbox".into())
             .stack_size(WRITER_STACK)
             .spawn(move || drain(&socket, pending))?;
-        Ok(Outbox {
+        let outbox = Outbox {
             queue,
             writer: Arc::new(Writer {
                 thread: writer.thread().clone(),
             }),
             capacity,
             stream,
-        })
+        };
+        Ok((outbox, writer))
     }
 
     /// Queues `message` without blocking. A full queue cuts the client off.
@@ -250,7 +254,8 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        (Outbox::start(Arc::new(server), 1024).unwrap(), client)
+        let (outbox, _writer) = Outbox::start(Arc::new(server), 1024).unwrap();
+        (outbox, client)
     }
 
     /// Reads until the outbox's side ends the stream.

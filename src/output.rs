@@ -11,7 +11,7 @@
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 
@@ -58,6 +58,18 @@ const BACKLOG: usize = 64 * 1024;
 /// Event lines dropped since the printer last said so.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Set once the process has printed its last line: event lines are dropped from then on.
+static ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Ends event lines for good: for a server binary about to say its last line, while
+/// stopping (see [`CtrlC::wait_and_stop`](crate::worker::CtrlC::wait_and_stop)). Takes
+/// stdout's lock, which the printer holds while it prints, so no event line is printed once
+/// this returns.
+pub fn end_events() {
+    let _out = std::io::stdout().lock();
+    ENDED.store(true, Ordering::SeqCst);
+}
+
 /// Starts the printer thread now. Servers do, at start-up: the thread is part of a server
 /// at rest, not something its first event adds.
 pub fn start() {
@@ -66,6 +78,9 @@ pub fn start() {
 
 /// Queues `line` for the printer thread (started on first use).
 pub fn event(line: String) {
+    if ENDED.load(Ordering::SeqCst) {
+        return;
+    }
     let Some(lines) = printer() else {
         // No printer thread could be started: print here rather than not at all.
         return crate::say!("{line}");
@@ -84,6 +99,9 @@ fn printer() -> &'static Option<Sender<String>> {
             .spawn(move || {
                 for line in queued {
                     let mut out = std::io::stdout().lock();
+                    if ENDED.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     let dropped = DROPPED.swap(0, Ordering::Relaxed);
                     if dropped > 0 {
                         let _ = writeln!(

@@ -19,9 +19,9 @@
 //! then: ending the round for every message would bring back a wake-up per join.)
 
 use crate::outbox::{Message, Outbox};
+use crate::worker::Worker;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io;
-use std::thread;
 use std::time::Duration;
 
 /// The joins and leaves announced since the last round ended.
@@ -32,6 +32,13 @@ pub struct Round {
     number: u64,
     /// Tells the [`ender`](start_ender) thread that a round has begun.
     begun: Sender<()>,
+}
+
+/// What tells the [ender](start_ender) thread that a round has begun, and, when the server
+/// stops, wakes it to end.
+pub struct Signals {
+    begun: Receiver<()>,
+    wake: Sender<()>,
 }
 
 /// Where a client's interest in the rounds begins: from this byte of this round on.
@@ -54,14 +61,18 @@ pub struct Ended {
 impl Round {
     /// A first, empty round, and what tells when each round begins: give it to
     /// [`start_ender`].
-    pub fn new() -> (Round, Receiver<()>) {
+    pub fn new() -> (Round, Signals) {
         let (begun, rounds) = bounded(1);
+        let signals = Signals {
+            begun: rounds,
+            wake: begun.clone(),
+        };
         let round = Round {
             text: String::new(),
             number: 0,
             begun,
         };
-        (round, rounds)
+        (round, signals)
     }
 
     /// Adds `line` (a newline is added) for everyone listening.
@@ -167,26 +178,30 @@ fn hold(clients: usize) -> Duration {
         .clamp(Duration::from_millis(1), Duration::from_millis(100))
 }
 
-/// Starts the thread that ends each round once it has gathered for a while: `begun` is the
-/// receiver [`Round::new`] returned; `end_round` ends the current round under the registry's
+/// Starts the thread that ends each round once it has gathered for a while: `signals` is
+/// what [`Round::new`] returned; `end_round` ends the current round under the registry's
 /// lock, queues it, and returns the writers to wake, which are woken here, after the lock.
-/// The thread runs as long as the server: the closure holds the registry, which holds the
-/// round, which holds the sender of `begun`.
+/// The thread runs until the returned [`Worker`] is dropped: a signal wakes it from waiting
+/// for a round to begin, its stop flag from gathering one (which it then leaves unsent).
 pub fn start_ender(
-    begun: Receiver<()>,
+    signals: Signals,
     end_round: impl Fn() -> Woken + Send + 'static,
-) -> io::Result<()> {
-    thread::Builder::new()
-        .name("rounds".into())
-        .spawn(move || {
-            let mut clients = 0;
-            for () in begun {
-                thread::sleep(hold(clients));
-                let woken = end_round();
-                clients = woken.count();
+) -> io::Result<Worker> {
+    let Signals { begun, wake } = signals;
+    // Full means a signal is already waiting, which wakes the ender just as well.
+    let wake = move || {
+        let _ = wake.try_send(());
+    };
+    Worker::spawn("rounds", wake, move |stop| {
+        let mut clients = 0;
+        for () in &begun {
+            if !stop.pause(hold(clients)) {
+                return;
             }
-        })?;
-    Ok(())
+            let woken = end_round();
+            clients = woken.count();
+        }
+    })
 }
 
 #[cfg(test)]
@@ -195,12 +210,15 @@ mod tests {
 
     #[test]
     fn a_round_is_its_lines_and_an_empty_round_is_nothing() {
-        let (mut round, begun) = Round::new();
+        let (mut round, signals) = Round::new();
         assert!(round.end().is_none());
         round.announce("JOIN a");
         round.announce("JOIN b");
-        assert!(begun.try_recv().is_ok(), "the first line signals the ender");
-        assert!(begun.try_recv().is_err(), "once per round");
+        assert!(
+            signals.begun.try_recv().is_ok(),
+            "the first line signals the ender"
+        );
+        assert!(signals.begun.try_recv().is_err(), "once per round");
         let ended = round.end().expect("two lines");
         assert_eq!(&ended.message[..], b"JOIN a\nJOIN b\n");
         assert!(round.end().is_none());
@@ -208,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_client_that_arrives_mid_round_is_told_only_what_came_after() {
-        let (mut round, _begun) = Round::new();
+        let (mut round, _signals) = Round::new();
         let before = round.since_now();
         round.announce("JOIN a");
         let mid = round.since_now();
@@ -232,11 +250,11 @@ mod tests {
     fn a_round_begun_while_the_ender_sleeps_is_ended_too() {
         use parking_lot::Mutex;
         use std::sync::Arc;
-        let (round, begun) = Round::new();
+        let (round, signals) = Round::new();
         let round = Arc::new(Mutex::new(round));
         let (sent, ended) = crossbeam_channel::unbounded();
         let shared = round.clone();
-        start_ender(begun, move || {
+        let _ender = start_ender(signals, move || {
             if let Some(ended) = shared.lock().end() {
                 let _ = sent.send(ended.message);
             }

@@ -49,7 +49,7 @@ const O_NONBLOCK: i32 = 0o4000;
 /// Connects, then relays between the user and the server until one of them ends.
 pub fn run(host: &str, port: u16) -> Result<(), Failure> {
     let (stream, _) = connect(host, port, "chat server", "room-server")?;
-    super::exit_on_interrupt(|| {})?;
+    exit_on_interrupt()?;
     let reader = stream.try_clone().map_err(|e| {
         Failure::runtime(format!(
             "cannot read from the chat server: {}",
@@ -73,6 +73,20 @@ pub fn run(host: &str, port: u16) -> Result<(), Failure> {
     // The error line goes to stderr at the start of a row, not after a prompt.
     console.end();
     ended
+}
+
+/// On Ctrl+C: print `exit` and end at once, with status 0. Nothing else needs doing: the OS
+/// closes the socket, and the server sees an ordinary end of stream (a user left).
+fn exit_on_interrupt() -> Result<(), Failure> {
+    ctrlc::set_handler(|| {
+        // Stdout's lock, held to the end, keeps the socket thread's lines (and the prompt)
+        // from landing between the `^C` row's end and `exit`.
+        let _out = std::io::stdout().lock();
+        crate::output::end_interrupted_line();
+        crate::say!("exit");
+        std::process::exit(0);
+    })
+    .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))
 }
 
 /// One line typed by the user: a message, or `#upload <path>`.

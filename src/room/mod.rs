@@ -45,7 +45,7 @@ mod registry;
 pub mod server;
 pub mod upload;
 
-use crate::failure::Failure;
+pub use server::Server;
 
 /// The longest line a user may send, without its line ending.
 pub const MAX_LINE: usize = 8192;
@@ -56,22 +56,6 @@ fn online(n: usize) -> String {
         1 => "1 user online".to_string(),
         n => format!("{n} users online"),
     }
-}
-
-/// On Ctrl+C: run `tidy`, print `exit` and end at once, with status 0. Nothing else needs
-/// doing: the OS closes the sockets, and whoever is at the other end of each one sees an
-/// ordinary end of stream (the server: a user left; a client: the server closed).
-fn exit_on_interrupt(tidy: impl Fn() + Send + 'static) -> Result<(), Failure> {
-    ctrlc::set_handler(move || {
-        tidy();
-        // Stdout's lock, held to the end, keeps every other thread's line (and the room
-        // client's prompt) from landing between the `^C` row's end and `exit`.
-        let _out = std::io::stdout().lock();
-        crate::output::end_interrupted_line();
-        crate::say!("exit");
-        std::process::exit(0);
-    })
-    .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 use super::online;
 use crate::outbox::{line_message, Outbox};
 use crate::rounds::{self, Round, Since, Woken};
+use crate::worker::Worker;
 use parking_lot::Mutex;
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ struct Member {
 
 pub struct Room {
     members: Arc<Mutex<Members>>,
+    /// The thread that ends the rounds: stopped and joined when the room is dropped.
+    _rounds: Worker,
 }
 
 struct Members {
@@ -104,15 +107,18 @@ impl Presence<'_> {
 impl Room {
     /// An empty room, and the thread that ends its rounds of joins and leaves.
     pub fn start() -> io::Result<Room> {
-        let (round, rounds) = Round::new();
+        let (round, signals) = Round::new();
         let members = Arc::new(Mutex::new(Members {
             list: Arc::default(),
             joined: 0,
             round,
         }));
         let shared = members.clone();
-        rounds::start_ender(rounds, move || shared.lock().end_round())?;
-        Ok(Room { members })
+        let rounds = rounds::start_ender(signals, move || shared.lock().end_round())?;
+        Ok(Room {
+            members,
+            _rounds: rounds,
+        })
     }
 
     /// Lets `addr` in. Its first line is `Connected to the chat server (...)`; everyone

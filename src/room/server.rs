@@ -8,11 +8,12 @@ use super::upload::{self, Header, Received, Store};
 use super::MAX_LINE;
 use crate::failure::{self, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
-use crate::listener;
+use crate::listener::{self, Listener};
 use crate::outbox::Outbox;
+use crate::worker::CtrlC;
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How the server runs: from the command line.
@@ -39,61 +40,70 @@ pub struct Config {
 /// of the few megabytes its socket buffers take.
 pub const QUEUE: usize = 8192;
 
-/// Listens, prints `Chat Server started on port <port>.`, and serves for ever.
+/// The binary's room server: prints `Chat Server started on port <port>.`, serves until
+/// Ctrl+C, then stops (closing every connection) and prints `exit`.
 pub fn run(config: Config) -> Result<(), Failure> {
-    let listener = TcpListener::bind((config.host.as_str(), config.port))
-        .and_then(|listener| Ok((listener.local_addr()?.port(), listener)));
-    let (port, listener) = listener.map_err(|e| {
-        failure::cannot_listen(&format!("{}:{}", config.host, config.port), &e, "PORT")
-    })?;
-    let upload_dir = config.upload_dir.clone();
-    super::exit_on_interrupt(move || upload::remove_partials(&upload_dir))?;
-    crate::say!("Chat Server started on port {port}.");
+    let ctrl_c = CtrlC::catch()?;
+    let place = format!("{}:{}", config.host, config.port);
+    let server = Server::start(config).map_err(|e| failure::cannot_listen(&place, &e, "PORT"))?;
+    crate::say!("Chat Server started on port {}.", server.addr().port());
     crate::output::start();
-
-    let cap = listener::cap(config.max_users, "--max-users");
-    let refusal = format!(
-        "The chat room is full ({}); try again later.",
-        super::online(cap.connections)
-    );
-    let room = Room::start().map_err(|e| {
-        Failure::runtime(format!("cannot start the room: {}", failure::in_words(&e)))
-    })?;
-    let server = Server {
-        room,
-        store: Store {
-            dir: config.upload_dir,
-            max_bytes: config.max_upload_bytes,
-        },
-        upload_idle: config.upload_idle,
-    };
-    listener::serve(listener, cap, refusal, move |stream, addr| {
-        serve_user(stream, addr, &server)
-    });
+    ctrl_c.wait_and_stop(server, "exit");
     Ok(())
 }
 
+/// A running chat room server. Dropping it stops it: no more connections are accepted, every
+/// user's connection is closed (an upload under way is dropped, its temporary file removed),
+/// and every thread it started has ended by the time the drop returns.
+pub struct Server {
+    listener: Listener,
+}
+
+impl Server {
+    /// Listens on `config.host:config.port` and serves users on threads of its own; prints
+    /// each event (see [`crate::output`]). Port 0 picks a free port: [`Server::addr`] says
+    /// which.
+    pub fn start(config: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind((config.host.as_str(), config.port))?;
+        let cap = listener::cap(config.max_users, "--max-users");
+        let refusal = format!(
+            "The chat room is full ({}); try again later.",
+            super::online(cap.connections)
+        );
+        let shared = Shared {
+            room: Room::start()?,
+            store: Store {
+                dir: config.upload_dir,
+                max_bytes: config.max_upload_bytes,
+            },
+            upload_idle: config.upload_idle,
+        };
+        let listener = Listener::start(
+            listener,
+            cap,
+            refusal,
+            QUEUE,
+            move |stream, outbox, addr| serve_user(stream, outbox, addr, &shared),
+        )?;
+        Ok(Server { listener })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.addr()
+    }
+}
+
 /// What every connection thread shares.
-struct Server {
+struct Shared {
     room: Room,
     store: Store,
     upload_idle: Duration,
 }
 
 /// One user's connection, from joining to leaving.
-fn serve_user(stream: TcpStream, addr: SocketAddr, server: &Server) {
-    let stream = Arc::new(stream);
-    let outbox = match Outbox::start(stream.clone(), QUEUE) {
-        Ok(outbox) => outbox,
-        Err(e) => {
-            crate::warn!(
-                "cannot start a writer thread for {addr}: {}; closing its connection",
-                failure::in_words(&e)
-            );
-            return;
-        }
-    };
-    let mut reader = LineReader::new(&*stream, MAX_LINE).complete_lines_only();
+fn serve_user(stream: &TcpStream, outbox: Outbox, addr: SocketAddr, server: &Shared) {
+    let mut reader = LineReader::new(stream, MAX_LINE).complete_lines_only();
     let presence = server.room.join(addr, outbox.clone());
     loop {
         let line = match reader.read_line() {
@@ -132,24 +142,29 @@ fn receive_upload(
     presence: &Presence,
     addr: SocketAddr,
     outbox: &Outbox,
-    server: &Server,
+    server: &Shared,
 ) -> bool {
     // Chat may idle for ever, but an upload that stops half way must not hold its file open.
+    // A socket that refuses the timeout (it has no reason to) fails the upload, rather than
+    // let it stall for ever; one that refuses to lift it ends the connection once the
+    // outcome is told, rather than time the chat out later.
     let stream = *reader.get_ref();
     let idle = server.upload_idle;
-    let _ = stream.set_read_timeout(Some(idle));
-    let received = server.store.receive(reader.raw(), header);
-    let _ = stream.set_read_timeout(None);
+    let received = match stream.set_read_timeout(Some(idle)) {
+        Ok(()) => server.store.receive(reader.raw(), header),
+        Err(e) => Err(e),
+    };
+    let lifted = stream.set_read_timeout(None).is_ok();
     match received {
         Ok(Received::Stored(name)) => {
             let bytes = header.bytes;
             let others = format!("User {addr} has uploaded a file {name} ({bytes} bytes)");
             presence.relay(&others, &format!("File {name} has uploaded!"));
-            true
+            lifted
         }
         Ok(Received::Refused(why)) => {
             outbox.push_line(&why);
-            true
+            lifted
         }
         Err(e) => {
             let why = match is_timeout(&e) {

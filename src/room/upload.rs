@@ -229,19 +229,6 @@ impl Drop for Partial {
     }
 }
 
-/// Removes the temporary files this process has left in `dir`: for a server that stops in
-/// the middle of an upload.
-pub fn remove_partials(dir: &Path) {
-    let ours = format!(".upload-{}-", std::process::id());
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&ours) && name.ends_with(".partial") {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// A safe file name made of an uploader's: its last path component (`/` or `\`), control
 /// characters (tab too) and format characters ([`is_format`]: with a right-to-left override,
 /// `photo\u{202E}gpj.exe` shows as `photoexe.jpg`) replaced by `_`, no leading dots (no

@@ -12,20 +12,23 @@
 //!  rounds thread ─────┘ │ ends each round of joins and leaves: see crate::rounds
 //!                  Arc<Mutex<Registry>>
 //! ```
+//!
+//! Each of these threads stops when the [`Server`] is dropped: see [`crate::worker`].
 
 mod registry;
 
+use crate::failure::{self, Failure};
 use crate::lines::{is_timeout, DeadlineStream, LineError, LineReader};
-use crate::listener;
+use crate::listener::{self, Listener};
 use crate::outbox::Outbox;
 use crate::rounds::{self, Round};
 use crate::wire::{Announce, Event, LeaveReason, Request, MAX_LINE};
+use crate::worker::{CtrlC, Stop, Worker};
 use parking_lot::Mutex;
 use registry::{Announced, Departed, Registry};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// How the server runs: from the command line.
@@ -59,38 +62,105 @@ const REAP_EVERY: Duration = Duration::from_millis(250);
 /// A reaper this much later than it meant to be was not running: see [`reap_silent`].
 const STALL: Duration = Duration::from_secs(1);
 
-/// Binds both sockets, prints where it listens, and serves for ever.
-pub fn run(config: Config) -> io::Result<()> {
-    let (listener, udp) = bind_pair(config.bind, config.port)?;
-    let port = listener.local_addr()?.port();
+/// The binary's server: prints where it listens, serves until Ctrl+C, then stops (closing
+/// every connection) and prints `Server stopped.`.
+pub fn run(config: Config) -> Result<(), Failure> {
+    let ctrl_c = CtrlC::catch()?;
+    let (bind, port) = (config.bind, config.port);
+    let server = Server::start(config)
+        .map_err(|e| failure::cannot_listen(&format!("port {port}"), &e, "--port"))?;
     crate::say!(
-        "natchat server listening on {}:{port} (TCP registration, UDP keep-alive)",
-        config.bind
+        "natchat server listening on {bind}:{} (TCP registration, UDP keep-alive)",
+        server.tcp_addr().port()
     );
     crate::output::start();
-    let (round, rounds) = Round::new();
-    let registry: Shared = Arc::new(Mutex::new(Registry::new(round)?));
-    let shared = registry.clone();
-    rounds::start_ender(rounds, move || shared.lock().end_round())?;
-
-    let shared = registry.clone();
-    thread::Builder::new()
-        .name("udp".into())
-        .spawn(move || receive_announcements(udp, shared))?;
-    let shared = registry.clone();
-    let timeout = config.timeout;
-    thread::Builder::new()
-        .name("reaper".into())
-        .spawn(move || reap_silent(shared, timeout))?;
-
-    let cap = listener::cap(config.max_clients, "--max-clients");
-    let refusal = Event::Error {
-        message: format!("server full ({} clients); try again later", cap.connections),
-    };
-    listener::serve(listener, cap, refusal.to_string(), move |stream, addr| {
-        serve_client(stream, addr, &registry, config.register_timeout)
-    });
+    ctrl_c.wait_and_stop(server, "Server stopped.");
     Ok(())
+}
+
+/// A running registration server. Dropping it stops it: no more connections are accepted,
+/// every client's connection is closed, and every thread it started has ended by the time
+/// the drop returns, its port free again.
+///
+/// Its fields are its threads, each stopped and joined when dropped, in the order they are
+/// declared. Each stops on its own, so the order matters little; connections go first, as
+/// what the other threads would still do for them concerns nobody once they are closed.
+pub struct Server {
+    /// The accept thread, and every connection's two threads.
+    listener: Listener,
+    udp_addr: SocketAddr,
+    /// The UDP thread: HELLO, ALIVE, AWAKE.
+    _announcements: Worker,
+    _reaper: Worker,
+    /// Ends each round of joins and leaves.
+    _rounds: Worker,
+}
+
+impl Server {
+    /// Binds TCP and UDP on `config.port` (0: a free port, the same for both) and serves on
+    /// threads of its own; prints each event (see [`crate::output`]).
+    pub fn start(config: Config) -> io::Result<Server> {
+        let (listener, udp) = bind_pair(config.bind, config.port)?;
+        let (round, signals) = Round::new();
+        let registry: Shared = Arc::new(Mutex::new(Registry::new(round)?));
+        // Should a later step fail, the threads already started are stopped as these
+        // variables are dropped.
+        let shared = registry.clone();
+        let rounds = rounds::start_ender(signals, move || shared.lock().end_round())?;
+
+        let udp = Arc::new(udp);
+        let udp_addr = udp.local_addr()?;
+        let (socket, shared) = (udp.clone(), registry.clone());
+        let wake_at = listener::reachable(udp_addr);
+        // An empty datagram ends the `recv_from` the thread is blocked in. It could only be
+        // lost to a full receive buffer, and then `recv_from` does not block.
+        let wake = move || {
+            let _ = udp.send_to(&[], wake_at);
+        };
+        let announcements = Worker::spawn("udp", wake, move |stop| {
+            receive_announcements(&socket, &shared, &stop)
+        })?;
+
+        let (shared, timeout) = (registry.clone(), config.timeout);
+        // It only sleeps, in `Stop::pause`: being unparked wakes it.
+        let reaper = Worker::spawn(
+            "reaper",
+            || {},
+            move |stop| reap_silent(&shared, timeout, &stop),
+        )?;
+
+        let cap = listener::cap(config.max_clients, "--max-clients");
+        let refusal = Event::Error {
+            message: format!("server full ({} clients); try again later", cap.connections),
+        };
+        let register_timeout = config.register_timeout;
+        let listener = Listener::start(
+            listener,
+            cap,
+            refusal.to_string(),
+            QUEUE,
+            move |stream, outbox, addr| {
+                serve_client(stream, outbox, addr, &registry, register_timeout)
+            },
+        )?;
+        Ok(Server {
+            listener,
+            udp_addr,
+            _announcements: announcements,
+            _reaper: reaper,
+            _rounds: rounds,
+        })
+    }
+
+    /// Where clients register (TCP).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.listener.addr()
+    }
+
+    /// Where clients announce themselves and keep alive (UDP): the same port.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
 }
 
 /// Binds TCP and UDP on the same port. With port 0 the OS picks the TCP port, and the UDP
@@ -111,20 +181,16 @@ fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(TcpListener, UdpSocket)> {
 
 /// One client's connection: registration first, then its requests until it leaves.
 fn serve_client(
-    stream: TcpStream,
+    stream: &TcpStream,
+    outbox: Outbox,
     addr: SocketAddr,
     registry: &Shared,
     register_timeout: Duration,
 ) {
     // The registration time counts from accept, whatever trickles in: see DeadlineStream.
     let deadline = Instant::now() + register_timeout;
-    // One socket: this thread reads it, the outbox's writer thread writes it.
-    let stream = Arc::new(stream);
-    let Ok(outbox) = Outbox::start(stream.clone(), QUEUE) else {
-        return;
-    };
     // A request cut short by the end of the stream is not acted on.
-    let mut reader = LineReader::new(DeadlineStream::new(&stream), MAX_LINE).complete_lines_only();
+    let mut reader = LineReader::new(DeadlineStream::new(stream), MAX_LINE).complete_lines_only();
     let Some((id, conn)) = register(&mut reader, &outbox, registry, deadline) else {
         return;
     };
@@ -308,15 +374,15 @@ fn handle_request(
 
 /// The UDP thread: hands every well-formed announcement to the registry, which believes
 /// only what is proven (see [`Registry::announce`]); drops everything else.
-fn receive_announcements(udp: UdpSocket, registry: Shared) {
+fn receive_announcements(udp: &UdpSocket, registry: &Shared, stop: &Stop) {
     let mut buf = [0u8; 1500];
-    loop {
+    while !stop.requested() {
         let (len, from) = match udp.recv_from(&mut buf) {
             Ok(received) => received,
             // ICMP errors and the like are reported on later calls: not fatal. A pause, so
             // that an error that keeps coming cannot spin a core.
             Err(_) => {
-                thread::sleep(ERROR_PAUSE);
+                stop.pause(ERROR_PAUSE);
                 continue;
             }
         };
@@ -347,10 +413,9 @@ fn receive_announcements(udp: UdpSocket, registry: Shared) {
 /// than it meant to (the server was stopped with SIGSTOP, its VM paused, its machine
 /// starved), the keep-alives sent meanwhile are still waiting in the UDP socket, unread.
 /// So that time is not held against anyone: everyone's silence is counted from after it.
-fn reap_silent(registry: Shared, timeout: Duration) {
+fn reap_silent(registry: &Shared, timeout: Duration, stop: &Stop) {
     let mut last = Instant::now();
-    loop {
-        thread::sleep(REAP_EVERY);
+    while stop.pause(REAP_EVERY) {
         let now = Instant::now();
         let away = now.saturating_duration_since(last + REAP_EVERY);
         last = now;
