@@ -97,6 +97,10 @@ pub struct Peer {
     pub inbound: Inbound,
     /// Whether we asked the server to key us and punch (once per try).
     punch_asked: bool,
+    /// When the current path began: the peer was located, or a path validated. A message
+    /// falls back to the relay only after waiting [`RELAY_AFTER`] on this path, not on one
+    /// before it (one sent before the peer moved would otherwise undo each new path).
+    path_since: Instant,
     burst: Option<Burst>,
 }
 
@@ -109,6 +113,7 @@ impl Peer {
             path: Path::Untried,
             inbound: Inbound::default(),
             punch_asked: false,
+            path_since: Instant::now(),
             burst: None,
         };
         peer.relocate(peer.info.public);
@@ -143,6 +148,7 @@ impl Peer {
         };
         self.path = Path::Untried;
         self.punch_asked = false;
+        self.path_since = Instant::now();
         self.burst = None;
     }
 
@@ -165,7 +171,8 @@ impl Peer {
             .map(|c| c.kind)
     }
 
-    /// Chooses the route for a transmission of a message first sent `age` ago. Returns it,
+    /// Chooses the route for a transmission of a message first sent `age` ago: once it has
+    /// waited [`RELAY_AFTER`] on the current path, the relay. Returns it,
     /// and whether to ask the server to key us and start a coordinated punch now. While the
     /// server is away (`!server`), a direct path is kept however long an acknowledgement
     /// takes: it is the only way there is, and punching again would need the server.
@@ -181,7 +188,7 @@ impl Peer {
                 }
                 (Route::Relay, retry)
             }
-            _ if age >= RELAY_AFTER => {
+            _ if age.min(now.saturating_duration_since(self.path_since)) >= RELAY_AFTER => {
                 // Nothing validated in time, or a validated path stopped answering.
                 self.path = Path::Relayed {
                     retry_at: now + DIRECT_RETRY,
@@ -270,6 +277,7 @@ impl Peer {
         };
         if better {
             self.path = Path::Direct(addr);
+            self.path_since = Instant::now();
         }
         if self.candidates.iter().all(|c| c.validated) {
             self.burst = None;
@@ -406,7 +414,8 @@ mod tests {
     fn messages_wait_for_a_validated_path_then_relay_then_retry() {
         let mut nonces = Nonces::new().unwrap();
         let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
-        let now = Instant::now();
+        // A while after we heard of it: a message can have waited a second for a path.
+        let now = Instant::now() + RELAY_AFTER;
         assert_eq!(
             far.route(Duration::ZERO, now, true),
             (Route::Hold, true),
@@ -534,6 +543,32 @@ mod tests {
             peer.inbound.arrive(ONE, "hi".into(), now).0,
             Arrival::Again,
             "a retransmission after the move is no news"
+        );
+    }
+
+    #[test]
+    fn a_message_sent_before_a_move_waits_on_the_new_path_before_it_is_relayed() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
+        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
+        let now = Instant::now();
+        let old = Duration::from_secs(3);
+        assert_eq!(
+            peer.route(old, now, true),
+            (Route::Hold, true),
+            "the new address is punched, not given up on at once"
+        );
+        let probes = keyed(&mut peer, &mut nonces, now);
+        assert!(peer.answered(probes[1].0, &probes[1].1, ME, ME));
+        let now = Instant::now();
+        assert_eq!(
+            peer.route(old, now, true),
+            (Route::Direct(probes[1].0), false),
+            "a path just validated gets its chance"
+        );
+        assert_eq!(
+            peer.route(old, now + RELAY_AFTER, true),
+            (Route::Relay, false)
         );
     }
 
