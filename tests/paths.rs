@@ -86,8 +86,9 @@ fn wait_path(client: &mut Proc, peer: &str, label: &str) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "{}: {peer}'s path never became {label}; last: {line}",
-            client.name
+            "{}: {peer}'s path never became {label}; output:\n{}",
+            client.name,
+            client.output().join("\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
