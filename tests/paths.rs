@@ -7,7 +7,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::nat::{Block, Conditions, Home, Link, Net, Way};
+use support::nat::{Block, Burst, Conditions, Counts, Home, Link, Net, Way};
 use support::{p2p_client_with, p2p_server, Proc, SOON};
 
 /// Long enough for anything the clients do by themselves (a relay fallback, a move, a late
@@ -29,7 +29,12 @@ impl Lab {
     /// The server is given `--timeout-secs 30`: a client whose keep-alives are lost for a
     /// while is not dropped in the middle of a test about something else.
     fn new() -> Lab {
-        let (server, port) = p2p_server(&["--timeout-secs", "30"]);
+        Lab::with_timeout("30")
+    }
+
+    /// The server drops a client silent for `secs`.
+    fn with_timeout(secs: &str) -> Lab {
+        let (server, port) = p2p_server(&["--timeout-secs", secs]);
         let net = Net::new(port);
         let (a, b) = (net.home("alice"), net.home("bob"));
         let alice = p2p_client_with("alice", a.port, &[]);
@@ -129,7 +134,7 @@ fn assert_shown_once_in_order(to: &Proc, from: &str, texts: &[String]) {
 }
 
 /// Polls `home`'s counts until `ready` holds, for at most `PATIENCE`.
-fn wait_counts(home: &Home, net: &Net, what: &str, ready: impl Fn(&support::nat::Counts) -> bool) {
+fn wait_counts(home: &Home, net: &Net, what: &str, ready: impl Fn(&Counts) -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !ready(&home.counts()) {
         assert!(Instant::now() < deadline, "never {what}: {}", net.report());
@@ -145,6 +150,20 @@ fn rough() -> Link {
         delay: Duration::from_millis(20),
         jitter: Duration::from_millis(100),
         duplicate: 0.1,
+    }
+}
+
+/// The same delays and duplicates, with loss in bursts: a tenth lost while the link is good,
+/// four fifths while it is bad (entered before one datagram in ten, left after about three).
+fn bursty() -> Link {
+    Link {
+        loss: 0.1,
+        burst: Some(Burst {
+            enter: 0.1,
+            leave: 0.3,
+            loss: 0.8,
+        }),
+        ..rough()
     }
 }
 
@@ -171,6 +190,7 @@ fn with_udp_between_the_peers_blocked_chat_goes_through_the_relay_exactly_once()
     assert_eq!(lab.alice.count("Message to bob not"), 0, "all confirmed");
     let (a, b) = (lab.a.counts(), lab.b.counts());
     let report = lab.net.report();
+    eprintln!("{report}"); // shown with --nocapture
     assert!(a.blocked > 0, "the peers tried UDP: {report}");
     for counts in [&a, &b] {
         let direct = counts.of(Way::ToPeer, "CHAT") + counts.of(Way::FromPeer, "CHAT");
@@ -211,7 +231,8 @@ fn a_coordinated_punch_makes_a_direct_path_to_the_public_address_not_the_private
     );
     let (a, b) = (lab.a.counts(), lab.b.counts());
     let report = lab.net.report();
-    // The server keyed both and told both to probe at once.
+    eprintln!("{report}"); // shown with --nocapture
+                           // The server keyed both and told both to probe at once.
     assert!(a.of(Way::TcpToServer, "PUNCH") >= 1, "{report}");
     assert!(a.of(Way::TcpFromServer, "PUNCH") >= 1, "{report}");
     assert!(b.of(Way::TcpFromServer, "PUNCH") >= 1, "{report}");
@@ -303,10 +324,11 @@ fn forty_messages_through_loss_jitter_and_duplicates_are_shown_once_and_in_order
     let mut lab = Lab::new();
     lab.go_direct();
     // Impaired on the way in to each home: every datagram between the peers crosses one
-    // impaired link; datagrams to the server cross none.
-    for home in [&lab.a, &lab.b] {
+    // impaired link (the chat bob's, the acknowledgements alice's, lost in bursts);
+    // datagrams to the server cross none.
+    for (home, down) in [(&lab.a, bursty()), (&lab.b, rough())] {
         home.set(Conditions {
-            down: rough(),
+            down,
             ..Conditions::default()
         });
     }
@@ -314,11 +336,12 @@ fn forty_messages_through_loss_jitter_and_duplicates_are_shown_once_and_in_order
     paste_and_check(&mut lab, &texts);
     let (a, b) = (lab.a.counts(), lab.b.counts());
     let report = lab.net.report();
+    eprintln!("{report}"); // shown with --nocapture
     assert!(
         b.lost > 0 && b.duplicated > 0 && b.reordered > 0,
         "{report}"
     );
-    assert!(a.lost + b.lost >= 5, "{report}");
+    assert!(a.lost > 0, "{report}");
     // Chat text went over the impaired UDP path (and maybe, once a message waited a second,
     // through the relay).
     assert!(b.of(Way::FromPeer, "CHAT") >= 10, "{report}");
@@ -342,6 +365,7 @@ fn forty_messages_through_the_relay_with_lossy_udp_to_the_server_are_shown_once_
     paste_and_check(&mut lab, &texts);
     let (a, b) = (lab.a.counts(), lab.b.counts());
     let report = lab.net.report();
+    eprintln!("{report}"); // shown with --nocapture
     assert!(a.of(Way::TcpToServer, "RELAY") >= 40, "{report}");
     assert_eq!(b.of(Way::FromPeer, "CHAT"), 0, "{report}");
     assert!(lab.server.count("alice is disappeared") == 0, "not reaped");
@@ -410,8 +434,27 @@ fn across_a_cut_link_reports_stay_true_and_the_chat_resumes() {
 }
 
 #[test]
-#[ignore = "today a client whose UDP is blocked cannot register: after 10 s it says the server \
-            never saw its UDP announcement, and exits 1"]
+fn a_client_whose_link_is_cut_disappears_within_the_timeout() {
+    let mut lab = Lab::with_timeout("3");
+    lab.a.set(Conditions::blocking(Block::Everything));
+    lab.server.wait_line("alice reaped", PATIENCE, |l| {
+        l.starts_with("alice is disappeared")
+    });
+    lab.bob
+        .wait_line("bob told", PATIENCE, |l| l == "alice left (disappeared)");
+    lab.bob.send("@show_list");
+    lab.bob.wait_for("Online (1):");
+    assert!(lab.a.counts().blocked > 0, "{}", lab.net.report());
+    assert_eq!(lab.bob.count("alice left"), 1);
+}
+
+#[test]
+#[ignore = "today a client behind a network without UDP cannot register: the server drops \
+            the registration it never saw announced after --timeout-secs, and the client exits \
+            with \"the server at ... sent 'ERROR no UDP announcement from you reached the server \
+            for 3 s; closing the connection' out of turn during registration\" (with a server \
+            timeout over 10 s: \"never saw our UDP announcement ...; is UDP blocked on the \
+            way?\")"]
 fn a_client_on_a_network_without_udp_registers_and_chats_through_the_relay() {
     let (server, port) = p2p_server(&[]);
     let net = Net::new(port);
