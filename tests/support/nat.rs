@@ -160,7 +160,7 @@ pub struct Counts {
     pub duplicated: u64,
     /// Datagrams held back by a delay or jitter.
     pub delayed: u64,
-    /// Datagrams released before one that arrived earlier.
+    /// Datagrams this home delayed that are released before one that arrived earlier.
     pub reordered: u64,
     /// New public ports given ([`Home::remap`]).
     pub remaps: u64,
@@ -549,24 +549,24 @@ impl Shared {
         let now = Instant::now();
         let mut line = self.line.lock().unwrap();
         for _ in 0..copies {
-            let mut at = now;
-            for &(index, side, way) in hops {
+            let delays: Vec<Duration> = hops
+                .iter()
+                .map(|&(index, side, _)| {
+                    let link = homes[index].link(side).0;
+                    link.delay + link.jitter.mul_f64(rng.unit())
+                })
+                .collect();
+            let at = now + delays.iter().sum::<Duration>();
+            for (&(index, side, way), delay) in hops.iter().zip(delays) {
                 let home = &mut homes[index];
-                let (link, _) = home.link(side);
-                let delay = link.delay + link.jitter.mul_f64(rng.unit());
-                if !delay.is_zero() {
-                    home.counts.delayed += 1;
-                }
-                at += delay;
                 *home.counts.seen.entry((way, word.clone())).or_default() += 1;
-            }
-            for &(index, side, _) in hops {
-                let home = &mut homes[index];
                 let latest = &mut home.link(side).1.latest;
                 let overtakes = latest.is_some_and(|latest| at < latest);
                 *latest = Some(latest.map_or(at, |latest| latest.max(at)));
-                if overtakes {
-                    home.counts.reordered += 1;
+                // Each home counts what its own delay did.
+                if !delay.is_zero() {
+                    home.counts.delayed += 1;
+                    home.counts.reordered += u64::from(overtakes);
                 }
             }
             let order = rng.next();
