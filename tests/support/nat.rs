@@ -9,14 +9,12 @@
 //! real address. So each home is a NAT, and no client ever learns another's real address:
 //!
 //! ```text
-//!   alice (127.0.0.1:a)                     the server        bob (127.0.0.1:b)
-//!     │  --server = alias(server)                ▲                 │
-//!     ▼                                          │                 ▼
-//!   ┌─ alice's home ────────────────────┐        │     ┌─ bob's home ──────────┐
-//!   │ alias(server) TCP+UDP ─▶ outside ─┼────────┘     │ outside O_b           │
-//!   │ alias(S) for each outside sender S│◀── from S ───│ ...                   │
-//!   │ decoy (alice's "private" address) │              │ decoy                 │
-//!   └───────────────────────────────────┘              └───────────────────────┘
+//!                alice's home (a NAT)
+//!   alice ──▶ server alias (TCP + UDP) ──TCP, piped, REGISTER rewritten──▶ the server
+//!         ◀──                        ──UDP, leaves from O_a─────────────▶ (sees alice at O_a)
+//!   alice ◀── alias I_{a,S} ◀── O_a ◀── a datagram from S (bob, say) to alice's public O_a
+//!   alice ──▶ alias I_{a,S} ──▶ O_a ──▶ S
+//!             decoy: the private address the server lists for alice; swallows everything
 //! ```
 //!
 //! - The **outside** socket `O_x` is the home's public address: the client's datagrams to
@@ -36,8 +34,9 @@
 //! A client only ever sends to addresses the server or its home handed it (outside sockets,
 //! aliases, decoys), and only ever receives from a home's sockets, so every datagram between
 //! two clients crosses at least one home. A datagram from a client straight to another
-//! home's outside socket crosses both homes: it suffers its sender's uplink and its
-//! receiver's downlink, as it would through two real NATs.
+//! home's outside socket crosses both homes: the net knows each client's real address (where
+//! its datagrams to the server alias come from), and applies its sender's uplink and its
+//! receiver's downlink, as two real NATs would.
 //!
 //! Impairments are set per home and per direction ([`Conditions`]), and may be changed
 //! while the clients run. Every fate is counted ([`Counts`]): a test that impairs a path
@@ -51,7 +50,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -616,8 +614,11 @@ impl Shared {
             let Ok(server) = TcpStream::connect(self.server) else {
                 continue; // the client sees its connection closed, as with no server
             };
-            let _ = server.set_nodelay(true);
-            let _ = client.set_nodelay(true);
+            for stream in [&client, &server] {
+                let _ = stream.set_nodelay(true);
+                // A side that stops reading must not hold a pipe thread for ever.
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+            }
             let (up_from, up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             let shared = self.clone();
             self.spawn(move || shared.pipe(index, up_from, up_to, Way::TcpToServer, Some(decoy)));
@@ -771,11 +772,5 @@ impl SplitMix64 {
 
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.unit() < p
-    }
-}
-
-impl fmt::Debug for Home {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "home {} (server alias port {})", self.index, self.port)
     }
 }
