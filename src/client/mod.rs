@@ -349,7 +349,9 @@ impl Client {
                 continue;
             };
             let server = self.tcp.is_some();
-            let (route, ask_punch) = peer.route(send.overdue, now, server, &mut self.nonces);
+            let round_trip = self.outgoing.round_trip(&send.to);
+            let (route, ask_punch) =
+                peer.route(send.waited, &round_trip, now, server, &mut self.nonces);
             let number = self.outgoing.numbered(&send.to, send.seq);
             let datagram = Datagram::chat(&self.id, number, send.stamp, send.text, peer.key());
             if ask_punch {

@@ -11,7 +11,7 @@
 //! on both sides at once). So a host that merely owns one of those addresses (another home
 //! behind the same carrier NAT, with the same private subnet) gets at most a probe, which
 //! reveals nothing, and can never answer as the peer. Until a path is validated, messages are
-//! held; if none is validated before a message is [overdue](super::delivery::Send::overdue),
+//! held; if none is validated before a message has waited too long (see [`Peer::route`]),
 //! they go through the server's relay, and every [`DIRECT_RETRY`] the direct paths are
 //! probed again: longer than conntrack's 30 s for an unanswered UDP flow, so that a stale NAT
 //! entry from a failed punch has expired by then and a relayed peer can heal back to a
@@ -27,6 +27,7 @@
 //! refused until it wakes.
 
 use super::delivery::Inbound;
+use super::rtt::RoundTrip;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::wire::PeerInfo;
 use std::collections::BTreeMap;
@@ -106,6 +107,10 @@ pub struct Peer {
     pub inbound: Inbound,
     /// Whether we asked the server to key us and punch (once per try).
     punch_asked: bool,
+    /// When the current path began: the peer was located, or a path validated. A message
+    /// falls back to the relay only after waiting [`RoundTrip::relay_after`] on this path, not
+    /// on one before it (one sent before the peer moved would otherwise undo each new path).
+    path_since: Instant,
     burst: Option<Burst>,
     /// Since when the direct path is in doubt (a message on it went overdue) and being
     /// asked: a genuine answer from it ends the doubt.
@@ -131,6 +136,7 @@ impl Peer {
             path: Path::Untried,
             inbound: Inbound::default(),
             punch_asked: false,
+            path_since: Instant::now(),
             burst: None,
             doubted_since: None,
         };
@@ -166,6 +172,7 @@ impl Peer {
         };
         self.path = Path::Untried;
         self.punch_asked = false;
+        self.path_since = Instant::now();
         self.burst = None;
         self.doubted_since = None;
     }
@@ -189,17 +196,24 @@ impl Peer {
             .map(|c| c.kind)
     }
 
-    /// Chooses the route for a transmission of a message, `overdue` or not. Returns it, and
-    /// whether to ask the server to key us and start a coordinated punch now. While the
+    /// Chooses the route for a transmission of a message that has `waited` this long for
+    /// its acknowledgement. Once it has waited longer than the round trip allows
+    /// ([`RoundTrip::relay_after`]) on the current path (not on one before it: a message
+    /// sent before the peer moved would otherwise undo each new path at once), this copy
+    /// takes the relay. Returns the route, and whether to ask the server to key us and
+    /// start a coordinated punch now. While the
     /// server is away (`!server`), a direct path is kept however long an acknowledgement
     /// takes: it is the only way there is, and punching again would need the server.
     pub fn route(
         &mut self,
-        overdue: bool,
+        waited: Duration,
+        round_trip: &RoundTrip,
         now: Instant,
         server: bool,
         nonces: &mut Nonces,
     ) -> (Route, bool) {
+        let on_this_path = waited.min(now.saturating_duration_since(self.path_since));
+        let overdue = on_this_path >= round_trip.relay_after();
         match self.path {
             Path::Direct(addr) if !server => (Route::Direct(addr), false),
             Path::Relayed { retry_at } => {
@@ -352,6 +366,7 @@ impl Peer {
         };
         if better {
             self.path = Path::Direct(addr);
+            self.path_since = now;
         }
         if self.candidates.iter().all(|c| c.validated) {
             self.burst = None;
@@ -484,6 +499,16 @@ mod tests {
         10081,
     );
 
+    /// How long a message waits on a LAN's path before it is relayed.
+    fn overdue() -> Duration {
+        RoundTrip::default().relay_after()
+    }
+
+    /// Routes a message that waited `waited`, with the server there, on a LAN.
+    fn route(peer: &mut Peer, waited: Duration, now: Instant, n: &mut Nonces) -> (Route, bool) {
+        peer.route(waited, &RoundTrip::default(), now, true, n)
+    }
+
     fn keyed(peer: &mut Peer, nonces: &mut Nonces, now: Instant) -> Vec<(SocketAddr, Nonce)> {
         peer.start_burst(Key::fresh().unwrap(), nonces, now);
         peer.probes_due(now)
@@ -493,30 +518,36 @@ mod tests {
     fn messages_wait_for_a_validated_path_then_relay_then_retry() {
         let mut nonces = Nonces::new().unwrap();
         let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
-        let now = Instant::now();
+        // A while after we heard of it: a message can have waited a second for a path.
+        let now = Instant::now() + overdue();
         assert_eq!(
-            far.route(false, now, true, &mut nonces),
+            route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Hold, true),
             "ask once"
         );
         assert_eq!(
-            far.route(false, now, true, &mut nonces),
+            route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Hold, false)
         );
         assert_eq!(far.path_label(), "new");
         let probes = keyed(&mut far, &mut nonces, now);
         assert_eq!(probes.len(), 2, "the private and the public address");
         assert_eq!(
-            far.route(true, now, true, &mut nonces),
+            route(&mut far, overdue(), now, &mut nonces),
             (Route::Relay, false)
         );
         assert_eq!(far.path_label(), "relayed");
         assert_eq!(
-            far.route(false, now + Duration::from_secs(1), true, &mut nonces),
+            route(
+                &mut far,
+                Duration::ZERO,
+                now + Duration::from_secs(1),
+                &mut nonces
+            ),
             (Route::Relay, false)
         );
         assert_eq!(
-            far.route(false, now + DIRECT_RETRY, true, &mut nonces),
+            route(&mut far, Duration::ZERO, now + DIRECT_RETRY, &mut nonces),
             (Route::Relay, true),
             "heal attempt"
         );
@@ -527,7 +558,7 @@ mod tests {
             .is_some_and(|a| a.first_path));
         assert_eq!(far.path_label(), "direct");
         assert_eq!(
-            far.route(false, now, true, &mut nonces),
+            route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Direct(public), false)
         );
     }
@@ -542,8 +573,9 @@ mod tests {
         assert!(far.answered(public, &nonce, ME, ME, now).is_some());
 
         // A late message takes the relay; the path stays, and is asked again.
+        let now = now + overdue();
         assert_eq!(
-            far.route(true, now, true, &mut nonces),
+            route(&mut far, overdue(), now, &mut nonces),
             (Route::Relay, false)
         );
         assert_eq!(far.path, Path::Direct(public));
@@ -551,7 +583,7 @@ mod tests {
         let &(_, fresh) = asked.iter().find(|(addr, _)| *addr == public).unwrap();
         assert_ne!(fresh, nonce, "a fresh nonce");
         assert_eq!(
-            far.route(false, now, true, &mut nonces).0,
+            route(&mut far, Duration::ZERO, now, &mut nonces).0,
             Route::Direct(public)
         );
         // It answers (a lossy path, not a dead one): the doubt ends, the path stays.
@@ -560,7 +592,7 @@ mod tests {
         assert_eq!(far.path, Path::Direct(public));
 
         // Doubted again, and silent: kept while the server is away, then given up.
-        far.route(true, now, true, &mut nonces);
+        route(&mut far, overdue(), now, &mut nonces);
         far.give_up_silent_path(now + allowed, allowed, false);
         assert_eq!(far.path, Path::Direct(public), "the only path there is");
         far.give_up_silent_path(now + allowed, allowed, true);
@@ -681,6 +713,34 @@ mod tests {
     }
 
     #[test]
+    fn a_message_sent_before_a_move_waits_on_the_new_path_before_it_is_relayed() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
+        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
+        let now = Instant::now();
+        let old = Duration::from_secs(3);
+        assert_eq!(
+            route(&mut peer, old, now, &mut nonces),
+            (Route::Hold, true),
+            "the new address is punched, not given up on at once"
+        );
+        let probes = keyed(&mut peer, &mut nonces, now);
+        assert!(peer
+            .answered(probes[1].0, &probes[1].1, ME, ME, now)
+            .is_some());
+        let now = Instant::now();
+        assert_eq!(
+            route(&mut peer, old, now, &mut nonces),
+            (Route::Direct(probes[1].0), false),
+            "a path just validated gets its chance"
+        );
+        assert_eq!(
+            route(&mut peer, old, now + overdue(), &mut nonces),
+            (Route::Relay, false)
+        );
+    }
+
+    #[test]
     fn an_asleep_peer_has_only_its_private_candidate_and_is_never_punched() {
         let mut peer = Peer::new(PeerInfo {
             public: None,
@@ -689,7 +749,12 @@ mod tests {
         assert!(peer.is_asleep());
         assert_eq!(peer.candidates.len(), 1);
         assert_eq!(
-            peer.route(false, Instant::now(), true, &mut Nonces::new().unwrap()),
+            route(
+                &mut peer,
+                Duration::ZERO,
+                Instant::now(),
+                &mut Nonces::new().unwrap()
+            ),
             (Route::Hold, false)
         );
     }

@@ -5,6 +5,7 @@
 //! killed when their [`Proc`] is dropped, so a failing test leaves nothing running.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod nat;
 pub mod spoof;
 pub mod tmux;
 
@@ -127,6 +128,16 @@ impl Proc {
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
         writeln!(stdin, "{line}").expect("write to natchat's stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Types `lines` in one go: one write, as a paste would.
+    pub fn send_all(&mut self, lines: &[String]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        stdin
+            .write_all(text.as_bytes())
+            .expect("write to natchat's stdin");
         stdin.flush().unwrap();
     }
 
