@@ -25,7 +25,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # or a `;` in ID reaches natchat (which refuses it itself) instead of the shell.
 arg = '$(subst ','\'',$($(1)))'
 
-.PHONY: help build run-server run-client run-room-server run-room-client demo test lint bench bench-scale mininet test-nat test-nat-matrix clean
+.PHONY: help build run-server run-client run-room-server run-room-client demo test lint doc bench bench-scale mininet test-nat test-nat-matrix clean
 
 help:
 	@echo "make build                       build natchat and natchat-bench (release)"
@@ -36,7 +36,8 @@ help:
 	@echo "make run-room-client [HOST=127.0.0.1 ROOM_PORT=8888]"
 	@echo "make demo                        a scripted P2P session on loopback (one client Asleep), as a transcript"
 	@echo "make test                        cargo test: every test but the NAT lab (installs nothing)"
-	@echo "make lint                        rustfmt and clippy, warnings are errors"
+	@echo "make lint                        rustfmt, clippy and rustdoc, warnings are errors"
+	@echo "make doc                         the crate's documentation, private items included, for reading"
 	@echo "make bench                       the standard benchmark set, as one table (about 20 seconds)"
 	@echo "make bench-scale                 10,000 clients per server (about two minutes; needs raised kernel limits: it says which)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
@@ -89,6 +90,11 @@ test:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
+
+doc:
+	$(CARGO) doc --no-deps --document-private-items
+	@echo "open target/doc/natchat/index.html"
 
 bench: build
 	$(call arg,BENCH) all

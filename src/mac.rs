@@ -9,7 +9,7 @@
 //! test below checks this code against their paper's test vector.)
 //!
 //! The server uses the same function to derive each pair's key from a secret of its own and
-//! the two clients' session nonces, so it keeps no table of pairs: see [`derive`].
+//! the two clients' session nonces, so it keeps no table of pairs: see [`derive()`].
 
 use crate::nonce::{Key, Nonce};
 

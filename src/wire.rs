@@ -268,6 +268,7 @@ impl fmt::Display for Public {
 /// What the server knows of a registered client and tells the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// The ID it registered.
     pub id: String,
     /// The UDP endpoint the server saw: what peers behind other NATs must send to. `None`
     /// while the client is Asleep (registered with `--asleep` and not yet awake).
@@ -304,6 +305,7 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    /// The word on the wire and on the server's console.
     pub fn as_str(self) -> &'static str {
         match self {
             LeaveReason::Deregistered => "deregistered",
@@ -336,14 +338,25 @@ pub enum Request {
     /// `asleep`, the client stays Asleep (listed, without a UDP endpoint) until it sends
     /// `AWAKE`; without, it announces its endpoint at once with `HELLO`.
     Register {
+        /// The ID asked for.
         id: String,
+        /// The client's UDP endpoint on its own network.
         private: SocketAddr,
+        /// Whether it registers Asleep.
         asleep: bool,
     },
     /// `PUNCH <id>`: please tell us both, now, to send to each other (hole punching).
-    Punch { peer: String },
+    Punch {
+        /// The peer to punch toward.
+        peer: String,
+    },
     /// `RELAY <id> <datagram>`: forward this peer datagram, no direct path works.
-    Relay { to: String, datagram: Datagram },
+    Relay {
+        /// The peer it is for.
+        to: String,
+        /// The datagram, as it would have gone over UDP.
+        datagram: Datagram,
+    },
     /// `EXIT`: unregister me.
     Exit,
 }
@@ -406,13 +419,22 @@ impl FromStr for Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// `WELCOME <nonce>`: the ID is yours; prove your UDP endpoint with `HELLO <id> <nonce>`.
-    Welcome { nonce: Nonce },
+    Welcome {
+        /// The challenge's nonce.
+        nonce: Nonce,
+    },
     /// `CHALLENGE <nonce>`: a datagram claiming your ID came from an address the server
     /// does not know as yours; if it was you, prove it with `HELLO <id> <nonce>`.
-    Challenge { nonce: Nonce },
+    Challenge {
+        /// The challenge's nonce.
+        nonce: Nonce,
+    },
     /// `READY <public-ip:port>`: your announcement arrived from this address; the list
     /// follows. `READY asleep` answers an Asleep registration at once.
-    Ready { public: Option<SocketAddr> },
+    Ready {
+        /// Where the server saw the client's UDP endpoint; `None` when Asleep.
+        public: Option<SocketAddr>,
+    },
     /// `PEER <id> <public> <private>`: one entry of the list sent after `READY`.
     Peer(PeerInfo),
     /// `LIST_END`: the list is complete.
@@ -422,18 +444,44 @@ pub enum Event {
     /// `AWAKE <id> <public>`: someone sent the server an Awake request from this endpoint:
     /// an Asleep client woke, or an awake one announced itself again (`@awake`). Sent to
     /// everyone, the client itself included, which so learns that its request arrived.
-    Awake { id: String, public: SocketAddr },
+    Awake {
+        /// Who woke.
+        id: String,
+        /// Its UDP endpoint, as the server saw it.
+        public: SocketAddr,
+    },
     /// `MOVE <id> <public>`: someone's public endpoint changed (a NAT mapping was renewed).
-    Moved { id: String, public: SocketAddr },
+    Moved {
+        /// Who moved.
+        id: String,
+        /// Its new UDP endpoint.
+        public: SocketAddr,
+    },
     /// `LEAVE <id> <reason>`: someone left.
-    Left { id: String, reason: LeaveReason },
+    Left {
+        /// Who left.
+        id: String,
+        /// Why.
+        reason: LeaveReason,
+    },
     /// `PUNCH <id> <key>`: probe this peer's addresses now, tagging the probes with the key
     /// the two of you share; it is probing yours at the same moment.
-    Punch { peer: String, key: Key },
+    Punch {
+        /// The peer to probe.
+        peer: String,
+        /// The key the two peers share, for tagging.
+        key: Key,
+    },
     /// `RELAYED <datagram>`: a peer datagram forwarded by the server, which checked its sender.
-    Relayed { datagram: Datagram },
+    Relayed {
+        /// The datagram, as its sender gave it.
+        datagram: Datagram,
+    },
     /// `ERROR <text>`: a request was refused; the text is for the user.
-    Error { message: String },
+    Error {
+        /// What went wrong, in words.
+        message: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -509,14 +557,27 @@ impl FromStr for Event {
 pub enum Announce {
     /// `HELLO <id> <nonce>`: this address is mine; here is the nonce you sent me over TCP
     /// (`WELCOME` or `CHALLENGE`). Each nonce is good for one answer.
-    Hello { id: String, nonce: Nonce },
+    Hello {
+        /// Whose address this is.
+        id: String,
+        /// The nonce the server sent over that client's TCP connection.
+        nonce: Nonce,
+    },
     /// `ALIVE <id>`: the periodic keep-alive.
-    Alive { id: String },
+    Alive {
+        /// Who is still here.
+        id: String,
+    },
     /// `AWAKE <id> [<nonce>]`: the Awake request, which wakes an Asleep client or
     /// (`@awake`) announces an awake one again; the server says so, and tells everyone. From
     /// an address the server does not know as the client's, it counts only with the nonce
     /// of the client's challenge.
-    Awake { id: String, nonce: Option<Nonce> },
+    Awake {
+        /// Who asks to be Awake.
+        id: String,
+        /// The nonce of its challenge, when it has one.
+        nonce: Option<Nonce>,
+    },
 }
 
 impl Announce {
@@ -597,7 +658,7 @@ impl Numbered {
 
 /// Client ↔ client, over UDP, or wrapped in `RELAY`/`RELAYED` when no direct path works.
 ///
-/// Tags are [`mac::tag`](crate::mac::tag)s under the key the pair shares (see
+/// Tags are [`mac::tag`]s under the key the pair shares (see
 /// [`Event::Punch`]): over a direct path, only the real peer can make them. Stamps are
 /// nonces that only the datagram's recipient has seen: an acknowledgement must echo the
 /// stamp of the message it acknowledges, so nobody can acknowledge a message blind.
@@ -606,23 +667,34 @@ pub enum Datagram {
     /// `CHAT <from> <session> <seq> <base> <stamp> <tag> <text>`: a chat message, numbered
     /// per sender session and recipient, its tag over everything before the tag and the text.
     Chat {
+        /// The sender's ID.
         from: String,
+        /// Its place in the sender's stream to us.
         number: Numbered,
+        /// The nonce its acknowledgement must echo.
         stamp: Nonce,
+        /// The pair key's tag over the rest.
         tag: u64,
+        /// The message.
         text: String,
     },
     /// `ACK <from> <seq> <stamp>`: message `seq`, stamped `stamp`, arrived (sent by its
     /// recipient, `from`).
     Ack {
+        /// The acknowledging recipient's ID.
         from: String,
+        /// The sequence number acknowledged.
         seq: u64,
+        /// That message's stamp, echoed.
         stamp: Nonce,
     },
     /// `PROBE <from> <nonce> <tag>`: is this a path to you? Please answer.
     Probe {
+        /// The prober's ID.
         from: String,
+        /// A fresh nonce, which the answer must echo.
         nonce: Nonce,
+        /// The pair key's tag over the rest.
         tag: u64,
     },
     /// `PROBE_ACK <from> <nonce> <seen> <tag>`: it is; here is your nonce, and the address
@@ -630,9 +702,13 @@ pub enum Datagram {
     /// checks `seen`: an answer that comes back through someone who forwarded the probe
     /// shows that someone's address, not the prober's.
     ProbeAck {
+        /// The answering peer's ID.
         from: String,
+        /// The probe's nonce, echoed.
         nonce: Nonce,
+        /// Where the probe came from, as the answering peer saw it.
         seen: SocketAddr,
+        /// The pair key's tag over the rest.
         tag: u64,
     },
 }

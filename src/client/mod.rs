@@ -43,12 +43,16 @@ use std::time::{Duration, Instant};
 /// How the client runs: from the command line.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The registration server's host name or address.
     pub server: String,
+    /// Its TCP port, which is its UDP port too.
     pub port: u16,
     /// UDP port to chat on; when taken, any free one.
     pub udp_port: u16,
     /// When `None`, asked for at the terminal.
     pub id: Option<String>,
+    /// How often to tell the server over UDP that we are still here (and keep our NAT's
+    /// mapping open): well inside the server's timeout, and a NAT's.
     pub keepalive: Duration,
     /// Register Asleep: listed, but without a UDP endpoint until `@awake` (or a `@chat`).
     pub asleep: bool,

@@ -19,11 +19,13 @@ use std::time::Duration;
 /// How the server runs: from the command line.
 #[derive(Debug)]
 pub struct Config {
+    /// The address to listen on.
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
     /// Where uploaded files are stored; created when the first one arrives.
     pub upload_dir: PathBuf,
+    /// The largest file accepted; a larger one is refused before a byte of it is stored.
     pub max_upload_bytes: u64,
     /// Connections beyond this are refused; `None`: as many as the machine allows, up to
     /// [`listener::DEFAULT_MAX`].

@@ -58,6 +58,7 @@ pub fn command_argument(line: &str) -> Option<&str> {
 /// `#upload <bytes> <name>`: what comes next on the stream.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Header {
+    /// How many bytes of file follow the header.
     pub bytes: u64,
     /// As the uploader gave it: sanitized only when stored.
     pub name: String,
@@ -100,7 +101,9 @@ impl std::error::Error for BadHeader {}
 
 /// Where uploads go, and how large they may be.
 pub struct Store {
+    /// The directory files are stored in; created when the first one arrives.
     pub dir: PathBuf,
+    /// The largest file accepted.
     pub max_bytes: u64,
 }
 

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 /// How the server runs: from the command line.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The address to listen on (TCP and UDP).
     pub bind: IpAddr,
     /// TCP and UDP port; 0 picks a free one.
     pub port: u16,
