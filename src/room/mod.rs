@@ -12,29 +12,14 @@
 //!
 //! # The protocol
 //!
-//! Text lines over TCP, each ended by `\n` or `\r\n`, at most [`MAX_LINE`] bytes: `nc HOST PORT`
-//! is a complete client.
+//! Text lines over TCP, at most [`MAX_LINE`] bytes, so that `nc HOST PORT` is a complete
+//! client: a line is a message for everyone, `#upload <bytes> <name>` and the bytes is a file
+//! ([`upload`]), and the server answers with one line per event (someone came in, said
+//! something, uploaded, left). Every line, each way, is listed in one place:
+//! docs/PROTOCOL.md, "The chat room". Control and format characters in what users send are
+//! replaced (see [`clean`](crate::lines::clean)) before anyone else sees it.
 //!
-//! From a client:
-//! - `<text>`: a message for everyone. Empty or whitespace-only lines are ignored. A line over
-//!   [`MAX_LINE`] bytes gets `Error: line longer than 8192 bytes; closing the connection.`
-//!   A last line that the end of the connection cuts short is dropped: it may be half of one.
-//! - `#upload <bytes> <name>`, then exactly `<bytes>` raw bytes: a file (see `upload`).
-//!
-//! From the server, one line per event (`<n users online>` reads `1 user online` for one,
-//! `<n> users online` for any other number, this user included):
-//! - to a newcomer, first: `Connected to the chat server (<n users online>)`
-//! - to everyone else: `New user <ip>:<port> entered (<n users online>)`
-//! - a message, to everyone else: `[<ip>:<port>] <text>`; to its sender: `[You] <text>`
-//! - `The user <ip>:<port> left (<n users online>)`, however the user went
-//! - an upload, to everyone else: `User <ip>:<port> has uploaded a file <name> (<bytes> bytes)`;
-//!   to the uploader: `File <name> has uploaded!`, or one line saying why it was refused.
-//!
-//! The server prints the same lines everyone else receives. Control and format characters in
-//! what users send are replaced (see [`clean`](crate::lines::clean)) before anyone else sees
-//! it.
-//!
-//! `natchat room-client` prints these lines as they come, except on a terminal: there the user
+//! `natchat room-client` prints the server's lines as they come, except on a terminal: there the user
 //! types after a `[You] ` prompt, so the echo `[You] <text>` is already on the screen and is
 //! not printed again (see `console`). It sends `#upload <path>` only for a regular file, the
 //! path unquoted as a shell would (`'my file.png'`).
