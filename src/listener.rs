@@ -1,8 +1,10 @@
 //! The accept loop both servers share: a thread per connection, a cap on connections, no
 //! way for a shortage of file descriptors or threads to end the server, and a stop that
-//! closes every connection and waits for all of their threads.
+//! closes every connection and waits for all of their threads. How many connections it takes
+//! is worked out in [`crate::scale::limits`].
 
 use crate::outbox::Outbox;
+use crate::scale::limits::{Cap, CONNECTION_STACK, KERNEL_LIMITS};
 use crate::worker::{Stop, Worker};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -11,10 +13,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
-
-/// Stack size of a connection thread. It reads lines and updates a registry; 128 KiB is
-/// ample, and lets ten thousand connections fit in a small machine.
-const CONNECTION_STACK: usize = 128 * 1024;
 
 /// How long one write to a client may block before the client counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,69 +23,6 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// How long to pause accepting when the process is out of file descriptors or threads,
 /// so that closing connections can free some.
 const BACKOFF: Duration = Duration::from_millis(100);
-
-/// Threads per connection: its reader, and its outbox's writer.
-pub const THREADS_PER_CONNECTION: usize = 2;
-/// Memory mappings per thread: its stack and guard page, and the signal stack and guard page
-/// that Rust gives every thread to report stack overflows (measured: about 4).
-pub const MAPPINGS_PER_THREAD: usize = 4;
-/// Mappings and threads kept for everything else: the program, its libraries, the heap.
-const RESERVE: usize = 2000;
-
-/// The most connections a server takes when not told: beyond what a course needs, and
-/// lowered further when this machine allows fewer (see [`cap`]).
-pub const DEFAULT_MAX: usize = 15_000;
-
-/// The most connections a server takes at once, and where that number comes from.
-#[derive(Debug, Clone, Copy)]
-pub struct Cap {
-    /// How many.
-    pub connections: usize,
-    /// The option that sets it (`--max-clients`), for the line said when the server is full.
-    pub option: &'static str,
-    /// True when this machine's limits set it, not the option.
-    pub by_kernel: bool,
-}
-
-/// How many connections this machine lets one process serve, at most `requested` (or
-/// [`DEFAULT_MAX`] when the user did not set `option`).
-///
-/// Each connection costs two threads, and each thread about four memory mappings. Linux caps
-/// both: `vm.max_map_count` mappings per process (65530) and `kernel.pid_max` threads in all
-/// (32768). Past either, starting a thread fails, and Rust aborts the whole process when a
-/// new thread cannot get its signal stack. So the cap is worked out here, at start-up. It is
-/// said at once only when the user asked for more than the machine allows; otherwise only
-/// if the server ever fills up ([`Listener`]): a class of thirty never needs to hear of it.
-/// (Running out of file descriptors, one per connection, is different: `accept` fails, and
-/// the [`Listener`] pauses until some close.)
-pub fn cap(requested: Option<usize>, option: &'static str) -> Cap {
-    let read =
-        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    let by_mappings = read("/proc/sys/vm/max_map_count")
-        .map(|maps| maps.saturating_sub(RESERVE) / (THREADS_PER_CONNECTION * MAPPINGS_PER_THREAD));
-    let by_threads = read("/proc/sys/kernel/pid_max")
-        .map(|pids| pids.saturating_sub(RESERVE) / THREADS_PER_CONNECTION);
-    let wanted = requested.unwrap_or(DEFAULT_MAX);
-    let limit = [by_mappings, by_threads]
-        .into_iter()
-        .flatten()
-        .fold(wanted, usize::min);
-    if let Some(requested) = requested.filter(|&requested| limit < requested) {
-        crate::say!(
-            "Serving at most {limit} connections, not {requested}: each takes two threads, and \
-             {KERNEL_LIMITS}"
-        );
-    }
-    Cap {
-        connections: limit,
-        option,
-        by_kernel: limit < wanted,
-    }
-}
-
-/// Which kernel settings cap connections, and how to raise them.
-const KERNEL_LIMITS: &str = "this machine's vm.max_map_count and kernel.pid_max allow no more. \
-     As root, 'sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304' raises them.";
 
 /// A server's accept loop, on a thread of its own, and every connection it accepted: each
 /// served on a thread of its own, with an [`Outbox`] whose writer thread sends to it.

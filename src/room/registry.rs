@@ -2,7 +2,7 @@
 //!
 //! The members sit in a copy-on-write list, `Mutex<Arc<Vec<Member>>>`:
 //! - a join or a leave changes the list under the lock, and announces its line in the
-//!   current [round](crate::rounds) under the lock too, so every user sees joins and leaves
+//!   current [round](crate::scale::rounds) under the lock too, so every user sees joins and leaves
 //!   in the same order, each with the count of that moment. The list is copied only when a
 //!   broadcast still holds the old one;
 //! - a message takes the lock only to clone the `Arc` (and, if its sender's arrival is still
@@ -18,7 +18,7 @@
 
 use super::online;
 use crate::outbox::{line_message, Outbox};
-use crate::rounds::{self, Round, Since, Woken};
+use crate::scale::rounds::{self, Round, Since, Woken};
 use crate::worker::Worker;
 use parking_lot::Mutex;
 use std::io;

@@ -8,8 +8,9 @@ use super::upload::{self, Header, Received, Store};
 use super::MAX_LINE;
 use crate::failure::{self, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
-use crate::listener::{self, Listener};
+use crate::listener::Listener;
 use crate::outbox::Outbox;
+use crate::scale::limits;
 use crate::worker::CtrlC;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,7 +29,7 @@ pub struct Config {
     /// The largest file accepted; a larger one is refused before a byte of it is stored.
     pub max_upload_bytes: u64,
     /// Connections beyond this are refused; `None`: as many as the machine allows, up to
-    /// [`listener::DEFAULT_MAX`].
+    /// [`limits::DEFAULT_MAX`].
     pub max_users: Option<usize>,
     /// An upload that sends nothing for this long is dropped, and its connection closed.
     pub upload_idle: Duration,
@@ -67,7 +68,7 @@ impl Server {
     /// which.
     pub fn start(config: Config) -> io::Result<Server> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))?;
-        let cap = listener::cap(config.max_users, "--max-users");
+        let cap = limits::cap(config.max_users, "--max-users");
         let refusal = format!(
             "The chat room is full ({}); try again later.",
             super::online(cap.connections)

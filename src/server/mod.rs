@@ -9,7 +9,7 @@
 //!                     │ ▲ writes go through the client's Outbox (its own writer thread)
 //!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: learns public endpoints, keep-alives
 //!  reaper thread ─────┤ │ every 250 ms: clients silent for --timeout-secs "disappear"
-//!  rounds thread ─────┘ │ ends each round of joins and leaves: see crate::rounds
+//!  rounds thread ─────┘ │ ends each round of joins and leaves: see crate::scale::rounds
 //!                  Arc<Mutex<Registry>>
 //! ```
 //!
@@ -21,7 +21,8 @@ use crate::failure::{self, Failure};
 use crate::lines::{is_timeout, DeadlineStream, LineError, LineReader};
 use crate::listener::{self, Listener};
 use crate::outbox::Outbox;
-use crate::rounds::{self, Round};
+use crate::scale::limits;
+use crate::scale::rounds::{self, Round};
 use crate::wire::{Announce, Event, LeaveReason, Request, MAX_LINE};
 use crate::worker::{CtrlC, Stop, Worker};
 use parking_lot::Mutex;
@@ -43,7 +44,7 @@ pub struct Config {
     /// A connection that has not registered by then is closed.
     pub register_timeout: Duration,
     /// Connections beyond this are refused; `None`: as many as the machine allows, up to
-    /// [`listener::DEFAULT_MAX`].
+    /// [`limits::DEFAULT_MAX`].
     pub max_clients: Option<usize>,
 }
 
@@ -130,7 +131,7 @@ impl Server {
             move |stop| reap_silent(&shared, timeout, &stop),
         )?;
 
-        let cap = listener::cap(config.max_clients, "--max-clients");
+        let cap = limits::cap(config.max_clients, "--max-clients");
         let refusal = Event::Error {
             message: format!("server full ({} clients); try again later", cap.connections),
         };

@@ -4,12 +4,12 @@
 //! change causes, happens under the lock, and events are only *queued* there (an
 //! [`Outbox`] push never blocks): so each client sees joins and leaves in the order they
 //! happened, and no socket is ever written while the lock is held. Joins and leaves go out
-//! in [rounds](crate::rounds), a few milliseconds' worth at a time.
+//! in [rounds](crate::scale::rounds), a few milliseconds' worth at a time.
 
 use crate::mac;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::outbox::{line_message, Outbox};
-use crate::rounds::{Round, Since, Woken};
+use crate::scale::rounds::{Round, Since, Woken};
 use crate::wire::{Announce, Event, IdInUse, LeaveReason, PeerInfo, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;

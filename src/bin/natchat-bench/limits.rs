@@ -1,7 +1,7 @@
 //! Whether this machine lets a server hold the clients of a run.
 //!
 //! A server takes two threads per client and the bench one, and each server thread about four
-//! memory mappings (the counts `natchat::listener` caps a server with): `kernel.pid_max` and
+//! memory mappings (the counts `natchat::scale::limits` caps a server with): `kernel.pid_max` and
 //! `vm.max_map_count` must allow that, and on a stock kernel they stop a server at about 7,900
 //! clients. The bench does not change them: they are the machine's settings, not the
 //! bench's. When they are too low it refuses the run, in one line that names the setting and
@@ -9,7 +9,7 @@
 //! `room scale 10000` row with 7,900 clients would compare with nothing) or watch the server
 //! turn clients away half-way through.
 
-use natchat::listener::{MAPPINGS_PER_THREAD, THREADS_PER_CONNECTION};
+use natchat::scale::limits::{MAPPINGS_PER_THREAD, THREADS_PER_CONNECTION};
 
 /// Room for everything else: the other processes' threads, the programs' own mappings.
 const SLACK: usize = 5000;
