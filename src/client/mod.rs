@@ -9,13 +9,14 @@
 //!  UDP thread ────── FromPeer ───┼──▶ registers again, then reads the new connection)
 //!  ticker (50 ms) ───────────────┘
 //!        event loop (select!) ──▶ stdout, TCP writes, UDP sends
-//!        owns: Peers (paths: peers.rs), Outgoing and each peer's Inbound (delivery.rs)
+//!        owns: Peers (paths: peers.rs), Outgoing (outgoing.rs) and each peer's Inbound
+//!        (inbound.rs)
 //! ```
 //!
 //! A message to a peer waits for a validated path (peers.rs), goes on it or through the
 //! server's relay, is retransmitted until acknowledged, and is shown at the other end once,
-//! in order (delivery.rs). While the server is away, direct paths carry on, and the client
-//! registers again by itself.
+//! in order (outgoing.rs, inbound.rs). While the server is away, direct paths carry on, and
+//! the client registers again by itself.
 //!
 //! Asleep and Awake (the course's rubric): a client started with `--asleep` is registered
 //! over TCP but has told the server no UDP endpoint, so nobody can chat with it. `@awake`
@@ -23,7 +24,8 @@
 //! back over TCP; a `@chat` typed while Asleep sends the Awake request first and the chat
 //! once we are awake, in that order.
 
-mod delivery;
+mod inbound;
+mod outgoing;
 mod peers;
 mod rtt;
 mod session;
@@ -33,7 +35,8 @@ use crate::lines::clean;
 use crate::nonce::{Nonce, Nonces};
 use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
-use delivery::{Arrival, Outgoing, Send, Shown, Unconfirmed};
+use inbound::{Arrival, Shown};
+use outgoing::{Outgoing, Send, Unconfirmed};
 use peers::{Peer, Peers, Route};
 use session::{Back, FromPeer, FromServer, Input};
 use std::io::Write;

@@ -26,7 +26,7 @@
 //! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
 //! refused until it wakes.
 
-use super::delivery::Inbound;
+use super::inbound::Inbound;
 use super::rtt::RoundTrip;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::wire::PeerInfo;
@@ -693,7 +693,7 @@ mod tests {
 
     #[test]
     fn a_move_keeps_what_was_seen_and_the_key() {
-        use super::super::delivery::Arrival;
+        use super::super::inbound::Arrival;
         let mut nonces = Nonces::new().unwrap();
         let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
         let now = Instant::now();
