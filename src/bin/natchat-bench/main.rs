@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Err(failure) => {
             use std::io::Write as _;
             let _ = writeln!(std::io::stderr().lock(), "natchat-bench: {failure}");
-            ExitCode::from(failure.code as u8)
+            ExitCode::from(failure.code())
         }
     }
 }
