@@ -5,10 +5,12 @@
 //! chat datagrams when no direct path works. Its threads:
 //!
 //! ```text
-//!  accept ──spawn──▶ connection thread (one per client): REGISTER, PUNCH, RELAY, EXIT
+//!  accept ──spawn──▶ connection thread (one per client): REGISTER, PUNCH, RELAY,
+//!                     │                              UDP_BLOCKED, EXIT
 //!                     │ ▲ writes go through the client's Outbox (its own writer thread)
 //!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: learns public endpoints, keep-alives
-//!  reaper thread ─────┤ │ every 250 ms: clients silent for --timeout-secs "disappear"
+//!  reaper thread ─────┤ │ every 250 ms: clients silent for --timeout-secs "disappear",
+//!                     │ │ and those not listed within --register-secs are closed
 //!  rounds thread ─────┘ │ ends each round of joins and leaves: see crate::rounds
 //!                  Arc<Mutex<Registry>>
 //! ```
@@ -19,7 +21,7 @@ use crate::lines::{is_timeout, DeadlineStream, LineError, LineReader};
 use crate::listener;
 use crate::outbox::Outbox;
 use crate::rounds::{self, Round};
-use crate::wire::{Announce, Event, LeaveReason, Request, MAX_LINE};
+use crate::wire::{Announce, Event, LeaveReason, Public, Request, MAX_LINE};
 use parking_lot::Mutex;
 use registry::{Announced, Departed, Registry};
 use std::io;
@@ -36,7 +38,8 @@ pub struct Config {
     pub port: u16,
     /// A client not heard from over UDP for this long has disappeared.
     pub timeout: Duration,
-    /// A connection that has not registered by then is closed.
+    /// A connection that has not registered by then is closed: its `REGISTER` line, and its
+    /// UDP announcement (`HELLO`) or `UDP_BLOCKED`, all count from accept.
     pub register_timeout: Duration,
     /// Connections beyond this are refused; `None`: as many as the machine allows, up to
     /// [`listener::DEFAULT_MAX`].
@@ -162,8 +165,9 @@ fn serve_client(
 fn print_departure(id: &str, reason: LeaveReason, departed: Departed, tcp: Option<SocketAddr>) {
     let how = reason.as_str();
     match (departed, tcp) {
-        (Departed::Listed(Some(public)), _) => crate::event!("{id} is {how} {public}"),
-        (Departed::Listed(None), _) => crate::event!("{id} is {how} (Asleep)"),
+        (Departed::Listed(Public::At(public)), _) => crate::event!("{id} is {how} {public}"),
+        (Departed::Listed(Public::Asleep), _) => crate::event!("{id} is {how} (Asleep)"),
+        (Departed::Listed(Public::Relayed), _) => crate::event!("{id} is {how} (relayed)"),
         (Departed::Unannounced, Some(addr)) if reason != LeaveReason::Disappeared => {
             crate::event!("{id} left before announcing its UDP endpoint ({addr})")
         }
@@ -216,7 +220,7 @@ fn register(
                 asleep,
             }) => {
                 let mut members = registry.lock();
-                return match members.register(&id, private, outbox.clone(), asleep) {
+                return match members.register(&id, private, outbox.clone(), asleep, deadline) {
                     Ok(conn) => {
                         if asleep {
                             crate::event!("{id} Asleep");
@@ -261,6 +265,16 @@ fn handle_request(
                 refuse(format!("cannot punch to '{peer}': not online"));
             } else if members.is_asleep(&peer) {
                 refuse(format!("cannot punch to '{peer}': it is Asleep"));
+            } else if members.is_relayed(&peer) || members.is_relayed(id) {
+                // No probe of either side's could get through: the relay carries their chats.
+                let whose = if members.is_relayed(id) {
+                    "your"
+                } else {
+                    "its"
+                };
+                refuse(format!(
+                    "cannot punch to '{peer}': {whose} UDP is blocked; the relay carries your chats"
+                ));
             } else if members.may_punch(id) {
                 // Both at once: each side's probes open its own NAT for the other's, and each
                 // is handed the key that tags them.
@@ -298,6 +312,13 @@ fn handle_request(
             } else {
                 // Best effort: a dropped relay is retransmitted by its sender.
                 members.offer(&to, id, &Event::Relayed { datagram });
+            }
+        }
+        Request::UdpBlocked => {
+            // Only for this connection's own registration, and only before it is listed:
+            // again, or after its HELLO got through first, it changes nothing.
+            if registry.lock().udp_blocked(id, conn) {
+                crate::event!("{id} relayed (UDP blocked)");
             }
         }
         Request::Register { .. } => refuse(format!("already registered as '{id}'")),
@@ -367,12 +388,18 @@ fn reap_silent(registry: Shared, timeout: Duration) {
                 continue;
             };
             let why = match departed {
-                Departed::Unannounced => "no UDP announcement from you reached the server",
-                Departed::Listed(_) => "no UDP keep-alive from you reached the server",
+                Departed::Unannounced => {
+                    "neither a UDP announcement from you nor UDP_BLOCKED reached the server \
+                     within the registration time"
+                        .to_string()
+                }
+                Departed::Listed(_) => format!(
+                    "no UDP keep-alive from you reached the server for {} s",
+                    timeout.as_secs_f64()
+                ),
             };
             print_departure(&id, LeaveReason::Disappeared, departed, None);
-            let secs = timeout.as_secs_f64();
-            outbox.push_line(&format!("ERROR {why} for {secs} s; closing the connection"));
+            outbox.push_line(&format!("ERROR {why}; closing the connection"));
             outbox.close_after_queued();
         }
     }
