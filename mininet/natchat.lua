@@ -41,6 +41,7 @@ local MESSAGES = {
         REGISTER = { "id", "private", "asleep?" },
         PUNCH    = { "peer" },
         RELAY    = { "to", "datagram" },
+        UDP_BLOCKED = {},
         EXIT     = {},
     },
     event = {     -- server -> client, TCP
@@ -76,6 +77,7 @@ local f = {
     peer   = ProtoField.string("natchat.peer", "Peer"),
     addr   = ProtoField.string("natchat.addr", "Address"),
     asleep = ProtoField.bool("natchat.asleep", "Asleep"),
+    relayed = ProtoField.bool("natchat.relayed", "Relayed (its UDP is blocked)"),
     session = ProtoField.string("natchat.session", "Sender's session"),
     seq    = ProtoField.uint64("natchat.seq", "Sequence number"),
     base   = ProtoField.uint64("natchat.base", "Base (lowest number still to come)"),
@@ -150,7 +152,8 @@ local ROLES = {
     to      = { f.peer, "To", is_id },
     private = { f.addr, "Private address", is_addr },
     addr    = { f.addr, "Public address", is_addr },
-    public  = { f.addr, "Public address", function(w) return w == "asleep" or is_addr(w) end },
+    public  = { f.addr, "Public address",
+                function(w) return w == "asleep" or w == "relayed" or is_addr(w) end },
     seen    = { f.addr, "Seen address", is_addr, function(w) return "seen " .. w end },
     nonce   = { f.nonce, "Nonce", is_hex(32), short },
     stamp   = { f.stamp, "Stamp", is_hex(32), function() end },
@@ -266,6 +269,8 @@ local function add_fields(tree, range, msg)
             add_fields(sub, wr, w.nested)
         elseif w.role == "public" and w.value == "asleep" or w.role == "asleep" then
             tree:add(f.asleep, wr, true)
+        elseif w.role == "public" and w.value == "relayed" then
+            tree:add(f.relayed, wr, true)
         elseif w.role == "seq" or w.role == "base" then
             tree:add(ROLES[w.role][1], wr, u64(w.value))
         else

@@ -5,6 +5,7 @@
 //! 2 for a mistake on the command line, 1 for everything that went wrong while running.
 
 use std::fmt;
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::Duration;
@@ -78,8 +79,18 @@ pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Fai
         .map_err(|e| Failure::runtime(format!("cannot start the {name} thread: {}", in_words(&e))))
 }
 
-/// Connects to `natchat <command>` (whose user-facing name is `what`) at `host:port`, giving
-/// up after ten seconds, so that a wrong address is one clear line rather than a long hang.
+/// How long a first connection keeps trying before it is given up, and after how long the
+/// user is told that it still is. On a slow, lossy link TCP's own SYN retries (1, 3, 7, 15 s
+/// after the first) need tens of seconds; a server that is simply not there answers at once,
+/// with a refusal, and that fails at once.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+const STILL_TRYING: Duration = Duration::from_secs(8);
+
+/// Connects to `natchat <command>` (whose user-facing name is `what`) at `host:port`. A
+/// refusal (nothing listening there) fails at once; no answer at all is waited out for up to
+/// [`CONNECT_PATIENCE`], saying after [`STILL_TRYING`] that it is still trying, and then
+/// trying afresh: a new connection's first SYN goes at once, where the first try's next
+/// retry would wait its doubled pause. Ctrl+C ends the wait, as it ends the process.
 pub fn connect(
     host: &str,
     port: u16,
@@ -92,10 +103,20 @@ pub fn connect(
         .map_err(|e| cannot(e.to_string()))?
         .next()
         .ok_or_else(|| cannot("no address".into()))?;
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| {
+    let stream = match TcpStream::connect_timeout(&addr, STILL_TRYING) {
+        Err(e) if e.kind() == ErrorKind::TimedOut => {
+            crate::say!("Still trying to reach the {what} at {addr} (slow or lossy link?)...");
+            TcpStream::connect_timeout(&addr, CONNECT_PATIENCE - STILL_TRYING)
+        }
+        first => first,
+    };
+    let stream = stream.map_err(|e| {
+        let why = match e.kind() {
+            ErrorKind::TimedOut => format!("no answer in {} s", CONNECT_PATIENCE.as_secs()),
+            _ => in_words(&e),
+        };
         Failure::runtime(format!(
-            "cannot reach the {what} at {addr}: {}. Is 'natchat {command}' running there?",
-            in_words(&e)
+            "cannot reach the {what} at {addr}: {why}. Is 'natchat {command}' running there?"
         ))
     })?;
     Ok((stream, addr))
@@ -104,7 +125,7 @@ pub fn connect(
 /// A server could not start on `addr`; the usual reason, a port in use, gets a hint.
 pub fn cannot_listen(addr: &str, e: &std::io::Error, choose: &str) -> Failure {
     let hint = match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
+        ErrorKind::AddrInUse => {
             format!(" Is another server running there? Choose another {choose}.")
         }
         _ => String::new(),

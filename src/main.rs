@@ -33,8 +33,8 @@ const SERVER: Command = Command {
         Opt {
             name: "register-secs",
             value: "SECS",
-            default: Some("10"),
-            help: "a connection must register within this time",
+            default: Some("30"),
+            help: "a connection must register within this time: REGISTER, then HELLO or UDP_BLOCKED",
         },
         Opt {
             name: "max-clients",

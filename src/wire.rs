@@ -213,18 +213,17 @@ impl<'a> Words<'a> {
         }
     }
 
-    /// A public endpoint, or [`ASLEEP`] for a client that has none yet.
-    fn public(&mut self) -> Result<Option<SocketAddr>, WireError> {
-        match self
-            .rest
-            .split_once(' ')
-            .map_or(self.rest, |(word, _)| word)
-        {
-            ASLEEP => {
-                self.word("public address")?;
-                Ok(None)
-            }
-            _ => self.parse("public address").map(Some),
+    /// A public endpoint, or the word that stands for a client without one.
+    fn public(&mut self) -> Result<Public, WireError> {
+        let word = self.word("public address")?;
+        match word {
+            ASLEEP => Ok(Public::Asleep),
+            RELAYED => Ok(Public::Relayed),
+            _ => word.parse().map(Public::At).map_err(|_| WireError::Bad {
+                what: "public address",
+                word: quoted(word),
+                shape: None,
+            }),
         }
     }
 
@@ -253,14 +252,29 @@ impl<'a> Words<'a> {
 /// TCP, but not yet awake, so the server has not seen its UDP endpoint.
 pub const ASLEEP: &str = "asleep";
 
-/// A public endpoint on the wire: the address, or [`ASLEEP`] when there is none yet.
-struct Public(Option<SocketAddr>);
+/// The word that stands for the public endpoint of a client whose UDP does not get through
+/// to the server (a network that forwards only TCP): it is reached only through the relay.
+pub const RELAYED: &str = "relayed";
+
+/// Where the others reach a client, as the server lists it: in the public-address position
+/// of `READY`, `PEER` and `JOIN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Public {
+    /// The UDP endpoint the server saw: what peers behind other NATs must send to.
+    At(SocketAddr),
+    /// [`ASLEEP`]: no endpoint yet (registered with `--asleep`, not yet awake).
+    Asleep,
+    /// [`RELAYED`]: its UDP is blocked on the way to the server, so no datagram reaches it
+    /// and none of its own gets anywhere: only the relay carries its chats.
+    Relayed,
+}
 
 impl fmt::Display for Public {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(public) => write!(f, "{public}"),
-            None => f.write_str(ASLEEP),
+        match self {
+            Public::At(public) => write!(f, "{public}"),
+            Public::Asleep => f.write_str(ASLEEP),
+            Public::Relayed => f.write_str(RELAYED),
         }
     }
 }
@@ -270,9 +284,8 @@ impl fmt::Display for Public {
 pub struct PeerInfo {
     /// The ID it registered.
     pub id: String,
-    /// The UDP endpoint the server saw: what peers behind other NATs must send to. `None`
-    /// while the client is Asleep (registered with `--asleep` and not yet awake).
-    pub public: Option<SocketAddr>,
+    /// Where the others reach it: see [`Public`].
+    pub public: Public,
     /// The UDP endpoint the client reported: what peers behind the same NAT must send to.
     pub private: SocketAddr,
 }
@@ -289,7 +302,7 @@ impl PeerInfo {
 
 impl fmt::Display for PeerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.id, Public(self.public), self.private)
+        write!(f, "{} {} {}", self.id, self.public, self.private)
     }
 }
 
@@ -357,6 +370,9 @@ pub enum Request {
         /// The datagram, as it would have gone over UDP.
         datagram: Datagram,
     },
+    /// `UDP_BLOCKED`: my `HELLO`s do not reach you; list me as [`RELAYED`]. Acts only for a
+    /// registration not yet listed: once listed, nothing changes.
+    UdpBlocked,
     /// `EXIT`: unregister me.
     Exit,
 }
@@ -377,6 +393,7 @@ impl fmt::Display for Request {
             }
             Request::Punch { peer } => write!(f, "PUNCH {peer}"),
             Request::Relay { to, datagram } => write!(f, "RELAY {to} {datagram}"),
+            Request::UdpBlocked => f.write_str("UDP_BLOCKED"),
             Request::Exit => f.write_str("EXIT"),
         }
     }
@@ -407,8 +424,9 @@ impl FromStr for Request {
                     datagram: words.nested()?,
                 });
             }
+            "UDP_BLOCKED" => Request::UdpBlocked,
             "EXIT" => Request::Exit,
-            other => return Err(unknown(other, "REGISTER, PUNCH, RELAY, EXIT")),
+            other => return Err(unknown(other, "REGISTER, PUNCH, RELAY, UDP_BLOCKED, EXIT")),
         };
         words.end()?;
         Ok(request)
@@ -430,10 +448,11 @@ pub enum Event {
         nonce: Nonce,
     },
     /// `READY <public-ip:port>`: your announcement arrived from this address; the list
-    /// follows. `READY asleep` answers an Asleep registration at once.
+    /// follows. `READY asleep` answers an Asleep registration at once, `READY relayed` a
+    /// `UDP_BLOCKED`.
     Ready {
-        /// Where the server saw the client's UDP endpoint; `None` when Asleep.
-        public: Option<SocketAddr>,
+        /// Where the server saw the client's UDP endpoint, or why there is none.
+        public: Public,
     },
     /// `PEER <id> <public> <private>`: one entry of the list sent after `READY`.
     Peer(PeerInfo),
@@ -489,7 +508,7 @@ impl fmt::Display for Event {
         match self {
             Event::Welcome { nonce } => write!(f, "WELCOME {nonce}"),
             Event::Challenge { nonce } => write!(f, "CHALLENGE {nonce}"),
-            Event::Ready { public } => write!(f, "READY {}", Public(*public)),
+            Event::Ready { public } => write!(f, "READY {public}"),
             Event::Peer(info) => write!(f, "PEER {info}"),
             Event::ListEnd => f.write_str("LIST_END"),
             Event::Joined(info) => write!(f, "JOIN {info}"),
@@ -921,9 +940,24 @@ mod tests {
             "JOIN carol asleep 192.168.1.3:10081".parse(),
             Ok(Event::Joined(PeerInfo {
                 id: "carol".into(),
-                public: None,
+                public: Public::Asleep,
                 private: "192.168.1.3:10081".parse().unwrap(),
             }))
+        );
+        assert_eq!(
+            "PEER dave relayed 10.1.2.3:10081".parse(),
+            Ok(Event::Peer(PeerInfo {
+                id: "dave".into(),
+                public: Public::Relayed,
+                private: "10.1.2.3:10081".parse().unwrap(),
+            }))
+        );
+        assert_eq!("UDP_BLOCKED".parse(), Ok(Request::UdpBlocked));
+        assert_eq!(
+            "READY relayed".parse(),
+            Ok(Event::Ready {
+                public: Public::Relayed
+            })
         );
         assert_eq!(
             "AWAKE carol 10.0.0.1:10081".parse(),
@@ -932,7 +966,12 @@ mod tests {
                 public: "10.0.0.1:10081".parse().unwrap(),
             })
         );
-        assert_eq!("READY asleep".parse(), Ok(Event::Ready { public: None }));
+        assert_eq!(
+            "READY asleep".parse(),
+            Ok(Event::Ready {
+                public: Public::Asleep
+            })
+        );
         let stamp: Nonce = "0123456789abcdef0123456789abcdef".parse().unwrap();
         let relay = "RELAY bob CHAT alice 00000000000000a1 7 5 0123456789abcdef0123456789abcdef \
                      00000000000000ff hi there";
@@ -974,6 +1013,8 @@ mod tests {
             "REGISTER alice 1.2.3.4:5 asleep extra",
             "REGISTER alice 1.2.3.4:5 ASLEEP",
             "EXIT now",
+            "UDP_BLOCKED now",
+            "udp_blocked",
             "PUNCH",
             "register alice 1.2.3.4:5",
         ] {
@@ -991,6 +1032,15 @@ mod tests {
             "PROBE alice 0123456789abcdef0123456789abcdef +123456789abcdef",
         ] {
             assert!(bad.parse::<Datagram>().is_err(), "{bad:?} parsed");
+        }
+        for bad in [
+            "READY",
+            "READY RELAYED",
+            "READY relayed extra",
+            "JOIN dave relayed",
+            "PEER dave nowhere 1.2.3.4:5",
+        ] {
+            assert!(bad.parse::<Event>().is_err(), "{bad:?} parsed");
         }
         assert!("HELLO alice 1234".parse::<Announce>().is_err());
         assert!("ALIVE alice 0123456789abcdef0123456789abcdef"

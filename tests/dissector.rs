@@ -197,6 +197,17 @@ fn p2p_session(server: &Proc, port: u16, udp: [u16; 2], dave_udp: &UdpSocket) {
     dave.write(b"EXIT\n");
     server.wait_for("dave is deregistered");
 
+    // erin's UDP is blocked, by her own word: listed as relayed.
+    let mut erin = Raw::connect(port);
+    erin.write(b"REGISTER erin 127.0.0.1:9\n");
+    erin.wait_line("WELCOME", |l| l.starts_with("WELCOME "));
+    erin.write(b"UDP_BLOCKED\n");
+    erin.wait_line("READY relayed", |l| l == "READY relayed");
+    erin.wait_line("LIST_END", |l| l == "LIST_END");
+    alice.wait_for("erin joined (relayed");
+    erin.write(b"EXIT\n");
+    server.wait_for("erin is deregistered (relayed)");
+
     carol.send("@exit");
     assert!(carol.wait_exit(SOON).success());
     alice.wait_for("carol left (deregistered)");
@@ -242,6 +253,7 @@ const FIELDS: &[&str] = &[
     "natchat.peer",
     "natchat.addr",
     "natchat.asleep",
+    "natchat.relayed",
     "natchat.seq",
     "natchat.nonce",
     "natchat.text",
@@ -405,6 +417,7 @@ fn the_dissector_decodes_every_message_of_a_real_session() {
         "ACK",
         "RELAY",
         "RELAYED",
+        "UDP_BLOCKED",
         "ERROR",
         "EXIT",
         "LEAVE",
@@ -427,6 +440,17 @@ fn the_dissector_decodes_every_message_of_a_real_session() {
     });
     decoded.find("READY asleep", |row| {
         row.has("natchat.type", "READY") && row.has("natchat.asleep", "1")
+    });
+    decoded.find("erin's UDP_BLOCKED", |row| {
+        row.get("natchat.type") == ["UDP_BLOCKED"] && row.info() == "UDP_BLOCKED"
+    });
+    decoded.find("READY relayed", |row| {
+        row.has("natchat.type", "READY") && row.has("natchat.relayed", "1")
+    });
+    decoded.find("erin joined, relayed", |row| {
+        row.has("natchat.type", "JOIN")
+            && row.has("natchat.id", "erin")
+            && row.has("natchat.relayed", "1")
     });
     decoded.find("carol's Awake request (UDP)", |row| {
         row.get("natchat.type") == ["AWAKE"]

@@ -262,13 +262,16 @@ fn a_server_that_does_not_answer_is_named_in_words() {
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = mute.local_addr().unwrap().port().to_string();
     let mut client = Proc::spawn("client", &["client", "--port", &port, "--id", "alice"]);
-    assert_eq!(client.wait_exit(SOON * 3).code(), Some(1));
+    // Patient, as on a slow link (40 s: longer than a server's registration time), saying
+    // once that it still waits.
+    assert_eq!(client.wait_exit(SOON * 6).code(), Some(1));
     client.wait_line("the timeout, in words", SOON, |l| {
         l == format!(
-            "natchat: the server at 127.0.0.1:{port} did not answer within 10 s. Is it a natchat \
+            "natchat: the server at 127.0.0.1:{port} did not answer within 40 s. Is it a natchat \
              server ('natchat server'), and are --server and --port right?"
         )
     });
+    assert_eq!(client.count("Still waiting for the server"), 1);
     assert_eq!(client.count("os error"), 0);
 }
 

@@ -374,7 +374,7 @@ fn duplicated_datagrams_are_shown_once_and_each_copy_is_acknowledged() {
 
 #[test]
 fn silent_connections_are_closed_and_the_cap_refuses_newcomers() {
-    let (server, port) = p2p_server(&["--register-secs", "1", "--max-clients", "3"]);
+    let (server, port) = p2p_server(&["--register-secs", "2", "--max-clients", "3"]);
     let mut silent = Raw::connect(port);
     assert!(silent
         .line()

@@ -449,12 +449,6 @@ fn a_client_whose_link_is_cut_disappears_within_the_timeout() {
 }
 
 #[test]
-#[ignore = "today a client behind a network without UDP cannot register: the server drops \
-            the registration it never saw announced after --timeout-secs, and the client exits \
-            with \"the server at ... sent 'ERROR no UDP announcement from you reached the server \
-            for 3 s; closing the connection' out of turn during registration\" (with a server \
-            timeout over 10 s: \"never saw our UDP announcement ...; is UDP blocked on the \
-            way?\")"]
 fn a_client_on_a_network_without_udp_registers_and_chats_through_the_relay() {
     let (server, port) = p2p_server(&[]);
     let net = Net::new(port);
@@ -462,7 +456,8 @@ fn a_client_on_a_network_without_udp_registers_and_chats_through_the_relay() {
     a.set(Conditions::blocking(Block::Udp));
     let bob = p2p_client_with("bob", b.port, &[]);
     let mut alice = p2p_client_with("alice", a.port, &[]);
-    bob.wait_for("alice joined");
+    bob.wait_for("alice joined (relayed");
+    alice.wait_for("but our UDP seems blocked");
     alice.send("@chat bob no UDP here");
     bob.wait_line("alice's message", PATIENCE, |l| {
         l == "From alice [no UDP here]"

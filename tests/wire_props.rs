@@ -3,7 +3,7 @@
 use natchat::lines::{clean, is_format, LineReader};
 use natchat::nonce::{Key, Nonce};
 use natchat::wire::{
-    Announce, Datagram, Event, LeaveReason, Numbered, PeerInfo, Request, MAX_TEXT,
+    Announce, Datagram, Event, LeaveReason, Numbered, PeerInfo, Public, Request, MAX_TEXT,
 };
 use proptest::prelude::*;
 use std::net::SocketAddr;
@@ -72,8 +72,16 @@ fn datagram() -> impl Strategy<Value = Datagram> {
     ]
 }
 
+fn public() -> impl Strategy<Value = Public> {
+    prop_oneof![
+        addr().prop_map(Public::At),
+        Just(Public::Asleep),
+        Just(Public::Relayed),
+    ]
+}
+
 fn peer() -> impl Strategy<Value = PeerInfo> {
-    (id(), proptest::option::of(addr()), addr()).prop_map(|(id, public, private)| PeerInfo {
+    (id(), public(), addr()).prop_map(|(id, public, private)| PeerInfo {
         id,
         public,
         private,
@@ -89,6 +97,7 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         id().prop_map(|peer| Request::Punch { peer }),
         (id(), datagram()).prop_map(|(to, datagram)| Request::Relay { to, datagram }),
+        Just(Request::UdpBlocked),
         Just(Request::Exit),
     ]
 }
@@ -102,7 +111,7 @@ fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         nonce().prop_map(|nonce| Event::Welcome { nonce }),
         nonce().prop_map(|nonce| Event::Challenge { nonce }),
-        proptest::option::of(addr()).prop_map(|public| Event::Ready { public }),
+        public().prop_map(|public| Event::Ready { public }),
         peer().prop_map(Event::Peer),
         Just(Event::ListEnd),
         peer().prop_map(Event::Joined),

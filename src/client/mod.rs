@@ -33,7 +33,7 @@ mod session;
 use crate::failure::{in_words, Failure};
 use crate::lines::clean;
 use crate::nonce::{Nonce, Nonces};
-use crate::wire::{Announce, Datagram, Event, Request, MAX_TEXT};
+use crate::wire::{Announce, Datagram, Event, Public, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
 use inbound::{Arrival, Shown};
 use outgoing::{Outgoing, Send, Unconfirmed};
@@ -100,8 +100,18 @@ pub fn run(config: Config) -> Result<(), Failure> {
         }
     }
     match client.peers.me.public {
-        Some(public) => crate::say!("Registered as {}; public endpoint {public}.", client.id),
-        None => crate::say!(
+        Public::At(public) => {
+            crate::say!("Registered as {}; public endpoint {public}.", client.id)
+        }
+        Public::Relayed => crate::say!(
+            "Registered as {}, but our UDP seems blocked on the way to the server at {} (no \
+             answer to our announcement in {} s): we stay registered, and our chats go through \
+             the server.",
+            client.id,
+            client.server,
+            session::BLOCKED_AFTER.as_secs()
+        ),
+        Public::Asleep => crate::say!(
             "Registered as {} and Asleep: the server knows our ID, not yet our UDP endpoint, \
              so nobody can chat with us. @awake wakes us (a @chat does too).",
             client.id
@@ -291,7 +301,7 @@ impl Client {
                 "Message too long: {} bytes, at most {MAX_TEXT}.",
                 text.len()
             );
-        } else if self.peers.me.public.is_none() {
+        } else if self.peers.me.public == Public::Asleep {
             // Asleep ourselves: the Awake request goes first, the chat once it is answered.
             let now = Instant::now();
             let waking = self.waking.is_some();
@@ -327,12 +337,12 @@ impl Client {
     /// Chats typed while we were Asleep go now. (A request sent again before the answer
     /// came is answered again: that answer is no news, and is not shown.)
     fn woke(&mut self, public: SocketAddr) -> Result<(), Failure> {
-        let was_asleep = self.peers.me.public.is_none();
+        let was_asleep = self.peers.me.public == Public::Asleep;
         if was_asleep {
             self.next_keepalive = Instant::now() + self.keepalive;
         }
-        let news = self.waking.is_some() || self.peers.me.public != Some(public);
-        self.peers.me.public = Some(public);
+        let news = self.waking.is_some() || self.peers.me.public != Public::At(public);
+        self.peers.set_mine(Public::At(public));
         self.challenge = None;
         if news {
             crate::say!("Awake: the server sees our UDP endpoint as {public}.");
@@ -390,8 +400,13 @@ impl Client {
         match event {
             Event::Joined(info) => {
                 match info.public {
-                    Some(public) => crate::say!("{} joined ({public})", info.id),
-                    None => crate::say!("{} joined (Asleep)", info.id),
+                    Public::At(public) => crate::say!("{} joined ({public})", info.id),
+                    Public::Asleep => crate::say!("{} joined (Asleep)", info.id),
+                    Public::Relayed => crate::say!(
+                        "{} joined (relayed: its UDP is blocked, so its chats go through the \
+                         server)",
+                        info.id
+                    ),
                 }
                 self.peers.insert(info);
             }
@@ -399,8 +414,8 @@ impl Client {
             Event::Awake { id, public } => {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} is awake ({public})");
-                    if peer.info.public != Some(public) {
-                        peer.relocate(Some(public));
+                    if peer.info.public != Public::At(public) {
+                        peer.relocate(Public::At(public));
                     }
                 }
             }
@@ -412,7 +427,7 @@ impl Client {
             }
             Event::Moved { id, public } if id == self.id => {
                 self.answering = None;
-                self.peers.me.public = Some(public);
+                self.peers.set_mine(Public::At(public));
                 crate::say!(
                     "The server now sees our UDP endpoint as {public} (our NAT gave us a new \
                      mapping)."
@@ -421,7 +436,7 @@ impl Client {
             Event::Moved { id, public } => {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     crate::say!("{id} moved to {public}");
-                    peer.relocate(Some(public));
+                    peer.relocate(Public::At(public));
                 }
             }
             Event::Punch { peer, key } => {
@@ -546,7 +561,7 @@ impl Client {
         if self.waking.is_some() {
             self.challenge = Some(nonce);
             self.announce_awake();
-        } else if self.peers.me.public.is_some() {
+        } else if matches!(self.peers.me.public, Public::At(_)) {
             let now = Instant::now();
             self.answering = Some(Answer {
                 nonce,
@@ -580,8 +595,10 @@ impl Client {
     /// Keep-alives, Awake requests, retransmissions, give-ups and punching probes that are
     /// due.
     fn on_tick(&mut self, now: Instant) -> Result<(), Failure> {
-        // Asleep, there is no endpoint to keep alive: the server does not expect one.
-        if now >= self.next_keepalive && self.peers.me.public.is_some() && self.tcp.is_some() {
+        // Asleep or relayed, there is no endpoint to keep alive: the server does not expect
+        // one, and our UDP would not get there anyway.
+        let endpoint = matches!(self.peers.me.public, Public::At(_));
+        if now >= self.next_keepalive && endpoint && self.tcp.is_some() {
             self.announce(Announce::Alive {
                 id: self.id.clone(),
             });
@@ -593,7 +610,7 @@ impl Client {
             waking.give_up_at = now + AWAKE_PATIENCE;
         } else if let Some(waking) = &mut self.waking {
             if now >= waking.give_up_at {
-                let still = if self.peers.me.public.is_none() {
+                let still = if self.peers.me.public == Public::Asleep {
                     " We are still Asleep."
                 } else {
                     ""
@@ -634,24 +651,25 @@ impl Client {
     }
 
     /// Everyone online, each with its status: `<id> <public> Awake  private=<private>  path=`
-    /// for an awake peer, `<id> Asleep` for one with no endpoint yet.
+    /// for an awake peer (`relayed` for its public endpoint if its UDP is blocked), `<id>
+    /// Asleep` for one with no endpoint yet.
     fn show_list(&self) {
         let me = &self.peers.me;
         crate::say!("Online ({}):", self.peers.len() + 1);
         match me.public {
-            Some(public) => crate::say!("{} {public} Awake  private={}  (you)", me.id, me.private),
-            None => crate::say!("{} Asleep  (you)", me.id),
+            Public::Asleep => crate::say!("{} Asleep  (you)", me.id),
+            public => crate::say!("{} {public} Awake  private={}  (you)", me.id, me.private),
         }
         for peer in self.peers.iter() {
             let info = &peer.info;
             match info.public {
-                Some(public) => crate::say!(
+                Public::Asleep => crate::say!("{} Asleep", info.id),
+                public => crate::say!(
                     "{} {public} Awake  private={}  path={}",
                     info.id,
                     info.private,
                     peer.path_label()
                 ),
-                None => crate::say!("{} Asleep", info.id),
             }
         }
     }
@@ -711,7 +729,7 @@ impl Client {
         let udp = self.udp.try_clone().map_err(|e| {
             Failure::runtime(format!("cannot share the UDP socket: {}", in_words(&e)))
         })?;
-        let asleep = self.peers.me.public.is_none();
+        let asleep = self.peers.me.public == Public::Asleep;
         let next = self.generation + 1;
         session::spawn_reconnect(
             server,
@@ -729,8 +747,8 @@ impl Client {
     fn back(&mut self, back: Back) {
         self.tcp = Some(back.tcp);
         self.generation += 1;
-        self.peers.me.public = back.public;
-        if back.public.is_none() {
+        self.peers.set_mine(back.public);
+        if back.public == Public::Asleep {
             self.challenge = Some(back.welcome);
         }
         let listed: Vec<&str> = back.list.iter().map(|info| info.id.as_str()).collect();
@@ -746,8 +764,11 @@ impl Client {
             }
         }
         let status = match self.peers.me.public {
-            Some(public) => format!("public endpoint {public}"),
-            None => "still Asleep".to_string(),
+            Public::At(public) => format!("public endpoint {public}"),
+            Public::Relayed => {
+                "relayed: our UDP seems blocked, so our chats go through the server".to_string()
+            }
+            Public::Asleep => "still Asleep".to_string(),
         };
         crate::say!(
             "Registered again with the server at {} as {} ({status}).",

@@ -25,11 +25,15 @@
 //!
 //! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
 //! refused until it wakes.
+//!
+//! A relayed peer (its UDP is blocked on the way to the server: the server lists it as
+//! `relayed`), and every peer while our own UDP is blocked, is reached through the relay at
+//! once: no probe can get through, so nothing is held for one, and no punch is asked for.
 
 use super::inbound::Inbound;
 use super::rtt::RoundTrip;
 use crate::nonce::{Key, Nonce, Nonces};
-use crate::wire::PeerInfo;
+use crate::wire::{PeerInfo, Public};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,6 +58,9 @@ pub enum Path {
     Direct(SocketAddr),
     /// No direct path answered; the server relays. Probe again at `retry_at`.
     Relayed { retry_at: Instant },
+    /// The peer's UDP, or ours, is blocked on the way to the server: only the relay can
+    /// reach it, and no probe is ever sent.
+    RelayOnly,
 }
 
 /// Where one transmission goes.
@@ -115,6 +122,9 @@ pub struct Peer {
     /// Since when the direct path is in doubt (a message on it went overdue) and being
     /// asked: a genuine answer from it ends the doubt.
     doubted_since: Option<Instant>,
+    /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
+    /// ours can work either. Kept by [`Peers`], which knows.
+    ours_blocked: bool,
 }
 
 /// A genuine answer to one of our probes.
@@ -128,7 +138,7 @@ pub struct Answered {
 }
 
 impl Peer {
-    fn new(info: PeerInfo) -> Peer {
+    fn new(info: PeerInfo, ours_blocked: bool) -> Peer {
         let mut peer = Peer {
             info,
             key: None,
@@ -139,6 +149,7 @@ impl Peer {
             path_since: Instant::now(),
             burst: None,
             doubted_since: None,
+            ours_blocked,
         };
         peer.relocate(peer.info.public);
         peer
@@ -146,7 +157,7 @@ impl Peer {
 
     /// Asleep: registered, but its UDP endpoint is not known yet.
     pub fn is_asleep(&self) -> bool {
-        self.info.public.is_none()
+        self.info.public == Public::Asleep
     }
 
     /// The key we share with it, once the server has handed it over.
@@ -157,20 +168,27 @@ impl Peer {
     /// Its public endpoint is new (a NAT gave it a new mapping; it woke): every path must be
     /// found again, but what it already sent stays known, so that its retransmissions are
     /// not shown twice, and the key stays (it is the same session).
-    pub fn relocate(&mut self, public: Option<SocketAddr>) {
+    pub fn relocate(&mut self, public: Public) {
         self.info.public = public;
         // A peer whose private address is its public one has no NAT: its one address is a
         // public one (reached from anywhere, and seeing our public address, not our
         // private one).
+        let private = Candidate::new(self.info.private, Kind::Private);
+        // Its UDP, or ours, is blocked: no address of it can answer anything.
+        let blocked = self.ours_blocked || public == Public::Relayed;
         self.candidates = match public {
-            Some(public) if public == self.info.private => {
+            _ if blocked => Vec::new(),
+            Public::At(public) if public == self.info.private => {
                 vec![Candidate::new(public, Kind::Public)]
             }
-            public => std::iter::once(Candidate::new(self.info.private, Kind::Private))
-                .chain(public.map(|public| Candidate::new(public, Kind::Public)))
-                .collect(),
+            Public::At(public) => vec![private, Candidate::new(public, Kind::Public)],
+            Public::Asleep | Public::Relayed => vec![private],
         };
-        self.path = Path::Untried;
+        self.path = if blocked {
+            Path::RelayOnly
+        } else {
+            Path::Untried
+        };
         self.punch_asked = false;
         self.path_since = Instant::now();
         self.burst = None;
@@ -180,7 +198,7 @@ impl Peer {
     /// The path, in a word, for `@show_list`.
     pub fn path_label(&self) -> &'static str {
         match self.path {
-            Path::Relayed { .. } => "relayed",
+            Path::Relayed { .. } | Path::RelayOnly => "relayed",
             Path::Untried => "new",
             Path::Direct(addr) => match self.kind_of(addr) {
                 Some(Kind::Private) => "private",
@@ -215,6 +233,7 @@ impl Peer {
         let on_this_path = waited.min(now.saturating_duration_since(self.path_since));
         let overdue = on_this_path >= round_trip.relay_after();
         match self.path {
+            Path::RelayOnly => (Route::Relay, false),
             Path::Direct(addr) if !server => (Route::Direct(addr), false),
             Path::Relayed { retry_at } => {
                 let retry = now >= retry_at;
@@ -425,13 +444,26 @@ impl Peers {
     /// Adds or replaces a peer. Its paths start afresh; what it sent us is kept (a new
     /// session of it starts its own books afresh anyway: see `Inbound`).
     pub fn insert(&mut self, info: PeerInfo) {
-        let mut peer = Peer::new(info);
+        let mut peer = Peer::new(info, self.me.public == Public::Relayed);
         let id = peer.info.id.clone();
         let known = self.others.remove(&id).map(|p| p.inbound);
         if let Some(inbound) = known.or_else(|| self.away.remove(&id)) {
             peer.inbound = inbound;
         }
         self.others.insert(id, peer);
+    }
+
+    /// Our own public endpoint, as the server now lists it. Our UDP blocked, or no longer
+    /// (registered again, from elsewhere), every path is found afresh.
+    pub fn set_mine(&mut self, public: Public) {
+        let blocked = public == Public::Relayed;
+        let was = std::mem::replace(&mut self.me.public, public) == Public::Relayed;
+        if blocked != was {
+            for peer in self.others.values_mut() {
+                peer.ours_blocked = blocked;
+                peer.relocate(peer.info.public);
+            }
+        }
     }
 
     /// Keeps only the peers whose ID `keep` accepts; what the others sent is kept aside.
@@ -481,7 +513,7 @@ mod tests {
     fn info(id: &str, public: &str, private: &str) -> PeerInfo {
         PeerInfo {
             id: id.into(),
-            public: Some(public.parse().unwrap()),
+            public: Public::At(public.parse().unwrap()),
             private: private.parse().unwrap(),
         }
     }
@@ -517,7 +549,7 @@ mod tests {
     #[test]
     fn messages_wait_for_a_validated_path_then_relay_then_retry() {
         let mut nonces = Nonces::new().unwrap();
-        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), false);
         // A while after we heard of it: a message can have waited a second for a path.
         let now = Instant::now() + overdue();
         assert_eq!(
@@ -566,7 +598,7 @@ mod tests {
     #[test]
     fn an_overdue_message_doubts_the_path_and_only_silence_gives_it_up() {
         let mut nonces = Nonces::new().unwrap();
-        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), false);
         let now = Instant::now();
         let allowed = Duration::from_secs(2);
         let (public, nonce) = keyed(&mut far, &mut nonces, now)[1];
@@ -608,7 +640,7 @@ mod tests {
     #[test]
     fn only_an_answer_to_our_own_nonce_from_the_address_asked_validates_it() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"));
+        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"), false);
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         let (private, nonce) = probes[0];
@@ -635,7 +667,7 @@ mod tests {
     #[test]
     fn the_best_validated_path_carries_the_chat() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"));
+        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"), false);
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         assert!(
@@ -662,7 +694,7 @@ mod tests {
     #[test]
     fn a_probe_from_a_new_address_makes_a_candidate_to_validate() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
         let now = Instant::now();
         let reflexive: SocketAddr = "10.0.0.2:50123".parse().unwrap();
         peer.probed_from(reflexive, &mut nonces, now);
@@ -679,7 +711,7 @@ mod tests {
     #[test]
     fn a_peer_without_a_nat_is_reached_at_its_one_public_address() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("open", "10.0.1.2:10081", "10.0.1.2:10081"));
+        let mut peer = Peer::new(info("open", "10.0.1.2:10081", "10.0.1.2:10081"), false);
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         assert_eq!(probes.len(), 1);
@@ -695,14 +727,14 @@ mod tests {
     fn a_move_keeps_what_was_seen_and_the_key() {
         use super::super::inbound::Arrival;
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
         let now = Instant::now();
         let probes = keyed(&mut peer, &mut nonces, now);
         assert!(peer
             .answered(probes[1].0, &probes[1].1, ME, ME, now)
             .is_some());
         assert_eq!(peer.inbound.arrive(ONE, "hi".into(), now).0, Arrival::New);
-        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
+        peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
         assert_eq!(peer.path, Path::Untried);
         assert!(peer.key().is_some());
         assert_eq!(
@@ -715,8 +747,8 @@ mod tests {
     #[test]
     fn a_message_sent_before_a_move_waits_on_the_new_path_before_it_is_relayed() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"));
-        peer.relocate(Some("10.0.0.2:40000".parse().unwrap()));
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
+        peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
         let now = Instant::now();
         let old = Duration::from_secs(3);
         assert_eq!(
@@ -742,10 +774,13 @@ mod tests {
 
     #[test]
     fn an_asleep_peer_has_only_its_private_candidate_and_is_never_punched() {
-        let mut peer = Peer::new(PeerInfo {
-            public: None,
-            ..info("sleepy", "10.0.0.1:1", "192.168.1.3:10081")
-        });
+        let mut peer = Peer::new(
+            PeerInfo {
+                public: Public::Asleep,
+                ..info("sleepy", "10.0.0.1:1", "192.168.1.3:10081")
+            },
+            false,
+        );
         assert!(peer.is_asleep());
         assert_eq!(peer.candidates.len(), 1);
         assert_eq!(
@@ -757,5 +792,54 @@ mod tests {
             ),
             (Route::Hold, false)
         );
+    }
+
+    #[test]
+    fn a_relayed_peer_and_every_peer_of_ours_when_our_udp_is_blocked_take_the_relay_at_once() {
+        let mut nonces = Nonces::new().unwrap();
+        let now = Instant::now();
+        let relayed = PeerInfo {
+            public: Public::Relayed,
+            ..info("walled", "10.0.0.1:1", "192.168.1.3:10081")
+        };
+        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
+        peers.insert(relayed);
+        peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let walled = peers.get_mut("walled").unwrap();
+        assert!(!walled.is_asleep());
+        assert_eq!(
+            route(walled, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false)
+        );
+        assert_eq!(walled.path_label(), "relayed");
+        assert!(walled.probes_due(now).is_empty());
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(far, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true)
+        );
+
+        // Our own UDP blocked: everyone is relayed, and no punch is asked for; unblocked
+        // again, the paths are found afresh.
+        peers.set_mine(Public::Relayed);
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(far, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false)
+        );
+        assert_eq!(far.path_label(), "relayed");
+        peers.insert(info("late", "10.0.0.3:10081", "192.168.3.3:10081"));
+        let late = peers.get_mut("late").unwrap();
+        assert_eq!(
+            route(late, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false)
+        );
+        peers.set_mine(Public::At("10.0.0.9:10081".parse().unwrap()));
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(far, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true)
+        );
+        assert_eq!(peers.get("walled").unwrap().path_label(), "relayed");
     }
 }

@@ -8,9 +8,19 @@
 //!  client                           server
 //!    ── TCP  REGISTER alice 192.168.1.2:10081 ─▶
 //!    ◀─ TCP  WELCOME <nonce> ───────────────────   (a challenge: prove your UDP address)
-//!    ── UDP  HELLO alice <nonce> ──────────────▶   (repeated until READY)
+//!    ── UDP  HELLO alice <nonce> ──────────────▶   (repeated, less and less often)
 //!    ◀─ TCP  READY 10.0.0.1:10081, PEER ..., LIST_END
 //! ```
+//!
+//! When no `READY` has come [`BLOCKED_AFTER`] the first `HELLO` (a network that forwards
+//! only TCP), the client says `UDP_BLOCKED` over TCP and stops announcing; the server lists
+//! it as relayed (`READY relayed`), and all its chats go through the server's relay. A
+//! `READY` with an address that comes even then (a `HELLO` got through, only its answer
+//! was slow) counts as it always does.
+//!
+//! A slow, lossy link is not a dead server: each answer may take [`STEP_TIMEOUT`], longer
+//! than the server's own registration time, and after [`STILL_WAITING`] the user is told
+//! that the client is still waiting.
 //!
 //! An Asleep client (`--asleep`) registers with `REGISTER carol <private> asleep` and sends
 //! no `HELLO`: the server answers `READY asleep` and the list at once, and the event loop
@@ -26,7 +36,9 @@ use super::Config;
 use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::nonce::{Nonce, Nonces};
-use crate::wire::{check_id, Announce, Datagram, Event, IdInUse, PeerInfo, Request, MAX_LINE};
+use crate::wire::{
+    check_id, Announce, Datagram, Event, IdInUse, PeerInfo, Public, Request, MAX_LINE,
+};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -81,10 +93,21 @@ pub struct Session {
     pub from_peers: Receiver<FromPeer>,
 }
 
-/// How long each registration step may take before the client gives up.
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often `HELLO` is repeated until the server answers.
-const HELLO_EVERY: Duration = Duration::from_millis(250);
+/// How long each answer of the server's may take during registration before the client gives
+/// up: longer than the server's own registration time (`--register-secs`, 30 s unless told),
+/// so that on a slow, lossy link (where TCP itself retransmits after 1, 2, 4 ... s) the
+/// server's verdict, not our impatience, ends a registration.
+const STEP_TIMEOUT: Duration = Duration::from_secs(40);
+/// After this long without an answer, the user is told (once) that we are still waiting.
+const STILL_WAITING: Duration = Duration::from_secs(8);
+/// `HELLO` goes at once, again after the first pause, then after pauses half as long again
+/// each time, up to the longest: quick on a good link, and no flood on a slow one.
+const HELLO_FIRST: Duration = Duration::from_millis(250);
+const HELLO_MOST: Duration = Duration::from_secs(1);
+/// No `READY` this long after the first `HELLO` (eight of them): our UDP does not get
+/// through, and we say so (`UDP_BLOCKED`). Well inside the server's registration time, which
+/// counts from accept.
+pub const BLOCKED_AFTER: Duration = Duration::from_secs(6);
 
 /// Why a registration did not go through.
 enum Refusal {
@@ -130,7 +153,7 @@ pub fn start(config: &Config) -> Result<Session, Failure> {
 fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     let (tcp, server_addr) = connect(&config.server, config.port, "server", "server")?;
     let udp = bind_udp(config.udp_port)?;
-    let handshake = handshake(tcp, server_addr, &id, config.asleep, &udp)?;
+    let handshake = handshake(tcp, server_addr, &id, config.asleep, &udp, true)?;
     let lost = |e| registration_failed(server_addr, &e);
     let me = PeerInfo {
         id,
@@ -140,7 +163,7 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     let (to_loop, from_server) = bounded(CHANNEL);
     Ok(Session {
         me,
-        challenge: handshake.public.is_none().then_some(handshake.welcome),
+        challenge: (handshake.public == Public::Asleep).then_some(handshake.welcome),
         nonces: nonces()?,
         stamps: nonces()?,
         server_addr,
@@ -171,20 +194,23 @@ pub struct Handshake {
     private: SocketAddr,
     /// `WELCOME`'s nonce: Asleep, our Awake request will bring it back.
     pub welcome: Nonce,
-    /// Where the server sees our UDP endpoint; `None` when Asleep.
-    pub public: Option<SocketAddr>,
+    /// Where the server sees our UDP endpoint, or that it does not (Asleep, relayed).
+    pub public: Public,
     /// Everyone listed, ourselves included.
     pub list: Vec<PeerInfo>,
 }
 
 /// Registers `id` on `tcp`, a new connection to the server at `server_addr`: `REGISTER`,
-/// `WELCOME`, then (unless `asleep`) `HELLO` from `udp` until `READY`, and the list.
+/// `WELCOME`, then (unless `asleep`) `HELLO` from `udp` until `READY`, and the list. A
+/// relayed client registering again tries its UDP again first: it may be on another network
+/// now. With `tell`, a slow answer is said to the user.
 fn handshake(
     tcp: TcpStream,
     server_addr: SocketAddr,
     id: &str,
     asleep: bool,
     udp: &UdpSocket,
+    tell: bool,
 ) -> Result<Handshake, Refusal> {
     let lost = |e| registration_failed(server_addr, &e);
     let _ = tcp.set_nodelay(true);
@@ -192,7 +218,7 @@ fn handshake(
     let private = SocketAddr::new(private_ip, udp.local_addr().map_err(lost)?.port());
 
     let mut writer = tcp.try_clone().map_err(lost)?;
-    let mut reader = LineReader::new(tcp.try_clone().map_err(lost)?, MAX_LINE);
+    let reader = LineReader::new(tcp.try_clone().map_err(lost)?, MAX_LINE);
     let register = Request::Register {
         id: id.to_string(),
         private,
@@ -202,8 +228,12 @@ fn handshake(
     writer
         .write_all(format!("{register}\n").as_bytes())
         .map_err(lost)?;
-    tcp.set_read_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
-    let welcome = match next_event(&mut reader, server_addr)? {
+    let mut answers = Answers {
+        reader,
+        server: server_addr,
+        tell,
+    };
+    let welcome = match answers.next()? {
         Event::Welcome { nonce } => nonce,
         Event::Error { message } if message == IdInUse { id: id.into() }.to_string() => {
             return Err(Refusal::IdInUse(message))
@@ -217,17 +247,19 @@ fn handshake(
     };
 
     let public = if asleep {
-        match next_event(&mut reader, server_addr)? {
-            Event::Ready { public: None } => None,
+        match answers.next()? {
+            Event::Ready {
+                public: Public::Asleep,
+            } => Public::Asleep,
             other => return Err(confused(server_addr, &other).into()),
         }
     } else {
-        Some(hello(id, welcome, udp, &mut reader, server_addr)?)
+        hello(id, welcome, udp, &mut writer, &mut answers)?
     };
 
     let mut list = Vec::new();
     loop {
-        match next_event(&mut reader, server_addr)? {
+        match answers.next()? {
             Event::Peer(info) => list.push(info),
             Event::ListEnd => break,
             other => return Err(confused(server_addr, &other).into()),
@@ -237,7 +269,7 @@ fn handshake(
     tcp.set_write_timeout(Some(STEP_TIMEOUT)).map_err(lost)?;
     Ok(Handshake {
         tcp,
-        reader,
+        reader: answers.reader,
         private,
         welcome,
         public,
@@ -280,7 +312,7 @@ pub fn spawn_reconnect(
             let Ok(tcp) = TcpStream::connect_timeout(&server, STEP_TIMEOUT) else {
                 continue;
             };
-            match handshake(tcp, server, &id, asleep, &udp) {
+            match handshake(tcp, server, &id, asleep, &udp, false) {
                 Ok(handshake) => {
                     let reader = handshake.reader;
                     let back = Back {
@@ -310,7 +342,7 @@ pub fn spawn_reconnect(
 /// A registration again, for the loop.
 pub struct Back {
     pub tcp: TcpStream,
-    pub public: Option<SocketAddr>,
+    pub public: Public,
     pub welcome: Nonce,
     pub list: Vec<PeerInfo>,
 }
@@ -355,62 +387,98 @@ fn bind_udp(port: u16) -> Result<UdpSocket, Failure> {
 }
 
 /// Announces the UDP endpoint (`HELLO`) until the server has seen it, and returns the public
-/// endpoint it saw (`READY`).
+/// endpoint it saw (`READY`). If it has not seen it [`BLOCKED_AFTER`] the first `HELLO`,
+/// tells it so over TCP (`writer`), and returns what it answers then: `relayed`, or the
+/// address a late `HELLO` came from after all.
 fn hello(
     id: &str,
     nonce: Nonce,
     udp: &UdpSocket,
-    reader: &mut LineReader<TcpStream>,
-    server: SocketAddr,
-) -> Result<SocketAddr, Failure> {
+    writer: &mut TcpStream,
+    answers: &mut Answers,
+) -> Result<Public, Failure> {
+    let server = answers.server;
     let hello = Announce::Hello {
         id: id.to_string(),
         nonce,
     }
     .to_string();
-    let timeout = |reader: &LineReader<TcpStream>, limit| {
-        let set = reader.get_ref().set_read_timeout(Some(limit));
-        set.map_err(|e| registration_failed(server, &e))
-    };
-    timeout(reader, HELLO_EVERY)?;
-    let deadline = Instant::now() + STEP_TIMEOUT;
+    let blocked_at = Instant::now() + BLOCKED_AFTER;
+    let mut pause = HELLO_FIRST;
+    // At most one HELLO per HELLO_FIRST until BLOCKED_AFTER: a bounded loop.
     let public = loop {
-        if Instant::now() >= deadline {
-            let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
-            return Err(Failure::runtime(format!(
-                "the server at {server} never saw our UDP announcement from port {port}; \
-                 is UDP blocked on the way?"
-            )));
+        let now = Instant::now();
+        if now >= blocked_at {
+            let blocked = format!("{}\n", Request::UdpBlocked);
+            writer
+                .write_all(blocked.as_bytes())
+                .map_err(|e| registration_failed(server, &e))?;
+            break answers.next()?;
         }
         let _ = udp.send_to(hello.as_bytes(), server);
-        match reader.read_line() {
-            Ok(Some(line)) => match parse_event(&line, server)? {
-                Event::Ready {
-                    public: Some(public),
-                } => break public,
-                other => return Err(confused(server, &other)),
-            },
-            Err(LineError::Io(e)) if is_timeout(&e) => {}
-            Ok(None) | Err(_) => return Err(closed_during_registration(server)),
+        let wait = pause.min(blocked_at - now);
+        pause = (pause * 3 / 2).min(HELLO_MOST);
+        if let Some(event) = answers.within(wait)? {
+            break event;
         }
     };
-    timeout(reader, STEP_TIMEOUT)?;
-    Ok(public)
+    match public {
+        Event::Ready { public } if public != Public::Asleep => Ok(public),
+        other => Err(confused(server, &other)),
+    }
 }
 
-fn next_event(reader: &mut LineReader<TcpStream>, server: SocketAddr) -> Result<Event, Failure> {
-    match reader.read_line() {
-        Ok(Some(line)) => parse_event(&line, server),
-        Ok(None) => Err(closed_during_registration(server)),
-        Err(LineError::Io(e)) if is_timeout(&e) => Err(Failure::runtime(format!(
-            "the server at {server} did not answer within {} s. Is it a natchat server \
-             ('natchat server'), and are --server and --port right?",
-            STEP_TIMEOUT.as_secs()
-        ))),
-        Err(LineError::Io(e)) => Err(registration_failed(server, &e)),
-        Err(e) => Err(Failure::runtime(format!(
-            "registration with {server} failed: the server sent a {e}"
-        ))),
+/// The server's answers during registration, each awaited with patience.
+struct Answers {
+    reader: LineReader<TcpStream>,
+    server: SocketAddr,
+    /// Whether to tell the user when an answer is slow: not when registering again in the
+    /// background.
+    tell: bool,
+}
+
+impl Answers {
+    /// The next event, waiting up to [`STEP_TIMEOUT`] for it, and saying once after
+    /// [`STILL_WAITING`] that we still are.
+    fn next(&mut self) -> Result<Event, Failure> {
+        if let Some(event) = self.within(STILL_WAITING)? {
+            return Ok(event);
+        }
+        if self.tell {
+            crate::say!(
+                "Still waiting for the server at {} to answer (slow or lossy link?)...",
+                self.server
+            );
+        }
+        self.within(STEP_TIMEOUT - STILL_WAITING)?.ok_or_else(|| {
+            Failure::runtime(format!(
+                "the server at {} did not answer within {} s. Is it a natchat server \
+                 ('natchat server'), and are --server and --port right?",
+                self.server,
+                STEP_TIMEOUT.as_secs()
+            ))
+        })
+    }
+
+    /// The next event, if one comes within `wait`. A line cut short by the wait is kept,
+    /// and finished by the next call.
+    fn within(&mut self, wait: Duration) -> Result<Option<Event>, Failure> {
+        let server = self.server;
+        // A zero timeout is refused by the socket: wait at least a millisecond.
+        let wait = wait.max(Duration::from_millis(1));
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(wait))
+            .map_err(|e| registration_failed(server, &e))?;
+        match self.reader.read_line() {
+            Ok(Some(line)) => parse_event(&line, server).map(Some),
+            Err(LineError::Io(e)) if is_timeout(&e) => Ok(None),
+            Ok(None) => Err(closed_during_registration(server)),
+            Err(LineError::Io(e)) => Err(registration_failed(server, &e)),
+            Err(e) => Err(Failure::runtime(format!(
+                "registration with {server} failed: the server sent a {e}"
+            ))),
+        }
     }
 }
 
@@ -436,10 +504,18 @@ fn closed_during_registration(server: SocketAddr) -> Failure {
     ))
 }
 
+/// The server answered `event`, which is not what registration expected at this step.
 fn confused(server: SocketAddr, event: &Event) -> Failure {
-    Failure::runtime(format!(
-        "the server at {server} sent '{event}' out of turn during registration"
-    ))
+    match event {
+        // Its registration time ran out, say, on a very slow link.
+        Event::Error { message } => Failure::runtime(format!(
+            "the server at {server} ended our registration: {}",
+            clean(message)
+        )),
+        _ => Failure::runtime(format!(
+            "the server at {server} sent '{event}' out of turn during registration"
+        )),
+    }
 }
 
 /// How long the UDP thread pauses after a failed receive.

@@ -1,6 +1,6 @@
 //! One client's TCP connection, on its own thread: where a `REGISTER` is handled, and every
 //! request after it: `PUNCH` (the punch is coordinated here), `RELAY` (the relay is here),
-//! `EXIT`.
+//! `UDP_BLOCKED` (a client whose UDP never reached us chats through the relay), `EXIT`.
 //!
 //! The connection thread reads lines and changes the registry under its lock; it never
 //! writes to a socket. What it has to say, to its own client or to others, is queued on their
@@ -10,7 +10,7 @@ use super::registry::Departed;
 use super::Shared;
 use crate::lines::{is_timeout, DeadlineStream, LineError, LineReader};
 use crate::outbox::Outbox;
-use crate::wire::{Event, LeaveReason, Request, MAX_LINE};
+use crate::wire::{Event, LeaveReason, Public, Request, MAX_LINE};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -68,8 +68,9 @@ pub(super) fn print_departure(
 ) {
     let how = reason.as_str();
     match (departed, tcp) {
-        (Departed::Listed(Some(public)), _) => crate::event!("{id} is {how} {public}"),
-        (Departed::Listed(None), _) => crate::event!("{id} is {how} (Asleep)"),
+        (Departed::Listed(Public::At(public)), _) => crate::event!("{id} is {how} {public}"),
+        (Departed::Listed(Public::Asleep), _) => crate::event!("{id} is {how} (Asleep)"),
+        (Departed::Listed(Public::Relayed), _) => crate::event!("{id} is {how} (relayed)"),
         (Departed::Unannounced, Some(addr)) if reason != LeaveReason::Disappeared => {
             crate::event!("{id} left before announcing its UDP endpoint ({addr})")
         }
@@ -122,7 +123,7 @@ fn register(
                 asleep,
             }) => {
                 let mut members = registry.lock();
-                return match members.register(&id, private, outbox.clone(), asleep) {
+                return match members.register(&id, private, outbox.clone(), asleep, deadline) {
                     Ok(conn) => {
                         if asleep {
                             crate::event!("{id} Asleep");
@@ -167,6 +168,16 @@ fn handle_request(
                 refuse(format!("cannot punch to '{peer}': not online"));
             } else if members.is_asleep(&peer) {
                 refuse(format!("cannot punch to '{peer}': it is Asleep"));
+            } else if members.is_relayed(&peer) || members.is_relayed(id) {
+                // No probe of either side's could get through: the relay carries their chats.
+                let whose = if members.is_relayed(id) {
+                    "your"
+                } else {
+                    "its"
+                };
+                refuse(format!(
+                    "cannot punch to '{peer}': {whose} UDP is blocked; the relay carries your chats"
+                ));
             } else if members.may_punch(id) {
                 // Both at once: each side's probes open its own NAT for the other's, and each
                 // is handed the key that tags them.
@@ -204,6 +215,13 @@ fn handle_request(
             } else {
                 // Best effort: a dropped relay is retransmitted by its sender.
                 members.offer(&to, id, &Event::Relayed { datagram });
+            }
+        }
+        Request::UdpBlocked => {
+            // Only for this connection's own registration, and only before it is listed:
+            // again, or after its HELLO got through first, it changes nothing.
+            if registry.lock().udp_blocked(id, conn) {
+                crate::event!("{id} relayed (UDP blocked)");
             }
         }
         Request::Register { .. } => refuse(format!("already registered as '{id}'")),

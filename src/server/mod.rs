@@ -5,13 +5,15 @@
 //! chat datagrams when no direct path works. Its threads, each in a file of its own:
 //!
 //! ```text
-//!  accept ──spawn──▶ connection thread (one per client): REGISTER, PUNCH, RELAY, EXIT
-//!  (crate::listener)  │ ▲ writes go through the client's Outbox      connection.rs
+//!  accept ──spawn──▶ connection thread (one per client): REGISTER, PUNCH, RELAY,
+//!  (crate::listener)  │                   UDP_BLOCKED, EXIT            connection.rs
+//!                     │ ▲ writes go through the client's Outbox
 //!                     │ │ (its own writer thread)
 //!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: public endpoints,  announcements.rs
 //!                     │ │ keep-alives
 //!  reaper thread ─────┤ │ every 250 ms: clients silent for           reaper.rs
-//!                     │ │ --timeout-secs "disappear"
+//!                     │ │ --timeout-secs "disappear", and those
+//!                     │ │ not listed within --register-secs close
 //!  rounds thread ─────┘ │ ends each round of joins and leaves        crate::scale::rounds
 //!                  Arc<Mutex<Registry>>: who is online              registry.rs
 //! ```
@@ -50,7 +52,8 @@ pub struct Config {
     pub port: u16,
     /// A client not heard from over UDP for this long has disappeared.
     pub timeout: Duration,
-    /// A connection that has not registered by then is closed.
+    /// A connection that has not registered by then is closed: its `REGISTER` line, and its
+    /// UDP announcement (`HELLO`) or `UDP_BLOCKED`, all count from accept.
     pub register_timeout: Duration,
     /// Connections beyond this are refused; `None`: as many as the machine allows, up to
     /// [`limits::DEFAULT_MAX`].

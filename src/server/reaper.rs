@@ -39,12 +39,18 @@ pub(super) fn reap_silent(registry: &Shared, timeout: Duration, stop: &Stop) {
                 continue;
             };
             let why = match departed {
-                Departed::Unannounced => "no UDP announcement from you reached the server",
-                Departed::Listed(_) => "no UDP keep-alive from you reached the server",
+                Departed::Unannounced => {
+                    "neither a UDP announcement from you nor UDP_BLOCKED reached the server \
+                     within the registration time"
+                        .to_string()
+                }
+                Departed::Listed(_) => format!(
+                    "no UDP keep-alive from you reached the server for {} s",
+                    timeout.as_secs_f64()
+                ),
             };
             print_departure(&id, LeaveReason::Disappeared, departed, None);
-            let secs = timeout.as_secs_f64();
-            outbox.push_line(&format!("ERROR {why} for {secs} s; closing the connection"));
+            outbox.push_line(&format!("ERROR {why}; closing the connection"));
             outbox.close_after_queued();
         }
     }

@@ -10,7 +10,7 @@ use crate::mac;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::outbox::{line_message, Outbox};
 use crate::scale::rounds::{Round, Since, Woken};
-use crate::wire::{Announce, Event, IdInUse, LeaveReason, PeerInfo, MAX_LINE};
+use crate::wire::{Announce, Event, IdInUse, LeaveReason, PeerInfo, Public, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::iter;
@@ -24,9 +24,13 @@ pub struct Member {
     pub conn: u64,
     pub outbox: Outbox,
     pub private: SocketAddr,
-    /// Unknown until the client's first UDP announcement arrives: while it is Asleep, or
-    /// (not yet listed) while its `HELLO` is on its way.
-    pub public: Option<SocketAddr>,
+    /// `Asleep` (no endpoint) until the client's first UDP announcement arrives: while it is
+    /// Asleep, or (not yet listed) while its `HELLO` is on its way. `Relayed` once it said
+    /// that its UDP does not get through (`UDP_BLOCKED`): for good, on this connection.
+    pub public: Public,
+    /// Not yet listed, it is closed at this moment: the registration time (`--register-secs`)
+    /// counts from accept to being listed, its `HELLO` or `UDP_BLOCKED` included.
+    register_by: Instant,
     /// Which joins and leaves it is told of: those after it was listed.
     since: Option<Since>,
     /// Its session's own random value: with the server's secret, it makes the keys of its
@@ -57,15 +61,22 @@ impl Member {
 
     /// Listed without a UDP endpoint: registered with `--asleep`, and not yet awake.
     fn is_asleep(&self) -> bool {
-        self.since.is_some() && self.public.is_none()
+        self.since.is_some() && self.public == Public::Asleep
+    }
+
+    /// Whether the server expects keep-alives from it: listed at a UDP endpoint. An Asleep
+    /// client has none yet; a relayed one's UDP is blocked, and its TCP connection is its
+    /// liveness.
+    fn keeps_alive(&self) -> bool {
+        self.since.is_some() && matches!(self.public, Public::At(_))
     }
 }
 
 /// What the server knew of a client that left.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Departed {
-    /// It was listed: awake at this public endpoint, or Asleep (`None`).
-    Listed(Option<SocketAddr>),
+    /// It was listed: awake at this public endpoint, Asleep, or relayed.
+    Listed(Public),
     /// Its first UDP announcement never arrived, so nobody was told of it.
     Unannounced,
 }
@@ -151,14 +162,16 @@ impl Registry {
     /// Claims `id` for a new connection and sends it `WELCOME <nonce>`: the challenge its
     /// first `HELLO` answers, from the address that is to be its endpoint. An Asleep client
     /// (`asleep`) is listed at once, without an endpoint; any other is listed when its
-    /// `HELLO` arrives. Refuses an ID that someone already holds: its owner keeps it.
-    /// Returns the connection's number.
+    /// `HELLO` arrives (or its `UDP_BLOCKED`: see [`udp_blocked`](Self::udp_blocked)), and
+    /// closed if neither has by `register_by`. Refuses an ID that someone already holds: its
+    /// owner keeps it. Returns the connection's number.
     pub fn register(
         &mut self,
         id: &str,
         private: SocketAddr,
         outbox: Outbox,
         asleep: bool,
+        register_by: Instant,
     ) -> Result<u64, IdInUse> {
         if self.members.contains_key(id) {
             return Err(IdInUse { id: id.to_string() });
@@ -173,12 +186,15 @@ impl Registry {
                 conn: self.next_conn,
                 outbox,
                 private,
-                public: None,
+                public: Public::Asleep,
+                register_by,
                 since: None,
                 session,
+                // Good for as long as the registration may take: on a slow link WELCOME
+                // itself may come late, and the HELLOs after it.
                 challenge: Some(Challenge {
                     nonce,
-                    until: now + CHALLENGE_LIFETIME,
+                    until: register_by.max(now + CHALLENGE_LIFETIME),
                 }),
                 // WELCOME's challenge does not count: a client may need a second at once.
                 challenged_at: None,
@@ -224,7 +240,12 @@ impl Registry {
     /// client, which answers from wherever it really is, and says Awake only if it asked to.
     pub fn announce(&mut self, announce: &Announce, from: SocketAddr) -> Announced {
         let id = announce.id();
-        let Some(member) = self.members.get_mut(id) else {
+        let Some(member) = self
+            .members
+            .get_mut(id)
+            .filter(|m| m.public != Public::Relayed)
+        else {
+            // Unknown, or relayed: its UDP is blocked by its own word, so this is not its.
             return Announced::Rejected;
         };
         let now = Instant::now();
@@ -240,28 +261,29 @@ impl Registry {
         });
         if proven {
             member.challenge = None;
-        } else if awake || member.public != Some(from) {
+        } else if awake || member.public != Public::At(from) {
             // An Awake request without proof, even from the known endpoint (whose address
             // anyone can forge), or anything else from elsewhere: a challenge, if it is one
             // that could be the client's (an Asleep client sends no keep-alives; a client
             // not yet listed has its challenge in WELCOME). Only the client can answer it,
             // and it answers as an Awake request only if it is making one.
-            if member.since.is_some() && (awake || member.public.is_some()) {
+            if member.since.is_some() && (awake || member.keeps_alive()) {
                 self.challenge(id, now);
             }
             return Announced::Rejected;
         }
         member.last_heard = now;
         let listed = member.since.is_some();
-        let previous = member.public.replace(from);
+        let previous = std::mem::replace(&mut member.public, Public::At(from));
         if !listed {
             self.list(id);
             return Announced::Ready(from);
         }
-        if previous.is_none() || awake {
-            return self.awake(id, from, previous.is_none(), now);
+        let woke = previous == Public::Asleep;
+        if woke || awake {
+            return self.awake(id, from, woke, now);
         }
-        if previous == Some(from) {
+        if previous == Public::At(from) {
             return Announced::Refreshed;
         }
         let moved = Event::Moved {
@@ -351,7 +373,7 @@ impl Registry {
     /// in pieces of about [`LIST_PIECE`] bytes, not as one message: the list of ten thousand
     /// clients is 600 KB, and allocations that large, one per join, leave the heap
     /// fragmented long after they are freed.
-    fn send_list(&self, id: &str, public: Option<SocketAddr>) {
+    fn send_list(&self, id: &str, public: Public) {
         let outbox = &self.members[id].outbox;
         // Everyone listed, and the newcomer itself.
         let peers = self
@@ -393,23 +415,29 @@ impl Registry {
         Some(Departed::Listed(member.public))
     }
 
-    /// The clients not heard from for `timeout`, with their connection numbers. An Asleep
-    /// client is never silent: it has no UDP endpoint to keep alive, and stays registered
-    /// for as long as its TCP connection lives.
+    /// The clients not heard from for `timeout`, and those not listed by the end of their
+    /// registration time, with their connection numbers. An Asleep or relayed client is
+    /// never silent: it has no UDP endpoint to keep alive, and stays registered for as long
+    /// as its TCP connection lives.
     pub fn silent(&self, timeout: Duration) -> Vec<(String, u64)> {
+        let now = Instant::now();
         self.members
             .iter()
-            .filter(|(_, m)| !m.is_asleep() && m.last_heard.elapsed() > timeout)
+            .filter(|(_, m)| match m.since {
+                None => now > m.register_by,
+                Some(_) => m.keeps_alive() && m.last_heard.elapsed() > timeout,
+            })
             .map(|(id, m)| (id.clone(), m.conn))
             .collect()
     }
 
     /// The server was not running for `away` (stopped, paused): nobody could be heard, so
-    /// nobody's silence counts that time.
+    /// nobody's silence counts that time, nor does anyone's registration time.
     pub fn excuse(&mut self, away: Duration) {
         let now = Instant::now();
         for member in self.members.values_mut() {
             member.last_heard = (member.last_heard + away).min(now);
+            member.register_by += away;
         }
     }
 
@@ -425,6 +453,32 @@ impl Registry {
     /// Whether `id` is listed and Asleep: it has no endpoint, so nothing can reach it.
     pub fn is_asleep(&self, id: &str) -> bool {
         self.members.get(id).is_some_and(Member::is_asleep)
+    }
+
+    /// Whether `id` is relayed: its UDP is blocked, so no punch can reach it.
+    pub fn is_relayed(&self, id: &str) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| m.public == Public::Relayed)
+    }
+
+    /// `UDP_BLOCKED` from connection `conn`, registered as `id`: its `HELLO`s do not reach
+    /// us. If it is not listed yet, it is listed now as relayed (`READY relayed` and the list
+    /// to it, a `JOIN` to everyone else), never reaped for UDP silence, and from now on no
+    /// UDP announcement counts for it. Anything else (listed already, its `HELLO` having
+    /// come first, or Asleep, or relayed) changes nothing. Returns whether it was listed now.
+    pub fn udp_blocked(&mut self, id: &str, conn: u64) -> bool {
+        let Some(member) = self
+            .members
+            .get_mut(id)
+            .filter(|m| m.conn == conn && m.since.is_none())
+        else {
+            return false;
+        };
+        member.public = Public::Relayed;
+        member.challenge = None;
+        self.list(id);
+        true
     }
 
     /// Whether connection `conn` holds `id` and is listed: what a client must be to ask for
