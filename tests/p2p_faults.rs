@@ -813,7 +813,7 @@ fn each_peers_messages_are_shown_in_the_order_they_were_sent() {
     // with the gap said; and 4, should it come after all, is shown marked late.
     raw.udp_to(&chat(5, "five", &mut stamps), alice_endpoint);
     let gap = "(a message from raw before the next has not arrived)";
-    alice.wait_line("the gap, said", SOON, |l| l == gap);
+    alice.wait_line("the gap, said", SOON * 2, |l| l == gap);
     alice.wait_for("From raw [five]");
     let output = alice.output();
     let at = |line: &str| output.iter().position(|l| l == line);
