@@ -305,4 +305,47 @@ mod tests {
         let _ = client.read_to_end(&mut sink);
         assert!(sink.len() < 50_000_000, "{} bytes arrived", sink.len());
     }
+
+    /// The servers give every connection a write timeout (30 s: `WRITE_TIMEOUT` in
+    /// `listener.rs`); here, a short one. A reader that stops reading while its queue is
+    /// far from full (one large message, the list of ten thousand clients) leaves the writer
+    /// blocked in `write`: the timeout ends it, and frees the socket.
+    #[test]
+    fn a_writer_blocked_on_a_reader_that_stopped_ends_when_its_write_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (outbox, writer) = Outbox::start(Arc::new(server), 1024).unwrap();
+        // More than any socket buffer holds, in a few messages: the queue never fills.
+        let big = Message::from(vec![b'x'; 8 << 20]);
+        for _ in 0..4 {
+            outbox.push(big.clone());
+        }
+        let started = Instant::now();
+        while !writer.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the writer is still blocked"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        writer.join().unwrap();
+        // The socket was shut down: the reader finds the end of the stream (or a reset)
+        // after what had been written.
+        let mut client = client;
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut sink = Vec::new();
+        let ended = client.read_to_end(&mut sink);
+        assert!(
+            ended.is_ok() || ended.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset),
+            "the stream did not end"
+        );
+        assert!(sink.len() < 32 << 20, "{} bytes arrived", sink.len());
+        drop(outbox);
+    }
 }
