@@ -163,15 +163,17 @@ pub struct Counts {
     pub reordered: u64,
     /// New public ports given ([`Home::remap`]).
     pub remaps: u64,
-    /// What went through (each copy of a datagram; each TCP line), by way and first word:
+    /// What went through (each copy of a datagram, even one lost in another home further
+    /// on; each TCP line), by way and first word:
     /// `CHAT`, `PROBE`, `PUNCH`, `RELAY`, ... A relayed peer datagram is counted twice: as
     /// `RELAY` (or `RELAYED`), and with the datagram's own first word, as `RELAY CHAT`.
     pub seen: BTreeMap<(Way, String), u64>,
     /// Datagrams lost to `loss` or a burst, by way and first word (`lost` in all).
     pub dropped: BTreeMap<(Way, String), u64>,
-    /// Each acknowledgement that went through, direct (`ACK <acker> <seq> ...`) or relayed
-    /// (`RELAY <to> ACK ...`, `RELAYED ACK ...`): its way, who acknowledged, and which
-    /// message: a test can tell when every message of a sender was confirmed to it.
+    /// Each acknowledgement delivered (past the delay line, or written on), direct
+    /// (`ACK <acker> <seq> ...`) or relayed (`RELAY <to> ACK ...`, `RELAYED ACK ...`): its
+    /// way, who acknowledged, and which message. A test can tell when every message of a
+    /// sender was confirmed to it.
     pub acks: BTreeSet<(Way, String, u64)>,
 }
 
@@ -277,6 +279,10 @@ enum Role {
     Decoy,
 }
 
+/// What a pipe's reader hands its writer: lines, when to write them, and the
+/// acknowledgements (acker, sequence number) relayed in them.
+type Held = mpsc::Receiver<(Instant, Vec<u8>, Vec<(String, u64)>)>;
+
 /// A datagram on the delay line.
 struct Pending {
     at: Instant,
@@ -285,6 +291,9 @@ struct Pending {
     from: Arc<UdpSocket>,
     to: SocketAddr,
     bytes: Vec<u8>,
+    /// An acknowledgement's acker and sequence number, and the homes (and ways) to count it
+    /// in once it is delivered.
+    ack: Option<((String, u64), Vec<(usize, Way)>)>,
 }
 
 impl PartialEq for Pending {
@@ -595,12 +604,20 @@ impl Shared {
             }
         }
         let State { rng, homes } = state;
-        for &(index, side, way) in hops {
+        for (hop, &(index, side, way)) in hops.iter().enumerate() {
             let home = &mut homes[index];
             let (link, link_state) = home.link(side);
             if link_state.loses(link, rng) {
                 home.counts.lost += 1;
-                *home.counts.dropped.entry((way, word)).or_default() += 1;
+                *home.counts.dropped.entry((way, word.clone())).or_default() += 1;
+                // It went through the homes before this one.
+                for &(index, _, way) in &hops[..hop] {
+                    *homes[index]
+                        .counts
+                        .seen
+                        .entry((way, word.clone()))
+                        .or_default() += 1;
+                }
                 return;
             }
         }
@@ -626,9 +643,6 @@ impl Shared {
             for (&(index, side, way), delay) in hops.iter().zip(delays) {
                 let home = &mut homes[index];
                 *home.counts.seen.entry((way, word.clone())).or_default() += 1;
-                if let Some((acker, seq)) = ack_in(bytes) {
-                    home.counts.acks.insert((way, acker, seq));
-                }
                 let latest = &mut home.link(side).1.latest;
                 let overtakes = latest.is_some_and(|latest| at < latest);
                 *latest = Some(latest.map_or(at, |latest| latest.max(at)));
@@ -645,6 +659,7 @@ impl Shared {
                 from: out.clone(),
                 to,
                 bytes: bytes.to_vec(),
+                ack: ack_in(bytes).map(|ack| (ack, hops.iter().map(|h| (h.0, h.2)).collect())),
             }));
         }
         self.line_changed.notify_all();
@@ -658,7 +673,18 @@ impl Shared {
             match line.peek() {
                 Some(Reverse(next)) if next.at <= now => {
                     let Reverse(next) = line.pop().unwrap();
+                    // Never the state's lock while holding the line's: `forward` takes
+                    // them the other way round.
+                    drop(line);
                     let _ = next.from.send_to(&next.bytes, next.to);
+                    if let Some(((acker, seq), hops)) = next.ack {
+                        let mut state = self.lock();
+                        for (index, way) in hops {
+                            let acks = &mut state.homes[index].counts.acks;
+                            acks.insert((way, acker.clone(), seq));
+                        }
+                    }
+                    line = self.line.lock().unwrap();
                 }
                 next => {
                     let wait = next.map_or(TICK, |Reverse(p)| (p.at - now).min(TICK));
@@ -721,9 +747,9 @@ impl Shared {
         } else {
             Side::Down
         };
-        let (line, held) = mpsc::channel::<(Instant, Vec<u8>)>();
+        let (line, held) = mpsc::channel();
         let shared = self.clone();
-        self.spawn(move || shared.release(held, to));
+        self.spawn(move || shared.release(index, way, held, to));
         let _ = from.set_read_timeout(Some(TICK));
         let mut buf = [0u8; 4096];
         let mut pending: Vec<u8> = Vec::new();
@@ -750,6 +776,7 @@ impl Shared {
                 }
                 thread::sleep(Duration::from_millis(20));
             }
+            let mut acks = Vec::new();
             {
                 let mut state = self.lock();
                 let State { rng, homes } = &mut *state;
@@ -770,13 +797,11 @@ impl Shared {
                     if let Some(inner) = inner.filter(|inner| !inner.is_empty()) {
                         let key = format!("{} {}", words[0], inner[0]);
                         *counts.seen.entry((way, key)).or_default() += 1;
-                        if let Some((acker, seq)) = ack_of(inner) {
-                            counts.acks.insert((way, acker, seq));
-                        }
+                        acks.extend(ack_of(inner));
                     }
                 }
             }
-            if line.send((latest, lines)).is_err() {
+            if line.send((latest, lines, acks)).is_err() {
                 break; // the other side is gone
             }
         }
@@ -784,10 +809,11 @@ impl Shared {
         let _ = from.shutdown(Shutdown::Read);
     }
 
-    /// A pipe's second half: writes what `held` hands it to `to`, each at its time.
-    fn release(&self, held: mpsc::Receiver<(Instant, Vec<u8>)>, mut to: TcpStream) {
+    /// A pipe's second half: writes what `held` hands it to `to`, each at its time, and
+    /// counts the acknowledgements in it once written.
+    fn release(&self, index: usize, way: Way, held: Held, mut to: TcpStream) {
         'lines: while !self.stopping() {
-            let (at, lines) = match held.recv_timeout(TICK) {
+            let (at, lines, acks) = match held.recv_timeout(TICK) {
                 Ok(next) => next,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -805,6 +831,11 @@ impl Shared {
             if to.write_all(&lines).is_err() {
                 break;
             }
+            let mut state = self.lock();
+            let counts = &mut state.homes[index].counts;
+            counts
+                .acks
+                .extend(acks.into_iter().map(|(acker, seq)| (way, acker, seq)));
         }
         let _ = to.shutdown(Shutdown::Write);
     }
