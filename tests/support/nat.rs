@@ -157,7 +157,7 @@ pub struct Counts {
     pub blocked: u64,
     /// Extra copies sent.
     pub duplicated: u64,
-    /// Datagrams held back by a delay or jitter.
+    /// Datagrams held back by a delay or jitter (and TCP reads, each a line or more).
     pub delayed: u64,
     /// Datagrams this home delayed that are released before one that arrived earlier.
     pub reordered: u64,
@@ -785,6 +785,7 @@ impl Shared {
                 let delay = link.delay + link.jitter.mul_f64(rng.unit());
                 latest = latest.max(Instant::now() + delay);
                 let counts = &mut home.counts;
+                counts.delayed += u64::from(!delay.is_zero());
                 for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     *counts.seen.entry((way, first_word(line))).or_default() += 1;
                     let text = String::from_utf8_lossy(line);
