@@ -60,7 +60,12 @@ impl Lab {
 /// Asks `client` for its list until `peer`'s path reads `label`; returns that line
 /// (`<peer> <public> Awake  private=<private>  path=<label>`).
 pub fn wait_path(client: &mut Proc, peer: &str, label: &str) -> String {
-    let deadline = Instant::now() + PATIENCE;
+    wait_path_within(client, peer, label, PATIENCE)
+}
+
+/// [`wait_path`], for at most `patience`.
+pub fn wait_path_within(client: &mut Proc, peer: &str, label: &str, patience: Duration) -> String {
+    let deadline = Instant::now() + patience;
     let is_entry = |l: &String| l.starts_with(&format!("{peer} ")) && l.contains("  path=");
     loop {
         let seen = client.output().len();

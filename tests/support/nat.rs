@@ -279,9 +279,12 @@ enum Role {
     Decoy,
 }
 
+/// An acknowledgement: who acknowledged, and which message.
+type Ack = (String, u64);
+
 /// What a pipe's reader hands its writer: lines, when to write them, and the
 /// acknowledgements (acker, sequence number) relayed in them.
-type Held = mpsc::Receiver<(Instant, Vec<u8>, Vec<(String, u64)>)>;
+type Held = mpsc::Receiver<(Instant, Vec<u8>, Vec<Ack>)>;
 
 /// A datagram on the delay line.
 struct Pending {
@@ -293,7 +296,7 @@ struct Pending {
     bytes: Vec<u8>,
     /// An acknowledgement's acker and sequence number, and the homes (and ways) to count it
     /// in once it is delivered.
-    ack: Option<((String, u64), Vec<(usize, Way)>)>,
+    ack: Option<(Ack, Vec<(usize, Way)>)>,
 }
 
 impl PartialEq for Pending {
