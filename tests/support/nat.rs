@@ -24,7 +24,9 @@
 //!   home's own; what the client sends to `I_{x,S}` leaves from `O_x` to `S`. The server has
 //!   an alias made in advance, listening on TCP and UDP on one port (the client uses one
 //!   address for both): the client is started with `--server` pointing at it.
-//! - TCP to the server alias is a plain pipe to the real server, with one exception: the
+//! - TCP to the server alias is a pipe to the real server, delayed as the home's link
+//!   says (in order, and never lost: TCP would turn a loss into more delay, which is not
+//!   modelled), with one exception: the
 //!   proxy is an **application-level gateway** (as NATs are for FTP or SIP), and rewrites
 //!   the first line of each connection, `REGISTER <id> <private> ...`, to name the home's
 //!   **decoy** instead: a socket that swallows everything, as a private address in another
