@@ -5,6 +5,7 @@
 //! killed when their [`Proc`] is dropped, so a failing test leaves nothing running.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod lab;
 pub mod nat;
 pub mod spoof;
 pub mod tmux;

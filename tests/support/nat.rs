@@ -24,7 +24,9 @@
 //!   home's own; what the client sends to `I_{x,S}` leaves from `O_x` to `S`. The server has
 //!   an alias made in advance, listening on TCP and UDP on one port (the client uses one
 //!   address for both): the client is started with `--server` pointing at it.
-//! - TCP to the server alias is a plain pipe to the real server, with one exception: the
+//! - TCP to the server alias is a pipe to the real server, delayed as the home's link
+//!   says (in order, and never lost: TCP would turn a loss into more delay, which is not
+//!   modelled), with one exception: the
 //!   proxy is an **application-level gateway** (as NATs are for FTP or SIP), and rewrites
 //!   the first line of each connection, `REGISTER <id> <private> ...`, to name the home's
 //!   **decoy** instead: a socket that swallows everything, as a private address in another
@@ -49,10 +51,11 @@
 #![allow(dead_code)] // each test file uses a different part of it
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -156,15 +159,24 @@ pub struct Counts {
     pub blocked: u64,
     /// Extra copies sent.
     pub duplicated: u64,
-    /// Datagrams held back by a delay or jitter.
+    /// Datagrams held back by a delay or jitter (and TCP reads, each a line or more).
     pub delayed: u64,
     /// Datagrams this home delayed that are released before one that arrived earlier.
     pub reordered: u64,
     /// New public ports given ([`Home::remap`]).
     pub remaps: u64,
-    /// What went through (each copy of a datagram; each TCP line), by way and first word:
-    /// `CHAT`, `PROBE`, `PUNCH`, `RELAY`, ...
+    /// What went through (each copy of a datagram, even one lost in another home further
+    /// on; each TCP line), by way and first word:
+    /// `CHAT`, `PROBE`, `PUNCH`, `RELAY`, ... A relayed peer datagram is counted twice: as
+    /// `RELAY` (or `RELAYED`), and with the datagram's own first word, as `RELAY CHAT`.
     pub seen: BTreeMap<(Way, String), u64>,
+    /// Datagrams lost to `loss` or a burst, by way and first word (`lost` in all).
+    pub dropped: BTreeMap<(Way, String), u64>,
+    /// Each acknowledgement delivered (past the delay line, or written on), direct
+    /// (`ACK <acker> <seq> ...`) or relayed (`RELAY <to> ACK ...`, `RELAYED ACK ...`): its
+    /// way, who acknowledged, and which message. A test can tell when every message of a
+    /// sender was confirmed to it.
+    pub acks: BTreeSet<(Way, String, u64)>,
 }
 
 impl Counts {
@@ -172,6 +184,19 @@ impl Counts {
     pub fn of(&self, way: Way, word: &str) -> u64 {
         let key = (way, word.to_string());
         self.seen.get(&key).copied().unwrap_or(0)
+    }
+
+    /// How many datagrams starting with `word` going `way` were lost.
+    pub fn dropped_of(&self, way: Way, word: &str) -> u64 {
+        let key = (way, word.to_string());
+        self.dropped.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Whether an acknowledgement by `acker` of message `seq` came in, direct or relayed.
+    pub fn acked(&self, acker: &str, seq: u64) -> bool {
+        [Way::FromPeer, Way::TcpFromServer]
+            .into_iter()
+            .any(|way| self.acks.contains(&(way, acker.to_string(), seq)))
     }
 }
 
@@ -188,6 +213,7 @@ pub struct Home {
     /// The server's alias inside the home: give the client this port (`--server 127.0.0.1`).
     pub port: u16,
     /// The address the home's client is listed with as private: it swallows everything.
+    /// (The first one: [`Home::change_network`] gives another.)
     pub decoy: SocketAddr,
 }
 
@@ -216,6 +242,11 @@ struct HomeState {
     outside: Arc<UdpSocket>,
     /// The server alias's UDP socket.
     server_alias: Arc<UdpSocket>,
+    /// The private address a `REGISTER` through this home is rewritten to name.
+    decoy: SocketAddr,
+    /// The client's end of each TCP connection through the home: [`Home::change_network`]
+    /// resets them.
+    tcp: Vec<TcpStream>,
     /// Outside sender → the alias the client sees it as.
     aliases: HashMap<SocketAddr, Arc<UdpSocket>>,
     conditions: Conditions,
@@ -228,6 +259,8 @@ struct HomeState {
 #[derive(Default)]
 struct LinkState {
     bad: bool,
+    /// The next datagram finds the link bad, without a transition ([`Home::start_burst`]).
+    forced: bool,
     latest: Option<Instant>,
 }
 
@@ -248,6 +281,13 @@ enum Role {
     Decoy,
 }
 
+/// An acknowledgement: who acknowledged, and which message.
+type Ack = (String, u64);
+
+/// What a pipe's reader hands its writer: lines, when to write them, and the
+/// acknowledgements (acker, sequence number) relayed in them.
+type Held = mpsc::Receiver<(Instant, Vec<u8>, Vec<Ack>)>;
+
 /// A datagram on the delay line.
 struct Pending {
     at: Instant,
@@ -256,6 +296,9 @@ struct Pending {
     from: Arc<UdpSocket>,
     to: SocketAddr,
     bytes: Vec<u8>,
+    /// An acknowledgement's acker and sequence number, and the homes (and ways) to count it
+    /// in once it is delivered.
+    ack: Option<(Ack, Vec<(usize, Way)>)>,
 }
 
 impl PartialEq for Pending {
@@ -318,6 +361,8 @@ impl Net {
                 inside: None,
                 outside: outside.clone(),
                 server_alias: server_alias.clone(),
+                decoy: decoy_addr,
+                tcp: Vec::new(),
                 aliases: HashMap::new(),
                 conditions: Conditions::default(),
                 up: LinkState::default(),
@@ -330,8 +375,7 @@ impl Net {
         self.shared.receive(index, server_alias, Role::ServerAlias);
         self.shared.receive(index, decoy, Role::Decoy);
         let shared = self.shared.clone();
-        self.shared
-            .spawn(move || shared.accept(index, listener, decoy_addr));
+        self.shared.spawn(move || shared.accept(index, listener));
         Home {
             shared: self.shared.clone(),
             index,
@@ -398,6 +442,43 @@ impl Home {
         }
         self.shared.receive(self.index, outside, Role::Outside);
         addr
+    }
+
+    /// A burst begins on both sides of the link: the next datagram each way finds it bad
+    /// (and is lost, if the burst's `loss` is 1), and the burst lasts as the link's
+    /// [`Burst`] says. Without a `burst`, nothing changes.
+    pub fn start_burst(&self) {
+        let mut state = self.shared.lock();
+        let home = &mut state.homes[self.index];
+        for side in [Side::Up, Side::Down] {
+            let (link, link_state) = home.link(side);
+            if link.burst.is_some() {
+                link_state.forced = true;
+            }
+        }
+    }
+
+    /// The client moves to another network: a new public address (as [`Home::remap`]),
+    /// a new private address to be listed with (a new decoy, named in its next
+    /// `REGISTER`), and every TCP connection through the home reset, as a connection bound
+    /// to the old address dies. The client's own socket stays (it is bound to no one
+    /// network, as a client's socket on 0.0.0.0 survives a move). Returns the new public
+    /// address and the new decoy.
+    pub fn change_network(&self) -> (SocketAddr, SocketAddr) {
+        let decoy = udp_socket();
+        let decoy_addr = decoy.local_addr().unwrap();
+        self.shared.receive(self.index, decoy, Role::Decoy);
+        let public = self.remap();
+        let streams = {
+            let mut state = self.shared.lock();
+            let home = &mut state.homes[self.index];
+            home.decoy = decoy_addr;
+            std::mem::take(&mut home.tcp)
+        };
+        for stream in streams {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        (public, decoy_addr)
     }
 }
 
@@ -528,11 +609,20 @@ impl Shared {
             }
         }
         let State { rng, homes } = state;
-        for &(index, side, _) in hops {
+        for (hop, &(index, side, way)) in hops.iter().enumerate() {
             let home = &mut homes[index];
             let (link, link_state) = home.link(side);
             if link_state.loses(link, rng) {
                 home.counts.lost += 1;
+                *home.counts.dropped.entry((way, word.clone())).or_default() += 1;
+                // It went through the homes before this one.
+                for &(index, _, way) in &hops[..hop] {
+                    *homes[index]
+                        .counts
+                        .seen
+                        .entry((way, word.clone()))
+                        .or_default() += 1;
+                }
                 return;
             }
         }
@@ -574,6 +664,7 @@ impl Shared {
                 from: out.clone(),
                 to,
                 bytes: bytes.to_vec(),
+                ack: ack_in(bytes).map(|ack| (ack, hops.iter().map(|h| (h.0, h.2)).collect())),
             }));
         }
         self.line_changed.notify_all();
@@ -587,7 +678,18 @@ impl Shared {
             match line.peek() {
                 Some(Reverse(next)) if next.at <= now => {
                     let Reverse(next) = line.pop().unwrap();
+                    // Never the state's lock while holding the line's: `forward` takes
+                    // them the other way round.
+                    drop(line);
                     let _ = next.from.send_to(&next.bytes, next.to);
+                    if let Some(((acker, seq), hops)) = next.ack {
+                        let mut state = self.lock();
+                        for (index, way) in hops {
+                            let acks = &mut state.homes[index].counts.acks;
+                            acks.insert((way, acker.clone(), seq));
+                        }
+                    }
+                    line = self.line.lock().unwrap();
                 }
                 next => {
                     let wait = next.map_or(TICK, |Reverse(p)| (p.at - now).min(TICK));
@@ -598,8 +700,8 @@ impl Shared {
     }
 
     /// Home `index`'s TCP listener (the server alias): each connection is piped to the real
-    /// server, its `REGISTER` line rewritten to name `decoy`.
-    fn accept(self: Arc<Self>, index: usize, listener: TcpListener, decoy: SocketAddr) {
+    /// server, its `REGISTER` line rewritten to name the home's decoy.
+    fn accept(self: Arc<Self>, index: usize, listener: TcpListener) {
         listener.set_nonblocking(true).unwrap();
         while !self.stopping() {
             let client = match listener.accept() {
@@ -619,6 +721,12 @@ impl Shared {
                 // A side that stops reading must not hold a pipe thread for ever.
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
             }
+            let decoy = {
+                let mut state = self.lock();
+                let home = &mut state.homes[index];
+                home.tcp.extend(client.try_clone().ok());
+                home.decoy
+            };
             let (up_from, up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             let shared = self.clone();
             self.spawn(move || shared.pipe(index, up_from, up_to, Way::TcpToServer, Some(decoy)));
@@ -627,19 +735,30 @@ impl Shared {
         }
     }
 
-    /// Copies `from` to `to`, counting lines, holding bytes while the link is cut; rewrites
-    /// the first line's private address to `decoy`, if given.
+    /// Copies `from` to `to`, counting lines, holding bytes while the link is cut, and
+    /// delaying them as the link's `delay` and `jitter` say (in order: TCP does not
+    /// reorder; and without loss: TCP hides it, as more delay, which this does not model);
+    /// rewrites the first line's private address to `decoy`, if given.
     fn pipe(
-        &self,
+        self: Arc<Self>,
         index: usize,
         mut from: TcpStream,
-        mut to: TcpStream,
+        to: TcpStream,
         way: Way,
         mut decoy: Option<SocketAddr>,
     ) {
+        let side = if way == Way::TcpToServer {
+            Side::Up
+        } else {
+            Side::Down
+        };
+        let (line, held) = mpsc::channel();
+        let shared = self.clone();
+        self.spawn(move || shared.release(index, way, held, to));
         let _ = from.set_read_timeout(Some(TICK));
         let mut buf = [0u8; 4096];
         let mut pending: Vec<u8> = Vec::new();
+        let mut latest = Instant::now();
         while !self.stopping() {
             let n = match from.read(&mut buf) {
                 Ok(0) => break,
@@ -662,19 +781,69 @@ impl Shared {
                 }
                 thread::sleep(Duration::from_millis(20));
             }
+            let mut acks = Vec::new();
             {
                 let mut state = self.lock();
-                let counts = &mut state.homes[index].counts;
+                let State { rng, homes } = &mut *state;
+                let home = &mut homes[index];
+                let link = home.link(side).0;
+                let delay = link.delay + link.jitter.mul_f64(rng.unit());
+                latest = latest.max(Instant::now() + delay);
+                let counts = &mut home.counts;
+                counts.delayed += u64::from(!delay.is_zero());
                 for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     *counts.seen.entry((way, first_word(line))).or_default() += 1;
+                    let text = String::from_utf8_lossy(line);
+                    let words: Vec<&str> = text.split_whitespace().collect();
+                    let inner = match words.first() {
+                        Some(&"RELAY") => words.get(2..),
+                        Some(&"RELAYED") => words.get(1..),
+                        _ => None,
+                    };
+                    if let Some(inner) = inner.filter(|inner| !inner.is_empty()) {
+                        let key = format!("{} {}", words[0], inner[0]);
+                        *counts.seen.entry((way, key)).or_default() += 1;
+                        acks.extend(ack_of(inner));
+                    }
                 }
+            }
+            if line.send((latest, lines, acks)).is_err() {
+                break; // the other side is gone
+            }
+        }
+        drop(line);
+        let _ = from.shutdown(Shutdown::Read);
+    }
+
+    /// A pipe's second half: writes what `held` hands it to `to`, each at its time, and
+    /// counts the acknowledgements in it once written.
+    fn release(&self, index: usize, way: Way, held: Held, mut to: TcpStream) {
+        'lines: while !self.stopping() {
+            let (at, lines, acks) = match held.recv_timeout(TICK) {
+                Ok(next) => next,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            loop {
+                let now = Instant::now();
+                if now >= at {
+                    break;
+                }
+                if self.stopping() {
+                    break 'lines;
+                }
+                thread::sleep((at - now).min(TICK));
             }
             if to.write_all(&lines).is_err() {
                 break;
             }
+            let mut state = self.lock();
+            let counts = &mut state.homes[index].counts;
+            counts
+                .acks
+                .extend(acks.into_iter().map(|(acker, seq)| (way, acker, seq)));
         }
         let _ = to.shutdown(Shutdown::Write);
-        let _ = from.shutdown(Shutdown::Read);
     }
 
     fn home_cut(&self, index: usize) -> bool {
@@ -704,7 +873,9 @@ impl LinkState {
         let Some(burst) = link.burst else {
             return rng.chance(link.loss);
         };
-        self.bad = if self.bad {
+        self.bad = if std::mem::take(&mut self.forced) {
+            true
+        } else if self.bad {
             !rng.chance(burst.leave)
         } else {
             rng.chance(burst.enter)
@@ -722,6 +893,19 @@ fn register_naming(lines: &[u8], decoy: SocketAddr) -> Vec<u8> {
         words[2] = decoy.to_string();
     }
     format!("{}\n{rest}", words.join(" ")).into_bytes()
+}
+
+/// The acknowledger and sequence number of a datagram `ACK <acker> <seq> <stamp>`.
+fn ack_in(bytes: &[u8]) -> Option<(String, u64)> {
+    let text = String::from_utf8_lossy(bytes);
+    ack_of(&text.split_whitespace().collect::<Vec<_>>())
+}
+
+fn ack_of(words: &[&str]) -> Option<(String, u64)> {
+    match words {
+        ["ACK", acker, seq, ..] => Some((acker.to_string(), seq.parse().ok()?)),
+        _ => None,
+    }
 }
 
 fn first_word(bytes: &[u8]) -> String {
