@@ -26,7 +26,7 @@
 
 mod inbound;
 mod outgoing;
-mod peers;
+mod paths;
 mod rtt;
 mod session;
 
@@ -37,7 +37,7 @@ use crate::wire::{Announce, Datagram, Event, Public, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
 use inbound::{Arrival, Shown};
 use outgoing::{Outgoing, Send, Unconfirmed};
-use peers::{Peer, Peers, Route};
+use paths::{Peer, Peers, Route};
 use session::{Back, FromPeer, FromServer, Input};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};

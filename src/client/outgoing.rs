@@ -17,7 +17,7 @@
 //!
 //! This module only keeps the books; the client decides which path each transmission takes
 //! (direct, or relayed once a message has [waited](Send::waited) too long: see
-//! [`super::peers`]).
+//! [`super::paths`]).
 
 use super::rtt::RoundTrip;
 use crate::nonce::{Nonce, Nonces};
