@@ -27,6 +27,7 @@
 mod inbound;
 mod outgoing;
 mod paths;
+mod peers;
 mod rtt;
 mod session;
 
@@ -37,7 +38,8 @@ use crate::wire::{Announce, Datagram, Event, Public, Request, MAX_TEXT};
 use crossbeam_channel::{select, tick, Receiver, Sender};
 use inbound::{Arrival, Shown};
 use outgoing::{Outgoing, Send, Unconfirmed};
-use paths::{Peer, Peers, Route};
+use paths::Route;
+use peers::{Peer, Peers};
 use session::{Back, FromPeer, FromServer, Input};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -368,7 +370,8 @@ impl Client {
             let server = self.tcp.is_some();
             let round_trip = self.outgoing.round_trip(&send.to);
             let (route, ask_punch) =
-                peer.route(send.waited, &round_trip, now, server, &mut self.nonces);
+                peer.paths
+                    .route(send.waited, &round_trip, now, server, &mut self.nonces);
             let number = self.outgoing.numbered(&send.to, send.seq);
             let datagram = Datagram::chat(&self.id, number, send.stamp, send.text, peer.key());
             if ask_punch {
@@ -442,7 +445,7 @@ impl Client {
             Event::Punch { peer, key } => {
                 if let Some(peer) = self.peers.get_mut(&peer) {
                     let now = Instant::now();
-                    peer.start_burst(key, &mut self.nonces, now);
+                    peer.punch(key, &mut self.nonces, now);
                     // At once, not at the next tick: the peer got its PUNCH at the same
                     // moment, and the closer together the two first probes leave, the likelier
                     // each opens its own NAT before the other's arrives.
@@ -501,7 +504,7 @@ impl Client {
             Datagram::Ack { seq, stamp, .. } => {
                 let acked = self.outgoing.acknowledge(&from, seq, &stamp, now);
                 if let (true, Via::Direct(addr)) = (acked.confirmed, via) {
-                    peer.heard(addr);
+                    peer.paths.heard(addr);
                 }
                 if let Some(text) = acked.late {
                     crate::say!(
@@ -515,7 +518,7 @@ impl Client {
                 let Via::Direct(addr) = via else {
                     return Ok(());
                 };
-                peer.probed_from(addr, &mut self.nonces, now);
+                peer.paths.probed_from(addr, &mut self.nonces, now);
                 if let Some(key) = peer.key() {
                     let answer = Datagram::probe_ack(&self.id, nonce, addr, key);
                     self.send_udp(&answer.to_string(), addr);
@@ -525,7 +528,8 @@ impl Client {
                 let Via::Direct(addr) = via else {
                     return Ok(());
                 };
-                let Some(answered) = peer.answered(addr, &nonce, seen, my_private, now) else {
+                let Some(answered) = peer.paths.answered(addr, &nonce, seen, my_private, now)
+                else {
                     return Ok(());
                 };
                 self.outgoing.measured(&from, answered.round_trip);
@@ -633,7 +637,7 @@ impl Client {
         let server = self.tcp.is_some();
         for peer in self.peers.iter_mut() {
             let allowed = self.outgoing.round_trip(&peer.info.id).silence_allowed();
-            peer.give_up_silent_path(now, allowed, server);
+            peer.paths.give_up_silent_path(now, allowed, server);
             let waited = peer.inbound.due(now);
             if !waited.is_empty() {
                 show(&peer.info.id, waited);
@@ -668,7 +672,7 @@ impl Client {
                     "{} {public} Awake  private={}  path={}",
                     info.id,
                     info.private,
-                    peer.path_label()
+                    peer.paths.label()
                 ),
             }
         }
@@ -816,7 +820,7 @@ fn probes_due(peer: &mut Peer, me: &str, now: Instant) -> Vec<(SocketAddr, Datag
     let Some(key) = peer.key().copied() else {
         return Vec::new();
     };
-    let due = peer.probes_due(now).into_iter();
+    let due = peer.paths.probes_due(now).into_iter();
     due.map(|(addr, nonce)| (addr, Datagram::probe(me, nonce, &key)))
         .collect()
 }

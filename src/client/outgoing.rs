@@ -46,7 +46,7 @@ pub struct Send {
     /// What it says.
     pub text: String,
     /// How long it has waited for an acknowledgement: long enough, and this copy takes the
-    /// relay (see `Peer::route`).
+    /// relay (see `Paths::route`).
     pub waited: Duration,
 }
 

@@ -1,4 +1,6 @@
-//! The other clients, and which path reaches each of them.
+//! Each peer's paths: the addresses that may reach it, which of them are proven, and the
+//! route each transmission takes. This is where the punch is decided and the relay chosen
+//! ([`Paths::route`]).
 //!
 //! Each peer has candidate addresses: its private one (what it reported: right if it is on
 //! our LAN), its public one (what the server saw: right across NATs, once a hole is
@@ -11,7 +13,7 @@
 //! on both sides at once). So a host that merely owns one of those addresses (another home
 //! behind the same carrier NAT, with the same private subnet) gets at most a probe, which
 //! reveals nothing, and can never answer as the peer. Until a path is validated, messages are
-//! held; if none is validated before a message has waited too long (see [`Peer::route`]),
+//! held; if none is validated before a message has waited too long (see [`Paths::route`]),
 //! they go through the server's relay, and every [`DIRECT_RETRY`] the direct paths are
 //! probed again: longer than conntrack's 30 s for an unanswered UDP flow, so that a stale NAT
 //! entry from a failed punch has expired by then and a relayed peer can heal back to a
@@ -23,25 +25,25 @@
 //! nothing for as long as its round trip allows
 //! ([`silence_allowed`](super::rtt::RoundTrip::silence_allowed)) is given up for the relay.
 //!
-//! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
-//! refused until it wakes.
+//! An Asleep peer (registered, not yet awake) has no public endpoint: it has only its
+//! private candidate, and no punch is asked for. (Chats to it are refused until it wakes:
+//! see [`super::Client`].)
 //!
 //! A relayed peer (its UDP is blocked on the way to the server: the server lists it as
 //! `relayed`), and every peer while our own UDP is blocked, is reached through the relay at
 //! once: no probe can get through, so nothing is held for one, and no punch is asked for.
+//!
+//! These are the books only: the client sends what they say (the probes, the punch request,
+//! each chat on its route: see [`super::Client`]).
 
-use super::inbound::Inbound;
 use super::rtt::RoundTrip;
-use crate::nonce::{Key, Nonce, Nonces};
-use crate::wire::{PeerInfo, Public};
-use std::collections::BTreeMap;
+use crate::nonce::{Nonce, Nonces};
+use crate::wire::Public;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long a relayed peer stays relayed before the direct paths are probed again.
 pub const DIRECT_RETRY: Duration = Duration::from_secs(35);
-/// How many peers that left are remembered (what they sent us): see [`Peers`].
-const AWAY_KEPT: usize = 1024;
 /// Probes per burst, and the pause between them.
 const PROBES: u32 = 5;
 const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -51,7 +53,7 @@ const MAX_CANDIDATES: usize = 6;
 
 /// How messages reach a peer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+enum Path {
     /// No path validated yet.
     Untried,
     /// This validated address.
@@ -101,17 +103,14 @@ struct Burst {
     next: Instant,
 }
 
-/// One other client, the paths to it, and what it has sent us.
-pub struct Peer {
-    /// What the server told us of it.
-    pub info: PeerInfo,
-    /// The key we share with it: from the server's `PUNCH`.
-    key: Option<Key>,
+/// The paths to one peer: its candidate addresses, the probes that validate them, and the
+/// path that carries the chat now.
+pub struct Paths {
     candidates: Vec<Candidate>,
-    /// How messages reach it now.
-    pub path: Path,
-    /// What it has sent us, shown in order.
-    pub inbound: Inbound,
+    /// How messages reach the peer now.
+    path: Path,
+    /// The peer is Asleep: it has no public endpoint yet, so no punch is asked for.
+    asleep: bool,
     /// Whether we asked the server to key us and punch (once per try).
     punch_asked: bool,
     /// When the current path began: the peer was located, or a path validated. A message
@@ -123,7 +122,7 @@ pub struct Peer {
     /// asked: a genuine answer from it ends the doubt.
     doubted_since: Option<Instant>,
     /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
-    /// ours can work either. Kept by [`Peers`], which knows.
+    /// ours can work either. Kept by [`Peers`](super::peers::Peers), which knows.
     ours_blocked: bool,
 }
 
@@ -137,66 +136,49 @@ pub struct Answered {
     pub round_trip: Duration,
 }
 
-impl Peer {
-    fn new(info: PeerInfo, ours_blocked: bool) -> Peer {
-        let mut peer = Peer {
-            info,
-            key: None,
-            candidates: Vec::new(),
-            path: Path::Untried,
-            inbound: Inbound::default(),
+impl Paths {
+    /// The paths to a peer with these `private` and `public` addresses, all to be found
+    /// (`ours_blocked`: our own UDP is blocked, so none can be).
+    pub fn new(private: SocketAddr, public: Public, ours_blocked: bool) -> Paths {
+        // A peer whose private address is its public one has no NAT: its one address is a
+        // public one (reached from anywhere, and seeing our public address, not our
+        // private one).
+        let on_its_lan = Candidate::new(private, Kind::Private);
+        // Its UDP, or ours, is blocked: no address of it can answer anything.
+        let blocked = ours_blocked || public == Public::Relayed;
+        let candidates = match public {
+            _ if blocked => Vec::new(),
+            Public::At(public) if public == private => {
+                vec![Candidate::new(public, Kind::Public)]
+            }
+            Public::At(public) => vec![on_its_lan, Candidate::new(public, Kind::Public)],
+            Public::Asleep | Public::Relayed => vec![on_its_lan],
+        };
+        let path = if blocked {
+            Path::RelayOnly
+        } else {
+            Path::Untried
+        };
+        Paths {
+            candidates,
+            path,
+            asleep: public == Public::Asleep,
             punch_asked: false,
             path_since: Instant::now(),
             burst: None,
             doubted_since: None,
             ours_blocked,
-        };
-        peer.relocate(peer.info.public);
-        peer
+        }
     }
 
-    /// Asleep: registered, but its UDP endpoint is not known yet.
-    pub fn is_asleep(&self) -> bool {
-        self.info.public == Public::Asleep
-    }
-
-    /// The key we share with it, once the server has handed it over.
-    pub fn key(&self) -> Option<&Key> {
-        self.key.as_ref()
-    }
-
-    /// Its public endpoint is new (a NAT gave it a new mapping; it woke): every path must be
-    /// found again, but what it already sent stays known, so that its retransmissions are
-    /// not shown twice, and the key stays (it is the same session).
-    pub fn relocate(&mut self, public: Public) {
-        self.info.public = public;
-        // A peer whose private address is its public one has no NAT: its one address is a
-        // public one (reached from anywhere, and seeing our public address, not our
-        // private one).
-        let private = Candidate::new(self.info.private, Kind::Private);
-        // Its UDP, or ours, is blocked: no address of it can answer anything.
-        let blocked = self.ours_blocked || public == Public::Relayed;
-        self.candidates = match public {
-            _ if blocked => Vec::new(),
-            Public::At(public) if public == self.info.private => {
-                vec![Candidate::new(public, Kind::Public)]
-            }
-            Public::At(public) => vec![private, Candidate::new(public, Kind::Public)],
-            Public::Asleep | Public::Relayed => vec![private],
-        };
-        self.path = if blocked {
-            Path::RelayOnly
-        } else {
-            Path::Untried
-        };
-        self.punch_asked = false;
-        self.path_since = Instant::now();
-        self.burst = None;
-        self.doubted_since = None;
+    /// The peer's public endpoint is new (a NAT gave it a new mapping; it woke): every path
+    /// must be found again.
+    pub fn relocate(&mut self, private: SocketAddr, public: Public) {
+        *self = Paths::new(private, public, self.ours_blocked);
     }
 
     /// The path, in a word, for `@show_list`.
-    pub fn path_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self.path {
             Path::Relayed { .. } | Path::RelayOnly => "relayed",
             Path::Untried => "new",
@@ -259,7 +241,7 @@ impl Peer {
             }
             Path::Direct(addr) => (Route::Direct(addr), false),
             Path::Untried => {
-                let ask = !self.punch_asked && !self.is_asleep();
+                let ask = !self.punch_asked && !self.asleep;
                 self.punch_asked = true;
                 (Route::Hold, ask)
             }
@@ -308,8 +290,7 @@ impl Peer {
     /// The server keyed us and says: probe now (the peer is doing the same). Each candidate
     /// gets a fresh nonce, unless a burst is under way: both peers may ask for the same
     /// punch, and new nonces would void the answers already on their way.
-    pub fn start_burst(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
-        self.key = Some(key);
+    pub fn start_burst(&mut self, nonces: &mut Nonces, now: Instant) {
         let renew = self.burst.is_none();
         for candidate in &mut self.candidates {
             if renew || candidate.asking.is_none() {
@@ -420,116 +401,26 @@ impl Candidate {
     }
 }
 
-/// Everyone we know of, by ID, sorted for display.
-pub struct Peers {
-    /// Ourselves, as the server lists us.
-    pub me: PeerInfo,
-    others: BTreeMap<String, Peer>,
-    /// What peers that left, or that a server we registered with again did not list, had
-    /// sent us: kept (for at most [`AWAY_KEPT`] of them), so that a retransmission after
-    /// they come back is not shown twice.
-    away: BTreeMap<String, Inbound>,
-}
-
-impl Peers {
-    /// Just us.
-    pub fn new(me: PeerInfo) -> Peers {
-        Peers {
-            me,
-            others: BTreeMap::new(),
-            away: BTreeMap::new(),
-        }
-    }
-
-    /// Adds or replaces a peer. Its paths start afresh; what it sent us is kept (a new
-    /// session of it starts its own books afresh anyway: see `Inbound`).
-    pub fn insert(&mut self, info: PeerInfo) {
-        let mut peer = Peer::new(info, self.me.public == Public::Relayed);
-        let id = peer.info.id.clone();
-        let known = self.others.remove(&id).map(|p| p.inbound);
-        if let Some(inbound) = known.or_else(|| self.away.remove(&id)) {
-            peer.inbound = inbound;
-        }
-        self.others.insert(id, peer);
-    }
-
-    /// Our own public endpoint, as the server now lists it. Our UDP blocked, or no longer
-    /// (registered again, from elsewhere), every path is found afresh.
-    pub fn set_mine(&mut self, public: Public) {
-        let blocked = public == Public::Relayed;
-        let was = std::mem::replace(&mut self.me.public, public) == Public::Relayed;
-        if blocked != was {
-            for peer in self.others.values_mut() {
-                peer.ours_blocked = blocked;
-                peer.relocate(peer.info.public);
-            }
-        }
-    }
-
-    /// Keeps only the peers whose ID `keep` accepts; what the others sent is kept aside.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        let gone: Vec<String> = self.others.keys().filter(|id| !keep(id)).cloned().collect();
-        for id in gone {
-            self.remove(&id);
-        }
-    }
-
-    /// The peer left; what it sent us is kept aside.
-    pub fn remove(&mut self, id: &str) {
-        let Some(peer) = self.others.remove(id) else {
-            return;
-        };
-        if self.away.len() >= AWAY_KEPT {
-            self.away.pop_first();
-        }
-        self.away.insert(id.to_string(), peer.inbound);
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Peer> {
-        self.others.get(id)
-    }
-
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Peer> {
-        self.others.get_mut(id)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
-        self.others.values()
-    }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
-        self.others.values_mut()
-    }
-
-    pub fn len(&self) -> usize {
-        self.others.len()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    //! Shared with the [`Peers`](super::super::peers::Peers) tests: [`ME`] and [`route`].
+
     use super::*;
 
-    fn info(id: &str, public: &str, private: &str) -> PeerInfo {
-        PeerInfo {
-            id: id.into(),
-            public: Public::At(public.parse().unwrap()),
-            private: private.parse().unwrap(),
-        }
-    }
-
-    /// The first message of a session.
-    const ONE: crate::wire::Numbered = crate::wire::Numbered {
-        session: 1,
-        seq: 1,
-        base: 1,
-    };
-
     /// Our own address, as every answer in these tests saw it.
-    const ME: SocketAddr = SocketAddr::new(
+    pub(in crate::client) const ME: SocketAddr = SocketAddr::new(
         std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 2)),
         10081,
     );
+
+    /// The paths to an awake peer at `public` and `private`, our own UDP not blocked.
+    fn to(public: &str, private: &str) -> Paths {
+        Paths::new(
+            private.parse().unwrap(),
+            Public::At(public.parse().unwrap()),
+            false,
+        )
+    }
 
     /// How long a message waits on a LAN's path before it is relayed.
     fn overdue() -> Duration {
@@ -537,19 +428,25 @@ mod tests {
     }
 
     /// Routes a message that waited `waited`, with the server there, on a LAN.
-    fn route(peer: &mut Peer, waited: Duration, now: Instant, n: &mut Nonces) -> (Route, bool) {
-        peer.route(waited, &RoundTrip::default(), now, true, n)
+    pub(in crate::client) fn route(
+        paths: &mut Paths,
+        waited: Duration,
+        now: Instant,
+        n: &mut Nonces,
+    ) -> (Route, bool) {
+        paths.route(waited, &RoundTrip::default(), now, true, n)
     }
 
-    fn keyed(peer: &mut Peer, nonces: &mut Nonces, now: Instant) -> Vec<(SocketAddr, Nonce)> {
-        peer.start_burst(Key::fresh().unwrap(), nonces, now);
-        peer.probes_due(now)
+    /// The server's `PUNCH`: a burst starts, and its first probes are due.
+    fn punched(paths: &mut Paths, nonces: &mut Nonces, now: Instant) -> Vec<(SocketAddr, Nonce)> {
+        paths.start_burst(nonces, now);
+        paths.probes_due(now)
     }
 
     #[test]
     fn messages_wait_for_a_validated_path_then_relay_then_retry() {
         let mut nonces = Nonces::new().unwrap();
-        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), false);
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
         // A while after we heard of it: a message can have waited a second for a path.
         let now = Instant::now() + overdue();
         assert_eq!(
@@ -561,14 +458,14 @@ mod tests {
             route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Hold, false)
         );
-        assert_eq!(far.path_label(), "new");
-        let probes = keyed(&mut far, &mut nonces, now);
+        assert_eq!(far.label(), "new");
+        let probes = punched(&mut far, &mut nonces, now);
         assert_eq!(probes.len(), 2, "the private and the public address");
         assert_eq!(
             route(&mut far, overdue(), now, &mut nonces),
             (Route::Relay, false)
         );
-        assert_eq!(far.path_label(), "relayed");
+        assert_eq!(far.label(), "relayed");
         assert_eq!(
             route(
                 &mut far,
@@ -583,12 +480,12 @@ mod tests {
             (Route::Relay, true),
             "heal attempt"
         );
-        let probes = keyed(&mut far, &mut nonces, now);
+        let probes = punched(&mut far, &mut nonces, now);
         let (public, nonce) = probes[1];
         assert!(far
             .answered(public, &nonce, ME, ME, now)
             .is_some_and(|a| a.first_path));
-        assert_eq!(far.path_label(), "direct");
+        assert_eq!(far.label(), "direct");
         assert_eq!(
             route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Direct(public), false)
@@ -598,10 +495,10 @@ mod tests {
     #[test]
     fn an_overdue_message_doubts_the_path_and_only_silence_gives_it_up() {
         let mut nonces = Nonces::new().unwrap();
-        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), false);
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
         let now = Instant::now();
         let allowed = Duration::from_secs(2);
-        let (public, nonce) = keyed(&mut far, &mut nonces, now)[1];
+        let (public, nonce) = punched(&mut far, &mut nonces, now)[1];
         assert!(far.answered(public, &nonce, ME, ME, now).is_some());
 
         // A late message takes the relay; the path stays, and is asked again.
@@ -640,53 +537,58 @@ mod tests {
     #[test]
     fn only_an_answer_to_our_own_nonce_from_the_address_asked_validates_it() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"), false);
+        let mut paths = to("10.0.0.1:40000", "192.168.1.3:10081");
         let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
+        let probes = punched(&mut paths, &mut nonces, now);
         let (private, nonce) = probes[0];
         let (public, _) = probes[1];
         assert!(
-            peer.answered(private, &nonces.draw(), ME, ME, now)
+            paths
+                .answered(private, &nonces.draw(), ME, ME, now)
                 .is_none(),
             "a guess"
         );
         assert!(
-            peer.answered(public, &nonce, ME, ME, now).is_none(),
+            paths.answered(public, &nonce, ME, ME, now).is_none(),
             "the private nonce, from elsewhere"
         );
         let forwarder: SocketAddr = "192.168.1.3:40000".parse().unwrap();
         assert!(
-            peer.answered(private, &nonce, forwarder, ME, now).is_none(),
-            "someone at the private address forwarded our probe to the peer"
+            paths
+                .answered(private, &nonce, forwarder, ME, now)
+                .is_none(),
+            "someone at the private address forwarded our probe to the paths"
         );
-        assert_eq!(peer.path, Path::Untried);
-        assert!(peer.answered(private, &nonce, ME, ME, now).is_some());
-        assert_eq!(peer.path_label(), "private");
+        assert_eq!(paths.path, Path::Untried);
+        assert!(paths.answered(private, &nonce, ME, ME, now).is_some());
+        assert_eq!(paths.label(), "private");
     }
 
     #[test]
     fn the_best_validated_path_carries_the_chat() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"), false);
+        let mut paths = to("10.0.0.1:40000", "192.168.1.3:10081");
         let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
+        let probes = punched(&mut paths, &mut nonces, now);
         assert!(
-            peer.answered(probes[1].0, &probes[1].1, ME, ME, now)
+            paths
+                .answered(probes[1].0, &probes[1].1, ME, ME, now)
                 .is_some_and(|a| a.first_path),
             "public first"
         );
         assert!(
-            peer.answered(probes[0].0, &probes[0].1, ME, ME, now)
+            paths
+                .answered(probes[0].0, &probes[0].1, ME, ME, now)
                 .is_some_and(|a| !a.first_path),
             "already direct"
         );
         assert_eq!(
-            peer.path,
+            paths.path,
             Path::Direct(probes[0].0),
             "the private one is better"
         );
         assert!(
-            peer.probes_due(now + PROBE_EVERY).is_empty(),
+            paths.probes_due(now + PROBE_EVERY).is_empty(),
             "all validated"
         );
     }
@@ -694,152 +596,77 @@ mod tests {
     #[test]
     fn a_probe_from_a_new_address_makes_a_candidate_to_validate() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
+        let mut paths = to("10.0.0.2:10081", "192.168.2.2:10081");
         let now = Instant::now();
         let reflexive: SocketAddr = "10.0.0.2:50123".parse().unwrap();
-        peer.probed_from(reflexive, &mut nonces, now);
-        let probes = peer.probes_due(now);
+        paths.probed_from(reflexive, &mut nonces, now);
+        let probes = paths.probes_due(now);
         let (addr, nonce) = *probes.iter().find(|(a, _)| *a == reflexive).unwrap();
-        assert!(peer.answered(addr, &nonce, ME, ME, now).is_some());
-        assert_eq!(peer.path_label(), "direct");
+        assert!(paths.answered(addr, &nonce, ME, ME, now).is_some());
+        assert_eq!(paths.label(), "direct");
         for port in 0..20 {
-            peer.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
+            paths.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
         }
-        assert_eq!(peer.candidates.len(), MAX_CANDIDATES);
+        assert_eq!(paths.candidates.len(), MAX_CANDIDATES);
     }
 
     #[test]
     fn a_peer_without_a_nat_is_reached_at_its_one_public_address() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("open", "10.0.1.2:10081", "10.0.1.2:10081"), false);
+        let mut paths = to("10.0.1.2:10081", "10.0.1.2:10081");
         let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
+        let probes = punched(&mut paths, &mut nonces, now);
         assert_eq!(probes.len(), 1);
         // It sees our NAT's public address, not our private one: still a valid answer.
         let our_public: SocketAddr = "10.0.0.1:10081".parse().unwrap();
-        assert!(peer
+        assert!(paths
             .answered(probes[0].0, &probes[0].1, our_public, ME, now)
             .is_some());
-        assert_eq!(peer.path_label(), "direct");
-    }
-
-    #[test]
-    fn a_move_keeps_what_was_seen_and_the_key() {
-        use super::super::inbound::Arrival;
-        let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
-        let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(peer
-            .answered(probes[1].0, &probes[1].1, ME, ME, now)
-            .is_some());
-        assert_eq!(peer.inbound.arrive(ONE, "hi".into(), now).0, Arrival::New);
-        peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
-        assert_eq!(peer.path, Path::Untried);
-        assert!(peer.key().is_some());
-        assert_eq!(
-            peer.inbound.arrive(ONE, "hi".into(), now).0,
-            Arrival::Again,
-            "a retransmission after the move is no news"
-        );
+        assert_eq!(paths.label(), "direct");
     }
 
     #[test]
     fn a_message_sent_before_a_move_waits_on_the_new_path_before_it_is_relayed() {
         let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
-        peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
+        let mut paths = to("10.0.0.2:10081", "192.168.2.2:10081");
+        let private = "192.168.2.2:10081".parse().unwrap();
+        paths.relocate(private, Public::At("10.0.0.2:40000".parse().unwrap()));
         let now = Instant::now();
         let old = Duration::from_secs(3);
         assert_eq!(
-            route(&mut peer, old, now, &mut nonces),
+            route(&mut paths, old, now, &mut nonces),
             (Route::Hold, true),
             "the new address is punched, not given up on at once"
         );
-        let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(peer
+        let probes = punched(&mut paths, &mut nonces, now);
+        assert!(paths
             .answered(probes[1].0, &probes[1].1, ME, ME, now)
             .is_some());
         let now = Instant::now();
         assert_eq!(
-            route(&mut peer, old, now, &mut nonces),
+            route(&mut paths, old, now, &mut nonces),
             (Route::Direct(probes[1].0), false),
             "a path just validated gets its chance"
         );
         assert_eq!(
-            route(&mut peer, old, now + overdue(), &mut nonces),
+            route(&mut paths, old, now + overdue(), &mut nonces),
             (Route::Relay, false)
         );
     }
 
     #[test]
     fn an_asleep_peer_has_only_its_private_candidate_and_is_never_punched() {
-        let mut peer = Peer::new(
-            PeerInfo {
-                public: Public::Asleep,
-                ..info("sleepy", "10.0.0.1:1", "192.168.1.3:10081")
-            },
-            false,
-        );
-        assert!(peer.is_asleep());
-        assert_eq!(peer.candidates.len(), 1);
+        let mut paths = Paths::new("192.168.1.3:10081".parse().unwrap(), Public::Asleep, false);
+        assert!(paths.asleep);
+        assert_eq!(paths.candidates.len(), 1);
         assert_eq!(
             route(
-                &mut peer,
+                &mut paths,
                 Duration::ZERO,
                 Instant::now(),
                 &mut Nonces::new().unwrap()
             ),
             (Route::Hold, false)
         );
-    }
-
-    #[test]
-    fn a_relayed_peer_and_every_peer_of_ours_when_our_udp_is_blocked_take_the_relay_at_once() {
-        let mut nonces = Nonces::new().unwrap();
-        let now = Instant::now();
-        let relayed = PeerInfo {
-            public: Public::Relayed,
-            ..info("walled", "10.0.0.1:1", "192.168.1.3:10081")
-        };
-        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
-        peers.insert(relayed);
-        peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
-        let walled = peers.get_mut("walled").unwrap();
-        assert!(!walled.is_asleep());
-        assert_eq!(
-            route(walled, Duration::ZERO, now, &mut nonces),
-            (Route::Relay, false)
-        );
-        assert_eq!(walled.path_label(), "relayed");
-        assert!(walled.probes_due(now).is_empty());
-        let far = peers.get_mut("far").unwrap();
-        assert_eq!(
-            route(far, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, true)
-        );
-
-        // Our own UDP blocked: everyone is relayed, and no punch is asked for; unblocked
-        // again, the paths are found afresh.
-        peers.set_mine(Public::Relayed);
-        let far = peers.get_mut("far").unwrap();
-        assert_eq!(
-            route(far, Duration::ZERO, now, &mut nonces),
-            (Route::Relay, false)
-        );
-        assert_eq!(far.path_label(), "relayed");
-        peers.insert(info("late", "10.0.0.3:10081", "192.168.3.3:10081"));
-        let late = peers.get_mut("late").unwrap();
-        assert_eq!(
-            route(late, Duration::ZERO, now, &mut nonces),
-            (Route::Relay, false)
-        );
-        peers.set_mine(Public::At("10.0.0.9:10081".parse().unwrap()));
-        let far = peers.get_mut("far").unwrap();
-        assert_eq!(
-            route(far, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, true)
-        );
-        assert_eq!(peers.get("walled").unwrap().path_label(), "relayed");
     }
 }

@@ -1,0 +1,249 @@
+//! Who is online: the book of peers ([`Peers`]), and for each one ([`Peer`]) what the
+//! server told us of it, the key we share with it, its paths, and what it has sent us.
+//!
+//! The book changes as the server's lines come in: a peer joins, wakes, moves or leaves, and
+//! after we register again the server's new list replaces the old one. What a peer sent us
+//! outlives its leaving: a peer that comes back, or that a restarted server lists again, may
+//! retransmit what we already showed, and must not see it shown twice. So the book keeps
+//! each departed peer's [`Inbound`] aside, in the away list, for a while.
+//!
+//! How each peer is reached (its candidate addresses, the probes that validate them, and the
+//! route of each message) is in [`super::paths`].
+
+use super::inbound::Inbound;
+use super::paths::Paths;
+use crate::nonce::{Key, Nonces};
+use crate::wire::{PeerInfo, Public};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// How many peers that left are remembered (what they sent us): see [`Peers`].
+const AWAY_KEPT: usize = 1024;
+
+/// One other client, the paths to it, and what it has sent us.
+pub struct Peer {
+    /// What the server told us of it.
+    pub info: PeerInfo,
+    /// The key we share with it: from the server's `PUNCH`.
+    key: Option<Key>,
+    /// The ways to reach it, and the route each message takes.
+    pub paths: Paths,
+    /// What it has sent us, shown in order.
+    pub inbound: Inbound,
+}
+
+impl Peer {
+    fn new(info: PeerInfo, ours_blocked: bool) -> Peer {
+        Peer {
+            paths: Paths::new(info.private, info.public, ours_blocked),
+            info,
+            key: None,
+            inbound: Inbound::default(),
+        }
+    }
+
+    /// Asleep: registered, but its UDP endpoint is not known yet.
+    pub fn is_asleep(&self) -> bool {
+        self.info.public == Public::Asleep
+    }
+
+    /// The key we share with it, once the server has handed it over.
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
+    }
+
+    /// The server keyed us and says: probe now (the peer is doing the same). See
+    /// [`Paths::start_burst`].
+    pub fn punch(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
+        self.key = Some(key);
+        self.paths.start_burst(nonces, now);
+    }
+
+    /// Its public endpoint is new (a NAT gave it a new mapping; it woke): every path must be
+    /// found again, but what it already sent stays known, so that its retransmissions are
+    /// not shown twice, and the key stays (it is the same session).
+    pub fn relocate(&mut self, public: Public) {
+        self.info.public = public;
+        self.paths.relocate(self.info.private, public);
+    }
+}
+
+/// Everyone we know of, by ID, sorted for display.
+pub struct Peers {
+    /// Ourselves, as the server lists us.
+    pub me: PeerInfo,
+    others: BTreeMap<String, Peer>,
+    /// What peers that left, or that a server we registered with again did not list, had
+    /// sent us: kept (for at most [`AWAY_KEPT`] of them), so that a retransmission after
+    /// they come back is not shown twice.
+    away: BTreeMap<String, Inbound>,
+}
+
+impl Peers {
+    /// Just us.
+    pub fn new(me: PeerInfo) -> Peers {
+        Peers {
+            me,
+            others: BTreeMap::new(),
+            away: BTreeMap::new(),
+        }
+    }
+
+    /// Adds or replaces a peer. Its paths start afresh; what it sent us is kept (a new
+    /// session of it starts its own books afresh anyway: see `Inbound`).
+    pub fn insert(&mut self, info: PeerInfo) {
+        let mut peer = Peer::new(info, self.me.public == Public::Relayed);
+        let id = peer.info.id.clone();
+        let known = self.others.remove(&id).map(|p| p.inbound);
+        if let Some(inbound) = known.or_else(|| self.away.remove(&id)) {
+            peer.inbound = inbound;
+        }
+        self.others.insert(id, peer);
+    }
+
+    /// Our own public endpoint, as the server now lists it. Our UDP blocked, or no longer
+    /// (registered again, from elsewhere), every path is found afresh.
+    pub fn set_mine(&mut self, public: Public) {
+        let blocked = public == Public::Relayed;
+        let was = std::mem::replace(&mut self.me.public, public) == Public::Relayed;
+        if blocked != was {
+            for peer in self.others.values_mut() {
+                peer.paths = Paths::new(peer.info.private, peer.info.public, blocked);
+            }
+        }
+    }
+
+    /// Keeps only the peers whose ID `keep` accepts; what the others sent is kept aside.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let gone: Vec<String> = self.others.keys().filter(|id| !keep(id)).cloned().collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// The peer left; what it sent us is kept aside.
+    pub fn remove(&mut self, id: &str) {
+        let Some(peer) = self.others.remove(id) else {
+            return;
+        };
+        if self.away.len() >= AWAY_KEPT {
+            self.away.pop_first();
+        }
+        self.away.insert(id.to_string(), peer.inbound);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Peer> {
+        self.others.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Peer> {
+        self.others.get_mut(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.others.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.others.values_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.others.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::paths::tests::{route, ME};
+    use super::super::paths::Route;
+    use super::*;
+    use std::time::Duration;
+
+    fn info(id: &str, public: &str, private: &str) -> PeerInfo {
+        PeerInfo {
+            id: id.into(),
+            public: Public::At(public.parse().unwrap()),
+            private: private.parse().unwrap(),
+        }
+    }
+
+    /// The first message of a session.
+    const ONE: crate::wire::Numbered = crate::wire::Numbered {
+        session: 1,
+        seq: 1,
+        base: 1,
+    };
+
+    #[test]
+    fn a_move_keeps_what_was_seen_and_the_key() {
+        use super::super::inbound::Arrival;
+        let mut nonces = Nonces::new().unwrap();
+        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
+        let now = Instant::now();
+        peer.punch(Key::fresh().unwrap(), &mut nonces, now);
+        let probes = peer.paths.probes_due(now);
+        assert!(peer
+            .paths
+            .answered(probes[1].0, &probes[1].1, ME, ME, now)
+            .is_some());
+        assert_eq!(peer.inbound.arrive(ONE, "hi".into(), now).0, Arrival::New);
+        peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
+        assert_eq!(peer.paths.label(), "new", "its paths are found afresh");
+        assert!(peer.key().is_some());
+        assert_eq!(
+            peer.inbound.arrive(ONE, "hi".into(), now).0,
+            Arrival::Again,
+            "a retransmission after the move is no news"
+        );
+    }
+
+    #[test]
+    fn a_relayed_peer_and_every_peer_of_ours_when_our_udp_is_blocked_take_the_relay_at_once() {
+        let mut nonces = Nonces::new().unwrap();
+        let now = Instant::now();
+        let relayed = PeerInfo {
+            public: Public::Relayed,
+            ..info("walled", "10.0.0.1:1", "192.168.1.3:10081")
+        };
+        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
+        peers.insert(relayed);
+        peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+        let walled = peers.get_mut("walled").unwrap();
+        assert!(!walled.is_asleep());
+        assert_eq!(
+            route(&mut walled.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false)
+        );
+        assert_eq!(walled.paths.label(), "relayed");
+        assert!(walled.paths.probes_due(now).is_empty());
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true)
+        );
+
+        // Our own UDP blocked: everyone is relayed, and no punch is asked for; unblocked
+        // again, the paths are found afresh.
+        peers.set_mine(Public::Relayed);
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false)
+        );
+        assert_eq!(far.paths.label(), "relayed");
+        peers.insert(info("late", "10.0.0.3:10081", "192.168.3.3:10081"));
+        let late = peers.get_mut("late").unwrap();
+        assert_eq!(
+            route(&mut late.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false)
+        );
+        peers.set_mine(Public::At("10.0.0.9:10081".parse().unwrap()));
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true)
+        );
+        assert_eq!(peers.get("walled").unwrap().paths.label(), "relayed");
+    }
+}
