@@ -28,6 +28,7 @@ mod inbound;
 mod outgoing;
 mod paths;
 mod peers;
+mod readers;
 mod rtt;
 mod session;
 
@@ -40,7 +41,8 @@ use inbound::{Arrival, Shown};
 use outgoing::{Outgoing, Send, Unconfirmed};
 use paths::Route;
 use peers::{Peer, Peers};
-use session::{Back, FromPeer, FromServer, Input};
+use readers::{FromPeer, FromServer, Input};
+use session::Back;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
