@@ -27,14 +27,14 @@
 //!
 //! An Asleep peer (registered, not yet awake) has no public endpoint: it has only its
 //! private candidate, and no punch is asked for. (Chats to it are refused until it wakes:
-//! see [`super::Client`].)
+//! see [`super::commands`].)
 //!
 //! A relayed peer (its UDP is blocked on the way to the server: the server lists it as
 //! `relayed`), and every peer while our own UDP is blocked, is reached through the relay at
 //! once: no probe can get through, so nothing is held for one, and no punch is asked for.
 //!
 //! These are the books only: the client sends what they say (the probes, the punch request,
-//! each chat on its route: see [`super::Client`]).
+//! each chat on its route: see [`super::transport`]).
 
 use super::rtt::RoundTrip;
 use crate::nonce::{Nonce, Nonces};
@@ -557,7 +557,7 @@ pub(super) mod tests {
             paths
                 .answered(private, &nonce, forwarder, ME, now)
                 .is_none(),
-            "someone at the private address forwarded our probe to the paths"
+            "someone at the private address forwarded our probe to the peer"
         );
         assert_eq!(paths.path, Path::Untried);
         assert!(paths.answered(private, &nonce, ME, ME, now).is_some());
