@@ -4,8 +4,8 @@
 //! The book changes as the server's lines come in: a peer joins, wakes, moves or leaves, and
 //! after we register again the server's new list replaces the old one. What a peer sent us
 //! outlives its leaving: a peer that comes back, or that a restarted server lists again, may
-//! retransmit what we already showed, and must not see it shown twice. So the book keeps
-//! each departed peer's [`Inbound`] aside, in the away list, for a while.
+//! retransmit what we already showed, which must not be shown twice. So the book keeps each
+//! departed peer's [`Inbound`] aside, in the away list (up to [`AWAY_KEPT`] of them).
 //!
 //! How each peer is reached (its candidate addresses, the probes that validate them, and the
 //! route of each message) is in [`super::paths`].
