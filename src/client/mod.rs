@@ -35,7 +35,7 @@
 //! - [`reports`]: what the user is told about messages: each one shown, and those not
 //!   confirmed or not sent.
 //! - [`awake`]: Asleep and Awake: the Awake request, and answering the server's challenges.
-//! - [`server_link`]: the connection to the server: requests, announcements, losing it,
+//! - [`link`]: the link to the server: requests, announcements, losing it,
 //!   getting it back, and leaving.
 //! - [`rtt`]: how long to wait for a peer's answer: its measured round trip.
 //!
@@ -53,13 +53,13 @@
 mod awake;
 mod commands;
 mod inbound;
+mod link;
 mod outgoing;
 mod paths;
 mod peers;
 mod readers;
 mod reports;
 mod rtt;
-mod server_link;
 mod session;
 mod transport;
 
