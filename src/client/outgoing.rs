@@ -17,7 +17,7 @@
 //!
 //! This module only keeps the books; the client decides which path each transmission takes
 //! (direct, or relayed once a message has [waited](Send::waited) too long: see
-//! [`super::peers`]).
+//! [`super::paths`]).
 
 use super::rtt::RoundTrip;
 use crate::nonce::{Nonce, Nonces};
@@ -46,7 +46,7 @@ pub struct Send {
     /// What it says.
     pub text: String,
     /// How long it has waited for an acknowledgement: long enough, and this copy takes the
-    /// relay (see `Peer::route`).
+    /// relay (see `Paths::route`).
     pub waited: Duration,
 }
 

@@ -1,105 +1,24 @@
-//! The other clients, and which path reaches each of them.
+//! Who is online: the book of peers ([`Peers`]), and for each one ([`Peer`]) what the
+//! server told us of it, the key we share with it, its paths, and what it has sent us.
 //!
-//! Each peer has candidate addresses: its private one (what it reported: right if it is on
-//! our LAN), its public one (what the server saw: right across NATs, once a hole is
-//! punched), and any address a genuine probe of its came from (a NAT that gives each
-//! destination its own port shows the peer to us there: ICE calls it peer-reflexive).
+//! The book changes as the server's lines come in: a peer joins, wakes, moves or leaves, and
+//! after we register again the server's new list replaces the old one. What a peer sent us
+//! outlives its leaving: a peer that comes back, or that a restarted server lists again, may
+//! retransmit what we already showed, which must not be shown twice. So the book keeps each
+//! departed peer's [`Inbound`] aside, in the away list (up to [`AWAY_KEPT`] of them).
 //!
-//! No candidate carries chat text until it is **validated**: we sent it a probe with a fresh
-//! nonce, and the answer came back from that address, tagged with the key only this peer and
-//! we share (handed to both by the server over TCP, with the `PUNCH` that starts the probing
-//! on both sides at once). So a host that merely owns one of those addresses (another home
-//! behind the same carrier NAT, with the same private subnet) gets at most a probe, which
-//! reveals nothing, and can never answer as the peer. Until a path is validated, messages are
-//! held; if none is validated before a message has waited too long (see [`Peer::route`]),
-//! they go through the server's relay, and every [`DIRECT_RETRY`] the direct paths are
-//! probed again: longer than conntrack's 30 s for an unanswered UDP flow, so that a stale NAT
-//! entry from a failed punch has expired by then and a relayed peer can heal back to a
-//! direct path.
-//!
-//! A message overdue on a validated path does not condemn the path: on a lossy link a
-//! message, or its acknowledgement, is lost now and then while the path works. That copy
-//! takes the relay, and the path itself is asked, with probes: only a path that answers
-//! nothing for as long as its round trip allows
-//! ([`silence_allowed`](super::rtt::RoundTrip::silence_allowed)) is given up for the relay.
-//!
-//! An Asleep peer (registered, not yet awake) has no public endpoint, and chats to it are
-//! refused until it wakes.
-//!
-//! A relayed peer (its UDP is blocked on the way to the server: the server lists it as
-//! `relayed`), and every peer while our own UDP is blocked, is reached through the relay at
-//! once: no probe can get through, so nothing is held for one, and no punch is asked for.
+//! How each peer is reached (its candidate addresses, the probes that validate them, and the
+//! route of each message) is in [`super::paths`].
 
 use super::inbound::Inbound;
-use super::rtt::RoundTrip;
-use crate::nonce::{Key, Nonce, Nonces};
+use super::paths::Paths;
+use crate::nonce::{Key, Nonces};
 use crate::wire::{PeerInfo, Public};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a relayed peer stays relayed before the direct paths are probed again.
-pub const DIRECT_RETRY: Duration = Duration::from_secs(35);
 /// How many peers that left are remembered (what they sent us): see [`Peers`].
 const AWAY_KEPT: usize = 1024;
-/// Probes per burst, and the pause between them.
-const PROBES: u32 = 5;
-const PROBE_EVERY: Duration = Duration::from_millis(100);
-/// The most candidate addresses kept for one peer: probes from a peer whose NAT gives every
-/// destination a new port may show it at several; a forger must not grow the list for ever.
-const MAX_CANDIDATES: usize = 6;
-
-/// How messages reach a peer now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    /// No path validated yet.
-    Untried,
-    /// This validated address.
-    Direct(SocketAddr),
-    /// No direct path answered; the server relays. Probe again at `retry_at`.
-    Relayed { retry_at: Instant },
-    /// The peer's UDP, or ours, is blocked on the way to the server: only the relay can
-    /// reach it, and no probe is ever sent.
-    RelayOnly,
-}
-
-/// Where one transmission goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Direct(SocketAddr),
-    Relay,
-    /// Nowhere yet: a path is being probed, and the message is young.
-    Hold,
-}
-
-/// Where a candidate address came from, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    /// The address it reported on its own LAN.
-    Private,
-    /// The address the server saw.
-    Public,
-    /// An address a genuine probe of its came from.
-    Reflexive,
-}
-
-/// One address that may reach the peer.
-struct Candidate {
-    addr: SocketAddr,
-    kind: Kind,
-    /// The nonce of the probes we send it now: only the peer can answer it, tagged.
-    asking: Option<Nonce>,
-    /// When the first probe with that nonce left: its answer times the round trip.
-    asked_at: Option<Instant>,
-    /// An answer came back from it.
-    validated: bool,
-}
-
-/// A burst of probes in progress.
-struct Burst {
-    left: u32,
-    next: Instant,
-}
 
 /// One other client, the paths to it, and what it has sent us.
 pub struct Peer {
@@ -107,52 +26,20 @@ pub struct Peer {
     pub info: PeerInfo,
     /// The key we share with it: from the server's `PUNCH`.
     key: Option<Key>,
-    candidates: Vec<Candidate>,
-    /// How messages reach it now.
-    pub path: Path,
+    /// The ways to reach it, and the route each message takes.
+    pub paths: Paths,
     /// What it has sent us, shown in order.
     pub inbound: Inbound,
-    /// Whether we asked the server to key us and punch (once per try).
-    punch_asked: bool,
-    /// When the current path began: the peer was located, or a path validated. A message
-    /// falls back to the relay only after waiting [`RoundTrip::relay_after`] on this path, not
-    /// on one before it (one sent before the peer moved would otherwise undo each new path).
-    path_since: Instant,
-    burst: Option<Burst>,
-    /// Since when the direct path is in doubt (a message on it went overdue) and being
-    /// asked: a genuine answer from it ends the doubt.
-    doubted_since: Option<Instant>,
-    /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
-    /// ours can work either. Kept by [`Peers`], which knows.
-    ours_blocked: bool,
-}
-
-/// A genuine answer to one of our probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answered {
-    /// The answering address now carries the chat, and none did before: what was held or
-    /// relayed can go straight away.
-    pub first_path: bool,
-    /// The round trip it measured.
-    pub round_trip: Duration,
 }
 
 impl Peer {
     fn new(info: PeerInfo, ours_blocked: bool) -> Peer {
-        let mut peer = Peer {
+        Peer {
+            paths: Paths::new(info.private, info.public, ours_blocked),
             info,
             key: None,
-            candidates: Vec::new(),
-            path: Path::Untried,
             inbound: Inbound::default(),
-            punch_asked: false,
-            path_since: Instant::now(),
-            burst: None,
-            doubted_since: None,
-            ours_blocked,
-        };
-        peer.relocate(peer.info.public);
-        peer
+        }
     }
 
     /// Asleep: registered, but its UDP endpoint is not known yet.
@@ -165,258 +52,19 @@ impl Peer {
         self.key.as_ref()
     }
 
+    /// The server keyed us and says: probe now (the peer is doing the same). See
+    /// [`Paths::start_burst`].
+    pub fn punch(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
+        self.key = Some(key);
+        self.paths.start_burst(nonces, now);
+    }
+
     /// Its public endpoint is new (a NAT gave it a new mapping; it woke): every path must be
     /// found again, but what it already sent stays known, so that its retransmissions are
     /// not shown twice, and the key stays (it is the same session).
     pub fn relocate(&mut self, public: Public) {
         self.info.public = public;
-        // A peer whose private address is its public one has no NAT: its one address is a
-        // public one (reached from anywhere, and seeing our public address, not our
-        // private one).
-        let private = Candidate::new(self.info.private, Kind::Private);
-        // Its UDP, or ours, is blocked: no address of it can answer anything.
-        let blocked = self.ours_blocked || public == Public::Relayed;
-        self.candidates = match public {
-            _ if blocked => Vec::new(),
-            Public::At(public) if public == self.info.private => {
-                vec![Candidate::new(public, Kind::Public)]
-            }
-            Public::At(public) => vec![private, Candidate::new(public, Kind::Public)],
-            Public::Asleep | Public::Relayed => vec![private],
-        };
-        self.path = if blocked {
-            Path::RelayOnly
-        } else {
-            Path::Untried
-        };
-        self.punch_asked = false;
-        self.path_since = Instant::now();
-        self.burst = None;
-        self.doubted_since = None;
-    }
-
-    /// The path, in a word, for `@show_list`.
-    pub fn path_label(&self) -> &'static str {
-        match self.path {
-            Path::Relayed { .. } | Path::RelayOnly => "relayed",
-            Path::Untried => "new",
-            Path::Direct(addr) => match self.kind_of(addr) {
-                Some(Kind::Private) => "private",
-                _ => "direct",
-            },
-        }
-    }
-
-    fn kind_of(&self, addr: SocketAddr) -> Option<Kind> {
-        self.candidates
-            .iter()
-            .find(|c| c.addr == addr)
-            .map(|c| c.kind)
-    }
-
-    /// Chooses the route for a transmission of a message that has `waited` this long for
-    /// its acknowledgement. Once it has waited longer than the round trip allows
-    /// ([`RoundTrip::relay_after`]) on the current path (not on one before it: a message
-    /// sent before the peer moved would otherwise undo each new path at once), this copy
-    /// takes the relay. Returns the route, and whether to ask the server to key us and
-    /// start a coordinated punch now. While the
-    /// server is away (`!server`), a direct path is kept however long an acknowledgement
-    /// takes: it is the only way there is, and punching again would need the server.
-    pub fn route(
-        &mut self,
-        waited: Duration,
-        round_trip: &RoundTrip,
-        now: Instant,
-        server: bool,
-        nonces: &mut Nonces,
-    ) -> (Route, bool) {
-        let on_this_path = waited.min(now.saturating_duration_since(self.path_since));
-        let overdue = on_this_path >= round_trip.relay_after();
-        match self.path {
-            Path::RelayOnly => (Route::Relay, false),
-            Path::Direct(addr) if !server => (Route::Direct(addr), false),
-            Path::Relayed { retry_at } => {
-                let retry = now >= retry_at;
-                if retry {
-                    self.path = Path::Relayed {
-                        retry_at: now + DIRECT_RETRY,
-                    };
-                }
-                (Route::Relay, retry)
-            }
-            Path::Direct(addr) if overdue => {
-                // This copy takes the relay; the path is asked whether it still works.
-                if self.doubted_since.is_none() {
-                    self.doubted_since = Some(now);
-                    self.ask_again(addr, nonces, now);
-                }
-                (Route::Relay, false)
-            }
-            Path::Untried if overdue => {
-                // Nothing validated in time.
-                self.fall_back_to_relay(now);
-                (Route::Relay, false)
-            }
-            Path::Direct(addr) => (Route::Direct(addr), false),
-            Path::Untried => {
-                let ask = !self.punch_asked && !self.is_asleep();
-                self.punch_asked = true;
-                (Route::Hold, ask)
-            }
-        }
-    }
-
-    /// Probes the validated address `addr` again, with a fresh nonce.
-    fn ask_again(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant) {
-        if let Some(candidate) = self.candidates.iter_mut().find(|c| c.addr == addr) {
-            candidate.validated = false;
-            candidate.asking = Some(nonces.draw());
-            candidate.asked_at = None;
-        }
-        self.burst = Some(Burst::starting(now));
-    }
-
-    /// The relay carries the chat from now on; the direct paths are tried again later.
-    fn fall_back_to_relay(&mut self, now: Instant) {
-        self.path = Path::Relayed {
-            retry_at: now + DIRECT_RETRY,
-        };
-        self.burst = None;
-        self.doubted_since = None;
-    }
-
-    /// Gives up a doubted direct path that answered nothing for `allowed`, for the relay.
-    /// Not while the server is away (`!server`): the path is all there is, and the doubt
-    /// waits for the server's return.
-    pub fn give_up_silent_path(&mut self, now: Instant, allowed: Duration, server: bool) {
-        match self.doubted_since {
-            Some(since) if !server => self.doubted_since = Some(since.max(now - allowed / 2)),
-            Some(since) if now - since >= allowed => self.fall_back_to_relay(now),
-            _ => {}
-        }
-    }
-
-    /// Something genuine came from `addr` that only the peer could have sent in answer to
-    /// us (an acknowledgement echoing our stamp, an answer to our probe): if it is our direct
-    /// path, the path works.
-    pub fn heard(&mut self, addr: SocketAddr) {
-        if self.path == Path::Direct(addr) {
-            self.doubted_since = None;
-        }
-    }
-
-    /// The server keyed us and says: probe now (the peer is doing the same). Each candidate
-    /// gets a fresh nonce, unless a burst is under way: both peers may ask for the same
-    /// punch, and new nonces would void the answers already on their way.
-    pub fn start_burst(&mut self, key: Key, nonces: &mut Nonces, now: Instant) {
-        self.key = Some(key);
-        let renew = self.burst.is_none();
-        for candidate in &mut self.candidates {
-            if renew || candidate.asking.is_none() {
-                candidate.asking = Some(nonces.draw());
-                candidate.asked_at = None;
-            }
-        }
-        self.burst = Some(Burst::starting(now));
-    }
-
-    /// The probes to send now, if a burst is due: each candidate's address and nonce.
-    pub fn probes_due(&mut self, now: Instant) -> Vec<(SocketAddr, Nonce)> {
-        let Some(burst) = self.burst.as_mut().filter(|b| b.next <= now) else {
-            return Vec::new();
-        };
-        burst.left -= 1;
-        burst.next = now + PROBE_EVERY;
-        if burst.left == 0 {
-            self.burst = None;
-        }
-        let asking = self.candidates.iter_mut().filter(|c| !c.validated);
-        asking
-            .filter_map(|c| {
-                c.asked_at.get_or_insert(now);
-                Some((c.addr, c.asking?))
-            })
-            .collect()
-    }
-
-    /// A genuine probe of the peer's (its tag checked) came from `addr`. An address we did
-    /// not know is where the peer's NAT shows it to us: a new candidate, to validate with
-    /// probes of our own.
-    pub fn probed_from(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant) {
-        if self.kind_of(addr).is_some() || self.candidates.len() >= MAX_CANDIDATES {
-            return;
-        }
-        let mut candidate = Candidate::new(addr, Kind::Reflexive);
-        candidate.asking = Some(nonces.draw());
-        self.candidates.push(candidate);
-        if self.burst.is_none() {
-            self.burst = Some(Burst::starting(now));
-        }
-    }
-
-    /// A genuine answer (its tag checked) to the probe asking `nonce` came from `addr`, and
-    /// says the probe was `seen` coming from there: that address is validated. A private
-    /// address must have seen ours exactly (`my_private`: no NAT on a LAN); otherwise
-    /// someone there forwarded our probe to the peer, and its answer back to us, to sit in
-    /// the middle. `None` for anything but a genuine answer.
-    pub fn answered(
-        &mut self,
-        addr: SocketAddr,
-        nonce: &Nonce,
-        seen: SocketAddr,
-        my_private: SocketAddr,
-        now: Instant,
-    ) -> Option<Answered> {
-        let candidate = self.candidates.iter_mut().find(|c| {
-            c.addr == addr
-                && c.asking.is_some_and(|asked| asked.matches(nonce))
-                && (c.kind != Kind::Private || seen == my_private)
-        })?;
-        candidate.validated = true;
-        // The first probe with this nonce may have been lost, and a later one answered: then
-        // this overestimates the round trip, by a probe interval or so, which errs on the
-        // patient side.
-        let round_trip = now - candidate.asked_at.unwrap_or(now);
-        let kind = candidate.kind;
-        let was_direct = matches!(self.path, Path::Direct(_));
-        let better = match self.path {
-            Path::Direct(current) => self.kind_of(current).is_none_or(|k| kind < k),
-            _ => true,
-        };
-        if better {
-            self.path = Path::Direct(addr);
-            self.path_since = now;
-        }
-        if self.candidates.iter().all(|c| c.validated) {
-            self.burst = None;
-        }
-        self.heard(addr);
-        Some(Answered {
-            first_path: better && !was_direct,
-            round_trip,
-        })
-    }
-}
-
-impl Burst {
-    /// A whole burst, its first probe due `now`.
-    fn starting(now: Instant) -> Burst {
-        Burst {
-            left: PROBES,
-            next: now,
-        }
-    }
-}
-
-impl Candidate {
-    fn new(addr: SocketAddr, kind: Kind) -> Candidate {
-        Candidate {
-            addr,
-            kind,
-            asking: None,
-            asked_at: None,
-            validated: false,
-        }
+        self.paths.relocate(self.info.private, public);
     }
 }
 
@@ -460,8 +108,7 @@ impl Peers {
         let was = std::mem::replace(&mut self.me.public, public) == Public::Relayed;
         if blocked != was {
             for peer in self.others.values_mut() {
-                peer.ours_blocked = blocked;
-                peer.relocate(peer.info.public);
+                peer.paths = Paths::new(peer.info.private, peer.info.public, blocked);
             }
         }
     }
@@ -508,7 +155,10 @@ impl Peers {
 
 #[cfg(test)]
 mod tests {
+    use super::super::paths::tests::{route, ME};
+    use super::super::paths::Route;
     use super::*;
+    use std::time::Duration;
 
     fn info(id: &str, public: &str, private: &str) -> PeerInfo {
         PeerInfo {
@@ -525,272 +175,26 @@ mod tests {
         base: 1,
     };
 
-    /// Our own address, as every answer in these tests saw it.
-    const ME: SocketAddr = SocketAddr::new(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 2)),
-        10081,
-    );
-
-    /// How long a message waits on a LAN's path before it is relayed.
-    fn overdue() -> Duration {
-        RoundTrip::default().relay_after()
-    }
-
-    /// Routes a message that waited `waited`, with the server there, on a LAN.
-    fn route(peer: &mut Peer, waited: Duration, now: Instant, n: &mut Nonces) -> (Route, bool) {
-        peer.route(waited, &RoundTrip::default(), now, true, n)
-    }
-
-    fn keyed(peer: &mut Peer, nonces: &mut Nonces, now: Instant) -> Vec<(SocketAddr, Nonce)> {
-        peer.start_burst(Key::fresh().unwrap(), nonces, now);
-        peer.probes_due(now)
-    }
-
-    #[test]
-    fn messages_wait_for_a_validated_path_then_relay_then_retry() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), false);
-        // A while after we heard of it: a message can have waited a second for a path.
-        let now = Instant::now() + overdue();
-        assert_eq!(
-            route(&mut far, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, true),
-            "ask once"
-        );
-        assert_eq!(
-            route(&mut far, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, false)
-        );
-        assert_eq!(far.path_label(), "new");
-        let probes = keyed(&mut far, &mut nonces, now);
-        assert_eq!(probes.len(), 2, "the private and the public address");
-        assert_eq!(
-            route(&mut far, overdue(), now, &mut nonces),
-            (Route::Relay, false)
-        );
-        assert_eq!(far.path_label(), "relayed");
-        assert_eq!(
-            route(
-                &mut far,
-                Duration::ZERO,
-                now + Duration::from_secs(1),
-                &mut nonces
-            ),
-            (Route::Relay, false)
-        );
-        assert_eq!(
-            route(&mut far, Duration::ZERO, now + DIRECT_RETRY, &mut nonces),
-            (Route::Relay, true),
-            "heal attempt"
-        );
-        let probes = keyed(&mut far, &mut nonces, now);
-        let (public, nonce) = probes[1];
-        assert!(far
-            .answered(public, &nonce, ME, ME, now)
-            .is_some_and(|a| a.first_path));
-        assert_eq!(far.path_label(), "direct");
-        assert_eq!(
-            route(&mut far, Duration::ZERO, now, &mut nonces),
-            (Route::Direct(public), false)
-        );
-    }
-
-    #[test]
-    fn an_overdue_message_doubts_the_path_and_only_silence_gives_it_up() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut far = Peer::new(info("far", "10.0.0.2:10081", "192.168.2.2:10081"), false);
-        let now = Instant::now();
-        let allowed = Duration::from_secs(2);
-        let (public, nonce) = keyed(&mut far, &mut nonces, now)[1];
-        assert!(far.answered(public, &nonce, ME, ME, now).is_some());
-
-        // A late message takes the relay; the path stays, and is asked again.
-        let now = now + overdue();
-        assert_eq!(
-            route(&mut far, overdue(), now, &mut nonces),
-            (Route::Relay, false)
-        );
-        assert_eq!(far.path, Path::Direct(public));
-        let asked = far.probes_due(now);
-        let &(_, fresh) = asked.iter().find(|(addr, _)| *addr == public).unwrap();
-        assert_ne!(fresh, nonce, "a fresh nonce");
-        assert_eq!(
-            route(&mut far, Duration::ZERO, now, &mut nonces).0,
-            Route::Direct(public)
-        );
-        // It answers (a lossy path, not a dead one): the doubt ends, the path stays.
-        assert!(far.answered(public, &fresh, ME, ME, now).is_some());
-        far.give_up_silent_path(now + allowed, allowed, true);
-        assert_eq!(far.path, Path::Direct(public));
-
-        // Doubted again, and silent: kept while the server is away, then given up.
-        route(&mut far, overdue(), now, &mut nonces);
-        far.give_up_silent_path(now + allowed, allowed, false);
-        assert_eq!(far.path, Path::Direct(public), "the only path there is");
-        far.give_up_silent_path(now + allowed, allowed, true);
-        assert_eq!(
-            far.path,
-            Path::Direct(public),
-            "the server's absence did not count"
-        );
-        far.give_up_silent_path(now + 2 * allowed, allowed, true);
-        assert!(matches!(far.path, Path::Relayed { .. }));
-    }
-
-    #[test]
-    fn only_an_answer_to_our_own_nonce_from_the_address_asked_validates_it() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"), false);
-        let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
-        let (private, nonce) = probes[0];
-        let (public, _) = probes[1];
-        assert!(
-            peer.answered(private, &nonces.draw(), ME, ME, now)
-                .is_none(),
-            "a guess"
-        );
-        assert!(
-            peer.answered(public, &nonce, ME, ME, now).is_none(),
-            "the private nonce, from elsewhere"
-        );
-        let forwarder: SocketAddr = "192.168.1.3:40000".parse().unwrap();
-        assert!(
-            peer.answered(private, &nonce, forwarder, ME, now).is_none(),
-            "someone at the private address forwarded our probe to the peer"
-        );
-        assert_eq!(peer.path, Path::Untried);
-        assert!(peer.answered(private, &nonce, ME, ME, now).is_some());
-        assert_eq!(peer.path_label(), "private");
-    }
-
-    #[test]
-    fn the_best_validated_path_carries_the_chat() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.1:40000", "192.168.1.3:10081"), false);
-        let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(
-            peer.answered(probes[1].0, &probes[1].1, ME, ME, now)
-                .is_some_and(|a| a.first_path),
-            "public first"
-        );
-        assert!(
-            peer.answered(probes[0].0, &probes[0].1, ME, ME, now)
-                .is_some_and(|a| !a.first_path),
-            "already direct"
-        );
-        assert_eq!(
-            peer.path,
-            Path::Direct(probes[0].0),
-            "the private one is better"
-        );
-        assert!(
-            peer.probes_due(now + PROBE_EVERY).is_empty(),
-            "all validated"
-        );
-    }
-
-    #[test]
-    fn a_probe_from_a_new_address_makes_a_candidate_to_validate() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
-        let now = Instant::now();
-        let reflexive: SocketAddr = "10.0.0.2:50123".parse().unwrap();
-        peer.probed_from(reflexive, &mut nonces, now);
-        let probes = peer.probes_due(now);
-        let (addr, nonce) = *probes.iter().find(|(a, _)| *a == reflexive).unwrap();
-        assert!(peer.answered(addr, &nonce, ME, ME, now).is_some());
-        assert_eq!(peer.path_label(), "direct");
-        for port in 0..20 {
-            peer.probed_from(SocketAddr::from(([10, 0, 0, 2], port)), &mut nonces, now);
-        }
-        assert_eq!(peer.candidates.len(), MAX_CANDIDATES);
-    }
-
-    #[test]
-    fn a_peer_without_a_nat_is_reached_at_its_one_public_address() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("open", "10.0.1.2:10081", "10.0.1.2:10081"), false);
-        let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
-        assert_eq!(probes.len(), 1);
-        // It sees our NAT's public address, not our private one: still a valid answer.
-        let our_public: SocketAddr = "10.0.0.1:10081".parse().unwrap();
-        assert!(peer
-            .answered(probes[0].0, &probes[0].1, our_public, ME, now)
-            .is_some());
-        assert_eq!(peer.path_label(), "direct");
-    }
-
     #[test]
     fn a_move_keeps_what_was_seen_and_the_key() {
         use super::super::inbound::Arrival;
         let mut nonces = Nonces::new().unwrap();
         let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
         let now = Instant::now();
-        let probes = keyed(&mut peer, &mut nonces, now);
+        peer.punch(Key::fresh().unwrap(), &mut nonces, now);
+        let probes = peer.paths.probes_due(now);
         assert!(peer
+            .paths
             .answered(probes[1].0, &probes[1].1, ME, ME, now)
             .is_some());
         assert_eq!(peer.inbound.arrive(ONE, "hi".into(), now).0, Arrival::New);
         peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
-        assert_eq!(peer.path, Path::Untried);
+        assert_eq!(peer.paths.label(), "new", "its paths are found afresh");
         assert!(peer.key().is_some());
         assert_eq!(
             peer.inbound.arrive(ONE, "hi".into(), now).0,
             Arrival::Again,
             "a retransmission after the move is no news"
-        );
-    }
-
-    #[test]
-    fn a_message_sent_before_a_move_waits_on_the_new_path_before_it_is_relayed() {
-        let mut nonces = Nonces::new().unwrap();
-        let mut peer = Peer::new(info("p", "10.0.0.2:10081", "192.168.2.2:10081"), false);
-        peer.relocate(Public::At("10.0.0.2:40000".parse().unwrap()));
-        let now = Instant::now();
-        let old = Duration::from_secs(3);
-        assert_eq!(
-            route(&mut peer, old, now, &mut nonces),
-            (Route::Hold, true),
-            "the new address is punched, not given up on at once"
-        );
-        let probes = keyed(&mut peer, &mut nonces, now);
-        assert!(peer
-            .answered(probes[1].0, &probes[1].1, ME, ME, now)
-            .is_some());
-        let now = Instant::now();
-        assert_eq!(
-            route(&mut peer, old, now, &mut nonces),
-            (Route::Direct(probes[1].0), false),
-            "a path just validated gets its chance"
-        );
-        assert_eq!(
-            route(&mut peer, old, now + overdue(), &mut nonces),
-            (Route::Relay, false)
-        );
-    }
-
-    #[test]
-    fn an_asleep_peer_has_only_its_private_candidate_and_is_never_punched() {
-        let mut peer = Peer::new(
-            PeerInfo {
-                public: Public::Asleep,
-                ..info("sleepy", "10.0.0.1:1", "192.168.1.3:10081")
-            },
-            false,
-        );
-        assert!(peer.is_asleep());
-        assert_eq!(peer.candidates.len(), 1);
-        assert_eq!(
-            route(
-                &mut peer,
-                Duration::ZERO,
-                Instant::now(),
-                &mut Nonces::new().unwrap()
-            ),
-            (Route::Hold, false)
         );
     }
 
@@ -808,14 +212,14 @@ mod tests {
         let walled = peers.get_mut("walled").unwrap();
         assert!(!walled.is_asleep());
         assert_eq!(
-            route(walled, Duration::ZERO, now, &mut nonces),
+            route(&mut walled.paths, Duration::ZERO, now, &mut nonces),
             (Route::Relay, false)
         );
-        assert_eq!(walled.path_label(), "relayed");
-        assert!(walled.probes_due(now).is_empty());
+        assert_eq!(walled.paths.label(), "relayed");
+        assert!(walled.paths.probes_due(now).is_empty());
         let far = peers.get_mut("far").unwrap();
         assert_eq!(
-            route(far, Duration::ZERO, now, &mut nonces),
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
             (Route::Hold, true)
         );
 
@@ -824,22 +228,22 @@ mod tests {
         peers.set_mine(Public::Relayed);
         let far = peers.get_mut("far").unwrap();
         assert_eq!(
-            route(far, Duration::ZERO, now, &mut nonces),
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
             (Route::Relay, false)
         );
-        assert_eq!(far.path_label(), "relayed");
+        assert_eq!(far.paths.label(), "relayed");
         peers.insert(info("late", "10.0.0.3:10081", "192.168.3.3:10081"));
         let late = peers.get_mut("late").unwrap();
         assert_eq!(
-            route(late, Duration::ZERO, now, &mut nonces),
+            route(&mut late.paths, Duration::ZERO, now, &mut nonces),
             (Route::Relay, false)
         );
         peers.set_mine(Public::At("10.0.0.9:10081".parse().unwrap()));
         let far = peers.get_mut("far").unwrap();
         assert_eq!(
-            route(far, Duration::ZERO, now, &mut nonces),
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
             (Route::Hold, true)
         );
-        assert_eq!(peers.get("walled").unwrap().path_label(), "relayed");
+        assert_eq!(peers.get("walled").unwrap().paths.label(), "relayed");
     }
 }

@@ -1,5 +1,6 @@
 //! Starting a client session: connect, register, announce the UDP endpoint, receive the
-//! list, and start the three reader threads.
+//! list, and start the three reader threads ([`super::readers`]); and registering again,
+//! in the background, when the connection to the server is lost.
 //!
 //! Registration runs step by step on the main thread, because each step needs the answer to
 //! the one before:
@@ -32,44 +33,20 @@
 //! The same handshake registers again after the connection is lost ([`spawn_reconnect`]),
 //! on a thread of its own, so that the event loop (and direct chats) never wait for it.
 
+use super::readers::{
+    read_events, spawn_input, spawn_tcp_reader, spawn_udp_reader, FromPeer, FromServer, Input,
+    CHANNEL,
+};
 use super::Config;
 use crate::failure::{connect, in_words, spawn, Failure};
 use crate::lines::{clean, is_timeout, LineError, LineReader};
 use crate::nonce::{Nonce, Nonces};
-use crate::wire::{
-    check_id, Announce, Datagram, Event, IdInUse, PeerInfo, Public, Request, MAX_LINE,
-};
+use crate::wire::{check_id, Announce, Event, IdInUse, PeerInfo, Public, Request, MAX_LINE};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A line from the user, or the reason there will be no more.
-pub enum Input {
-    Line(String),
-    /// End of input (Ctrl+D, or a script that ran out).
-    End,
-    /// Ctrl+C.
-    Interrupt,
-}
-
-/// What the TCP thread (or the reconnect thread) hands to the loop.
-pub enum FromServer {
-    Event(Event),
-    /// The connection of this generation ended (see `Client`'s `generation`).
-    Closed(u64),
-    /// Registered again, on a new connection.
-    Back(Back),
-    /// Registering again, our ID turned out to be someone else's now.
-    Taken,
-}
-
-/// A well-formed datagram, and where it came from.
-pub struct FromPeer {
-    pub datagram: Datagram,
-    pub from: SocketAddr,
-}
 
 /// A registered session, ready for the event loop.
 pub struct Session {
@@ -173,10 +150,7 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         udp,
         list: handshake.list,
         from_server: {
-            spawn("tcp", {
-                let to_loop = to_loop.clone();
-                move || read_events(handshake.reader, &to_loop, 0)
-            })?;
+            spawn_tcp_reader(handshake.reader, &to_loop)?;
             from_server
         },
         to_loop,
@@ -516,71 +490,4 @@ fn confused(server: SocketAddr, event: &Event) -> Failure {
             "the server at {server} sent '{event}' out of turn during registration"
         )),
     }
-}
-
-/// How long the UDP thread pauses after a failed receive.
-const RECV_ERROR_PAUSE: Duration = Duration::from_millis(10);
-
-/// Channel capacities: small, because the loop keeps up; a full UDP channel drops datagrams
-/// (as a full socket buffer would), the others make their thread wait.
-const CHANNEL: usize = 256;
-
-/// The input thread: lines from stdin, then `End`. Ctrl+C arrives on the same channel.
-fn spawn_input(stdin: io::Stdin) -> Result<Receiver<Input>, Failure> {
-    let (tx, rx) = bounded(CHANNEL);
-    let interrupt = tx.clone();
-    ctrlc::set_handler(move || {
-        let _ = interrupt.send(Input::Interrupt);
-    })
-    .map_err(|e| Failure::runtime(format!("cannot catch Ctrl+C: {e}")))?;
-    spawn("input", move || {
-        // Split on newlines and decode leniently: a stray invalid byte typed or piped in
-        // must not end the session as if the input had ended.
-        for line in stdin.lock().split(b'\n') {
-            let Ok(line) = line else { break };
-            let line = String::from_utf8_lossy(&line)
-                .trim_end_matches('\r')
-                .to_string();
-            if tx.send(Input::Line(line)).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(Input::End);
-    })?;
-    Ok(rx)
-}
-
-/// The TCP thread's work: hands each server event to the loop, then `Closed` with the
-/// connection's `generation`. Lines that do not parse are skipped.
-fn read_events(mut reader: LineReader<TcpStream>, to_loop: &Sender<FromServer>, generation: u64) {
-    while let Ok(Some(line)) = reader.read_line() {
-        if let Ok(event) = line.parse() {
-            if to_loop.send(FromServer::Event(event)).is_err() {
-                return;
-            }
-        }
-    }
-    let _ = to_loop.send(FromServer::Closed(generation));
-}
-
-/// The UDP thread: well-formed peer datagrams. Anything else is dropped here.
-fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromPeer>, Failure> {
-    let (tx, rx) = bounded(CHANNEL);
-    spawn("udp", move || {
-        let mut buf = [0u8; 1500];
-        loop {
-            let Ok((len, from)) = udp.recv_from(&mut buf) else {
-                // An error that keeps coming must not spin a core.
-                std::thread::sleep(RECV_ERROR_PAUSE);
-                continue;
-            };
-            let Ok(text) = std::str::from_utf8(&buf[..len]) else {
-                continue;
-            };
-            if let Ok(datagram) = text.parse() {
-                let _ = tx.try_send(FromPeer { datagram, from });
-            }
-        }
-    })?;
-    Ok(rx)
 }
