@@ -147,9 +147,8 @@ fn test_exists(root: &Path, name: &str) -> bool {
         _ => return false,
     };
     files.iter().any(|file| {
-        fs::read_to_string(file).is_ok_and(|source| {
-            source.contains("#[test]") && defines(&source, test)
-        })
+        fs::read_to_string(file)
+            .is_ok_and(|source| source.contains("#[test]") && defines(&source, test))
     })
 }
 
@@ -192,8 +191,15 @@ fn every_test_the_reliability_tables_cite_exists() {
             }
         }
     }
-    assert!(wrong.is_empty(), "docs/RELIABILITY.md:\n{}", wrong.join("\n"));
-    assert!(rows >= 30, "only {rows} rows with a proof: did the tables change shape?");
+    assert!(
+        wrong.is_empty(),
+        "docs/RELIABILITY.md:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        rows >= 30,
+        "only {rows} rows with a proof: did the tables change shape?"
+    );
 }
 
 #[test]
@@ -205,7 +211,10 @@ fn the_check_finds_what_is_missing() {
     assert!(!defines(source, "reg"), "a prefix is not a name");
     assert!(!defines(source, "remove"));
     assert!(implements(source, "Registry"));
-    assert!(implements(source, "Presence"), "generics are not part of the name");
+    assert!(
+        implements(source, "Presence"),
+        "generics are not part of the name"
+    );
     assert!(!implements(source, "Client"));
     let found = links("see [`register`](../src/server/connection.rs) and [x](http://e)");
     assert_eq!(found.len(), 2);
@@ -213,7 +222,10 @@ fn the_check_finds_what_is_missing() {
     assert_eq!(found[0].target, "../src/server/connection.rs");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(test_exists(root, "docs::the_check_finds_what_is_missing"));
-    assert!(test_exists(root, "lines::tests::a_last_line_cut_short_can_be_dropped"));
+    assert!(test_exists(
+        root,
+        "lines::tests::a_last_line_cut_short_can_be_dropped"
+    ));
     assert!(!test_exists(root, "docs::no_such_test"));
     assert!(!test_exists(root, "lines::tests::no_such_test"));
     assert!(!test_exists(root, "nowhere::a_test"));

@@ -334,8 +334,9 @@ impl Client {
         let mut probes = Vec::new();
         let server = self.tcp.is_some();
         for peer in self.peers.iter_mut() {
-            let allowed = self.outgoing.round_trip(&peer.info.id).silence_allowed();
-            peer.paths.give_up_silent_path(now, allowed, server);
+            let rtt = self.outgoing.round_trip(&peer.info.id);
+            peer.paths
+                .check_doubted_path(now, &rtt, server, &mut self.nonces);
             let waited = peer.inbound.due(now);
             if !waited.is_empty() {
                 show(&peer.info.id, waited);

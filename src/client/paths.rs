@@ -121,6 +121,8 @@ pub struct Paths {
     /// Since when the direct path is in doubt (a message on it went overdue) and being
     /// asked: a genuine answer from it ends the doubt.
     doubted_since: Option<Instant>,
+    /// When to ask a doubted path again, if it has not answered by then.
+    next_ask: Instant,
     /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
     /// ours can work either. Kept by [`Peers`](super::peers::Peers), which knows.
     ours_blocked: bool,
@@ -167,6 +169,7 @@ impl Paths {
             path_since: Instant::now(),
             burst: None,
             doubted_since: None,
+            next_ask: Instant::now(),
             ours_blocked,
         }
     }
@@ -230,7 +233,7 @@ impl Paths {
                 // This copy takes the relay; the path is asked whether it still works.
                 if self.doubted_since.is_none() {
                     self.doubted_since = Some(now);
-                    self.ask_again(addr, nonces, now);
+                    self.ask_again(addr, nonces, now, round_trip);
                 }
                 (Route::Relay, false)
             }
@@ -248,14 +251,16 @@ impl Paths {
         }
     }
 
-    /// Probes the validated address `addr` again, with a fresh nonce.
-    fn ask_again(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant) {
+    /// Probes the validated address `addr` again, with a fresh nonce; asks once more a
+    /// timeout after the burst's last probe, should nothing answer.
+    fn ask_again(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant, rtt: &RoundTrip) {
         if let Some(candidate) = self.candidates.iter_mut().find(|c| c.addr == addr) {
             candidate.validated = false;
             candidate.asking = Some(nonces.draw());
             candidate.asked_at = None;
         }
         self.burst = Some(Burst::starting(now));
+        self.next_ask = now + PROBE_EVERY * (PROBES - 1) + rtt.rto();
     }
 
     /// The relay carries the chat from now on; the direct paths are tried again later.
@@ -267,14 +272,30 @@ impl Paths {
         self.doubted_since = None;
     }
 
-    /// Gives up a doubted direct path that answered nothing for `allowed`, for the relay.
-    /// Not while the server is away (`!server`): the path is all there is, and the doubt
-    /// waits for the server's return.
-    pub fn give_up_silent_path(&mut self, now: Instant, allowed: Duration, server: bool) {
-        match self.doubted_since {
-            Some(since) if !server => self.doubted_since = Some(since.max(now - allowed / 2)),
-            Some(since) if now - since >= allowed => self.fall_back_to_relay(now),
-            _ => {}
+    /// While the direct path is in doubt: asks it again, one timeout after each unanswered
+    /// burst (a burst of loss can swallow a whole burst of probes, or their answers), and
+    /// gives it up for the relay once it has answered nothing for as long as its round trip
+    /// allows ([`RoundTrip::silence_allowed`]). Not while the server is away (`!server`):
+    /// the path is all there is, and the doubt waits for the server's return.
+    pub fn check_doubted_path(
+        &mut self,
+        now: Instant,
+        rtt: &RoundTrip,
+        server: bool,
+        nonces: &mut Nonces,
+    ) {
+        let (Some(since), Path::Direct(addr)) = (self.doubted_since, self.path) else {
+            return;
+        };
+        let allowed = rtt.silence_allowed();
+        if !server {
+            self.doubted_since = Some(since.max(now - allowed / 2));
+        } else if now - since >= allowed {
+            self.fall_back_to_relay(now);
+            return;
+        }
+        if self.burst.is_none() && now >= self.next_ask {
+            self.ask_again(addr, nonces, now, rtt);
         }
     }
 
@@ -497,7 +518,8 @@ pub(super) mod tests {
         let mut nonces = Nonces::new().unwrap();
         let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
         let now = Instant::now();
-        let allowed = Duration::from_secs(2);
+        let rtt = RoundTrip::default();
+        let allowed = rtt.silence_allowed();
         let (public, nonce) = punched(&mut far, &mut nonces, now)[1];
         assert!(far.answered(public, &nonce, ME, ME, now).is_some());
 
@@ -517,20 +539,36 @@ pub(super) mod tests {
         );
         // It answers (a lossy path, not a dead one): the doubt ends, the path stays.
         assert!(far.answered(public, &fresh, ME, ME, now).is_some());
-        far.give_up_silent_path(now + allowed, allowed, true);
+        far.check_doubted_path(now + allowed, &rtt, true, &mut nonces);
         assert_eq!(far.path, Path::Direct(public));
 
-        // Doubted again, and silent: kept while the server is away, then given up.
+        // Doubted again: its burst of probes is lost whole, so it is asked again, with a
+        // fresh nonce, a timeout after the burst...
         route(&mut far, overdue(), now, &mut nonces);
-        far.give_up_silent_path(now + allowed, allowed, false);
+        let first = far.probes_due(now);
+        let mut later = now;
+        while far.burst.is_some() {
+            later += PROBE_EVERY;
+            far.probes_due(later);
+        }
+        far.check_doubted_path(later, &rtt, true, &mut nonces);
+        assert!(far.probes_due(later).is_empty(), "not at once");
+        let again = later + rtt.rto();
+        far.check_doubted_path(again, &rtt, true, &mut nonces);
+        let second = far.probes_due(again);
+        assert!(second
+            .iter()
+            .any(|&(addr, n)| addr == public && first.iter().all(|&(_, old)| old != n)));
+        // ...and, silent still, kept while the server is away, then given up.
+        far.check_doubted_path(now + allowed, &rtt, false, &mut nonces);
         assert_eq!(far.path, Path::Direct(public), "the only path there is");
-        far.give_up_silent_path(now + allowed, allowed, true);
+        far.check_doubted_path(now + allowed, &rtt, true, &mut nonces);
         assert_eq!(
             far.path,
             Path::Direct(public),
             "the server's absence did not count"
         );
-        far.give_up_silent_path(now + 2 * allowed, allowed, true);
+        far.check_doubted_path(now + 2 * allowed, &rtt, true, &mut nonces);
         assert!(matches!(far.path, Path::Relayed { .. }));
     }
 
