@@ -518,13 +518,7 @@ fn a_new_public_port_while_idle_and_the_chat_goes_on_both_ways_within_seconds() 
     });
     let noticed = remapped.elapsed();
     let (to_bob, to_alice) = chat_both_ways(&mut lab, "after the new port");
-    let line = wait_path(&mut lab.bob, "alice", "direct");
-    wait_path(&mut lab.alice, "bob", "direct");
-    wait_acked(&lab.a, &lab.net, "bob", 2, PATIENCE);
-    wait_acked(&lab.b, &lab.net, "alice", 2, PATIENCE);
-    assert_reports_true(&lab.alice, "bob");
-    assert_reports_true(&lab.bob, "alice");
-    exit(&mut lab.alice, &lab.bob);
+    let line = direct_again_and_true(&mut lab);
     let report = lab.net.report();
     eprintln!(
         "move noticed in {:.1} s; shown in {:.1} s and {:.1} s\n{report}",
@@ -549,6 +543,19 @@ fn a_new_public_port_while_idle_and_the_chat_goes_on_both_ways_within_seconds() 
     // bob's datagrams to the old port met a closed mapping, or none were sent: either way
     // the new port carried chat text.
     assert!(lab.a.counts().of(Way::FromPeer, "CHAT") >= 2, "{report}");
+}
+
+/// After a change of address: both sides end direct again, both sides' two messages
+/// confirmed, every report true; then both leave. Returns bob's list line for alice.
+fn direct_again_and_true(lab: &mut Lab) -> String {
+    let line = wait_path(&mut lab.bob, "alice", "direct");
+    wait_path(&mut lab.alice, "bob", "direct");
+    wait_acked(&lab.a, &lab.net, "bob", 2, PATIENCE);
+    wait_acked(&lab.b, &lab.net, "alice", 2, PATIENCE);
+    assert_reports_true(&lab.alice, "bob");
+    assert_reports_true(&lab.bob, "alice");
+    exit(&mut lab.alice, &lab.bob);
+    line
 }
 
 #[test]
@@ -584,13 +591,7 @@ fn a_client_that_moves_to_another_network_chats_again_within_seconds() {
     }
     let relisted = moved.elapsed();
     let (to_bob, to_alice) = chat_both_ways(&mut lab, "from the new network");
-    wait_path(&mut lab.bob, "alice", "direct");
-    wait_path(&mut lab.alice, "bob", "direct");
-    wait_acked(&lab.a, &lab.net, "bob", 2, PATIENCE);
-    wait_acked(&lab.b, &lab.net, "alice", 2, PATIENCE);
-    assert_reports_true(&lab.alice, "bob");
-    assert_reports_true(&lab.bob, "alice");
-    exit(&mut lab.alice, &lab.bob);
+    direct_again_and_true(&mut lab);
     let report = lab.net.report();
     eprintln!(
         "listed anew in {:.1} s; shown in {:.1} s and {:.1} s\n{report}",

@@ -9,116 +9,13 @@ use natchat::wire::{Datagram, Numbered};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+use support::raw::Raw;
 use support::spoof::Spoofer;
 use support::{asleep_client, p2p_client, p2p_server, Proc, SOON};
 
 /// Hand-driven clients send no keep-alives: a server timeout long enough that none of them
 /// disappears during a test.
 const QUIET_RAW: &[&str] = &["--timeout-secs", "60"];
-
-/// A hand-driven protocol client: a TCP connection to the server and a UDP socket.
-struct Raw {
-    tcp: TcpStream,
-    reader: BufReader<TcpStream>,
-    udp: UdpSocket,
-    server: SocketAddr,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let server: SocketAddr = ([127, 0, 0, 1], port).into();
-        let tcp = TcpStream::connect(server).unwrap();
-        tcp.set_read_timeout(Some(SOON)).unwrap();
-        let reader = BufReader::new(tcp.try_clone().unwrap());
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Raw {
-            tcp,
-            reader,
-            udp,
-            server,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        writeln!(self.tcp, "{line}").unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line from the server");
-        line.trim_end().to_string()
-    }
-
-    /// Reads lines until one starts with `prefix`.
-    fn expect(&mut self, prefix: &str) -> String {
-        for _ in 0..10_000 {
-            let line = self.line();
-            assert!(
-                !line.is_empty() || prefix.is_empty(),
-                "connection closed waiting for {prefix:?}"
-            );
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-        panic!("no {prefix:?}");
-    }
-
-    /// Registers as `id` and proves the UDP socket's address with the nonce of `WELCOME`.
-    fn register(port: u16, id: &str) -> Raw {
-        let mut raw = Raw::connect(port);
-        let udp_addr = raw.udp.local_addr().unwrap();
-        raw.send(&format!("REGISTER {id} {udp_addr}"));
-        let nonce = raw.expect("WELCOME ")["WELCOME ".len()..].to_string();
-        raw.udp
-            .send_to(format!("HELLO {id} {nonce}").as_bytes(), raw.server)
-            .unwrap();
-        raw.expect("LIST_END");
-        raw
-    }
-
-    /// Asks the server to pair us with `peer`: the key we then share.
-    fn key_for(&mut self, peer: &str) -> Key {
-        self.send(&format!("PUNCH {peer}"));
-        let line = self.expect(&format!("PUNCH {peer} "));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    }
-
-    /// Every line after the list (the list included), up to one starting with `prefix`.
-    fn lines_until(&mut self, prefix: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        for _ in 0..10_000 {
-            let line = self.line();
-            assert!(!line.is_empty(), "connection closed waiting for {prefix:?}");
-            if line.starts_with(prefix) {
-                return lines;
-            }
-            lines.push(line);
-        }
-        panic!("no {prefix:?}");
-    }
-
-    fn udp_to(&self, text: &str, to: SocketAddr) {
-        self.udp.send_to(text.as_bytes(), to).unwrap();
-    }
-
-    /// Datagrams received within `window`.
-    fn datagrams(&self, window: Duration) -> Vec<String> {
-        let deadline = Instant::now() + window;
-        let mut buf = [0u8; 2048];
-        let mut got = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok((n, _)) = self.udp.recv_from(&mut buf) {
-                got.push(String::from_utf8_lossy(&buf[..n]).to_string());
-            }
-        }
-        got
-    }
-}
 
 /// Message `seq` of a test's own session, counting from 1.
 fn numbered(seq: u64) -> Numbered {

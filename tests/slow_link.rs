@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Proc, SOON};
+use support::{p2p_client_started, SOON};
 
 /// How long the server below takes to answer `REGISTER`.
 const SLOW: Duration = Duration::from_secs(12);
@@ -35,21 +35,7 @@ fn a_server_that_answers_slowly_is_waited_for() {
     });
 
     let started = Instant::now();
-    let port = port.to_string();
-    let client = Proc::spawn(
-        "slow",
-        &[
-            "client",
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--udp-port",
-            "0",
-            "--id",
-            "slow",
-        ],
-    );
+    let client = p2p_client_started("slow", port, &[]);
     client.wait_line("saying it still waits", SLOW + SOON, |l| {
         l == format!(
             "Still waiting for the server at 127.0.0.1:{port} to answer (slow or lossy link?)..."

@@ -7,13 +7,14 @@
 
 mod support;
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{p2p_client, p2p_server, Proc, SOON};
+use support::raw::Raw;
+use support::{p2p_client, p2p_client_started, p2p_server, Proc, SOON};
 
 /// How long the blocked client may take to register: its announcement is given up after
 /// 6 s, and a loaded machine gets plenty more.
@@ -62,25 +63,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     });
 }
 
-/// A client `id` of the server reached through `port`, started, not yet registered.
-fn client_through(id: &str, port: u16) -> Proc {
-    let port = port.to_string();
-    let args = [
-        "client",
-        "--server",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--udp-port",
-        "0",
-        "--id",
-        id,
-        "--keepalive-secs",
-        "1",
-    ];
-    Proc::spawn(id, &args)
-}
-
 /// The line about `id` of the `@show_list` typed into `client` now, its `times`th list.
 fn listed(client: &mut Proc, id: &str, times: usize) -> String {
     client.send("@show_list");
@@ -109,7 +91,7 @@ fn a_client_whose_udp_is_blocked_stays_registered_and_chats_through_the_relay() 
     let (server, port) = p2p_server(&[]);
     let mut alice = p2p_client("alice", port);
     let (hole_port, swallowed) = udp_black_hole(port);
-    let mut walled = client_through("walled", hole_port);
+    let mut walled = p2p_client_started("walled", hole_port, &[]);
 
     let blocked = walled.wait_line("saying its UDP is blocked", REGISTERING, |l| {
         l.starts_with("Registered as walled, but")
@@ -196,81 +178,6 @@ fn a_client_whose_udp_is_blocked_stays_registered_and_chats_through_the_relay() 
     assert!(server.output().iter().all(|l| !l.contains("panicked")));
 }
 
-/// A hand-made registration on the server at `port`.
-struct Raw {
-    tcp: TcpStream,
-    reader: BufReader<TcpStream>,
-    udp: UdpSocket,
-    server: SocketAddr,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let server: SocketAddr = ([127, 0, 0, 1], port).into();
-        let tcp = TcpStream::connect(server).unwrap();
-        tcp.set_read_timeout(Some(SOON)).unwrap();
-        let reader = BufReader::new(tcp.try_clone().unwrap());
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        Raw {
-            tcp,
-            reader,
-            udp,
-            server,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        writeln!(self.tcp, "{line}").unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line from the server");
-        line.trim_end().to_string()
-    }
-
-    /// Reads lines until one starts with `prefix` (others, such as a `JOIN`, may come first).
-    fn expect(&mut self, prefix: &str) -> String {
-        for _ in 0..100 {
-            let line = self.line();
-            assert!(!line.is_empty(), "connection closed waiting for {prefix:?}");
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-        panic!("no {prefix:?}");
-    }
-
-    /// `REGISTER`, and the nonce of `WELCOME`.
-    fn register(&mut self, id: &str) -> String {
-        let udp = self.udp.local_addr().unwrap();
-        self.send(&format!("REGISTER {id} {udp}"));
-        let welcome = self.line();
-        welcome.strip_prefix("WELCOME ").unwrap().to_string()
-    }
-
-    fn hello(&self, id: &str, nonce: &str) {
-        let hello = format!("HELLO {id} {nonce}");
-        self.udp.send_to(hello.as_bytes(), self.server).unwrap();
-    }
-
-    /// The lines up to `LIST_END`, which must come.
-    fn list(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        for _ in 0..100 {
-            let line = self.line();
-            let end = line == "LIST_END";
-            lines.push(line);
-            if end {
-                return lines;
-            }
-        }
-        panic!("no LIST_END: {lines:?}");
-    }
-}
-
 #[test]
 fn udp_blocked_acts_only_once_and_only_for_a_registration_not_yet_listed() {
     let (server, port) = p2p_server(&[]);
@@ -284,9 +191,9 @@ fn udp_blocked_acts_only_once_and_only_for_a_registration_not_yet_listed() {
     );
     dave.send("UDP_BLOCKED please");
     assert_eq!(dave.line(), "ERROR unexpected 'please'");
-    let nonce = dave.register("dave");
+    let nonce = dave.welcome("dave");
     dave.send("UDP_BLOCKED");
-    let list = dave.list();
+    let list = dave.lines_until("LIST_END");
     assert_eq!(list[0], "READY relayed");
     assert!(list
         .iter()
@@ -307,9 +214,9 @@ fn udp_blocked_acts_only_once_and_only_for_a_registration_not_yet_listed() {
     // A client whose HELLO got through first is listed at its address; its late
     // UDP_BLOCKED changes nothing.
     let mut erin = Raw::connect(port);
-    let nonce = erin.register("erin");
+    let nonce = erin.welcome("erin");
     erin.hello("erin", &nonce);
-    let list = erin.list();
+    let list = erin.lines_until("LIST_END");
     assert!(list[0].starts_with("READY 127.0.0.1:"), "{list:?}");
     assert!(list.iter().any(|l| l.starts_with("PEER dave relayed ")));
     erin.send("UDP_BLOCKED");

@@ -7,6 +7,7 @@
 
 pub mod lab;
 pub mod nat;
+pub mod raw;
 pub mod spoof;
 pub mod tmux;
 
@@ -282,6 +283,14 @@ pub fn asleep_client(id: &str, port: u16) -> Proc {
 /// A P2P client `id` with `extra` options (given after the defaults, so that they win),
 /// registered, its list received.
 pub fn p2p_client_with(id: &str, port: u16, extra: &[&str]) -> Proc {
+    let client = p2p_client_started(id, port, extra);
+    client.wait_for("Commands:");
+    client
+}
+
+/// A P2P client `id` of the server at loopback port `port`, with `extra` options, started
+/// and not waited for: for tests that watch how its registration goes.
+pub fn p2p_client_started(id: &str, port: u16, extra: &[&str]) -> Proc {
     let port = port.to_string();
     let mut args = vec![
         "client",
@@ -297,9 +306,7 @@ pub fn p2p_client_with(id: &str, port: u16, extra: &[&str]) -> Proc {
         "1",
     ];
     args.extend_from_slice(extra);
-    let client = Proc::spawn(id, &args);
-    client.wait_for("Commands:");
-    client
+    Proc::spawn(id, &args)
 }
 
 /// A chat room server on a free port of 127.0.0.1, with `extra` options. Returns it and its
