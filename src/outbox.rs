@@ -18,7 +18,16 @@
 //!   atomic swap when the writer is awake, one futex wake when it sleeps. (crossbeam's
 //!   blocking `recv` would do too, but it spins and yields several times before it sleeps,
 //!   which with ten thousand writers woken for every join was most of the server's time.
-//!   The writer here yields once.)
+//!   The writer here yields once. See [`crate::scale`].)
+//!
+//! What a full queue means depends on what is queued, so there are a few ways to queue:
+//!
+//! | call | for | when the queue is full |
+//! | --- | --- | --- |
+//! | [`push`](Outbox::push), [`push_line`](Outbox::push_line) | a client's own answers, a join | the client is cut off |
+//! | [`push_patiently`](Outbox::push_patiently) | a room message to everyone | the sender waits a little, then the reader is cut off |
+//! | [`offer`](Outbox::offer) | a relayed chat datagram, which its sender retransmits | dropped (already at half full) |
+//! | [`push_unwoken`](Outbox::push_unwoken), then [`wake`](Outbox::wake) | a round of joins for ten thousand | cut off; writers woken after the lock |
 
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use std::io::{self, Write};
