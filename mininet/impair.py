@@ -8,9 +8,13 @@ libnetfilter_queue (Debian package libnetfilter-queue1, used here through ctypes
 what becomes of it:
 
   - lost: a Gilbert-Elliott chain (two states, good and bad): in the bad state every packet
-    is dropped, in the good state none; it enters the bad state with probability p per packet
-    and leaves it with probability r = 1/burst, so losses come in bursts of `burst` packets on
-    average and `loss` of all packets are lost (p = loss * r / (1 - loss));
+    is dropped, in the good state none; at each step it enters the bad state with probability
+    p and leaves it with probability r = 1/burst, so losses come in bursts of `burst` steps on
+    average and `loss` of the time is bad (p = loss * r / (1 - loss)). The chain steps once
+    per 10 ms slot (a link carrying 100 packets a second), also while no packet passes: a
+    fade is a stretch of time, as on a radio link. (Stepping once per packet, as netem's
+    `loss gemodel` does, turns a burst of 40 on a sparse flow, a keep-alive a second, into
+    40 s of silence, and one lost TCP SYN into a minute without a connection.)
   - otherwise held for `delay` plus a uniform jitter in [-jitter, +jitter] (as netem's
     `delay D J`), then accepted. Like netem with jitter, a packet may overtake another.
 
@@ -36,6 +40,7 @@ import time
 
 NF_DROP, NF_ACCEPT = 0, 1
 NFQNL_COPY_META = 1
+SLOT = 0.010  # the loss chain steps once per slot (s)
 
 lib = ctypes.CDLL(ctypes.util.find_library('netfilter_queue') or 'libnetfilter_queue.so.1',
                   use_errno=True)
@@ -67,15 +72,22 @@ class Direction:
         self.leave_bad = 1 / max(burst, 1)
         self.enter_bad = loss * self.leave_bad / (1 - loss) if loss < 1 else 1.0
         self.bad = False
+        self.stepped = time.monotonic()
         self.passed = self.dropped = 0
         self.handle = None  # the nfq queue handle
 
     def lost(self):
-        """Advances the Gilbert-Elliott chain by one packet; True when this one is lost."""
-        if self.bad:
-            self.bad = random.random() >= self.leave_bad
-        else:
-            self.bad = random.random() < self.enter_bad
+        """Advances the Gilbert-Elliott chain to now; True when this packet is lost."""
+        now = time.monotonic()
+        steps = max(1, int((now - self.stepped) / SLOT))
+        self.stepped = max(self.stepped + steps * SLOT, now - SLOT)
+        # After k steps of a two-state chain, the chance of being bad is pi + (start - pi)
+        # * lam**k, with pi = p / (p + r) the share of bad time and lam = 1 - p - r.
+        total = self.enter_bad + self.leave_bad
+        share = self.enter_bad / total if total else 0.0
+        lam = 1 - total
+        bad_chance = share + ((1.0 if self.bad else 0.0) - share) * lam ** steps
+        self.bad = random.random() < bad_chance
         return self.bad
 
     def hold(self):
