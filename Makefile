@@ -19,13 +19,15 @@ HOST      ?= 127.0.0.1
 ROOM_PORT ?= 8888
 # The NAT lab: home, bare or symmetric NATs. It needs root: sudo unless already root.
 MODE      ?= home
+# One NAT lab scenario by name (make test-nat SCENARIO=bare-heal), with every line printed.
+SCENARIO  ?=
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # $(call arg,NAME): variable NAME's value as one shell word, exactly as given: a space, a quote
 # or a `;` in ID reaches natchat (which refuses it itself) instead of the shell.
 arg = '$(subst ','\'',$($(1)))'
 
-.PHONY: help build run-server run-client run-room-server run-room-client demo test lint doc bench bench-scale mininet test-nat test-nat-matrix clean
+.PHONY: help build run-server run-client run-room-server run-room-client demo test lint doc bench bench-scale mininet test-nat test-nat-matrix test-nat-ladder clean
 
 help:
 	@echo "make build                       build natchat and natchat-bench (release)"
@@ -41,8 +43,9 @@ help:
 	@echo "make bench                       the standard benchmark set, as one table (about 20 seconds)"
 	@echo "make bench-scale                 10,000 clients per server (about two minutes; needs raised kernel limits: it says which)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
-	@echo "make test-nat                    the NAT lab scenarios and tier matrix (root; about a minute)"
+	@echo "make test-nat [SCENARIO=name]    the NAT lab scenarios (root; about 4 minutes), or one, every line printed"
 	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; 40 s)"
+	@echo "make test-nat-ladder             only the ladder of bad links, nine rungs (root; about a minute)"
 
 build:
 	$(CARGO) build --release --quiet
@@ -106,10 +109,13 @@ mininet: build
 	$(SUDO) bash mininet/execute_mn.sh --mode $(call arg,MODE)
 
 test-nat: build
-	$(SUDO) bash mininet/execute_mn.sh --test
+	$(SUDO) bash mininet/execute_mn.sh --test $(if $(SCENARIO),-v $(call arg,SCENARIO))
 
 test-nat-matrix: build
 	$(SUDO) bash mininet/execute_mn.sh --test nat-matrix
+
+test-nat-ladder: build
+	$(SUDO) bash mininet/execute_mn.sh --test ladder
 
 clean:
 	$(CARGO) clean

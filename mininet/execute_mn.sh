@@ -4,6 +4,7 @@
 #   sudo bash mininet/execute_mn.sh [--mode home|bare|symmetric]   open the lab in the Mininet CLI
 #   sudo bash mininet/execute_mn.sh --test [-v] [SCENARIO...]      run the scenarios unattended
 #   sudo bash mininet/execute_mn.sh --test nat-matrix              every NAT tier against every other
+#   sudo bash mininet/execute_mn.sh --test ladder                  the whole ladder of bad links
 #
 # Installs the Debian packages it needs when they are missing, builds natchat (cargo build
 # --release; NATCHAT=/path/to/natchat skips that), and leaves no lab behind: the Python side
@@ -54,19 +55,22 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # --- Debian packages ------------------------------------------------------------------
 # mininet (with /usr/bin/python3), iptables for the routers, iproute2 for the links,
 # bridge-utils for the Linux-bridge switches, ping for the lab's own reachability checks,
-# conntrack to empty a router's table when the NAT-tier matrix changes its tier.
+# conntrack to empty a router's table when the NAT-tier matrix changes its tier, tcpdump for
+# bare-heal's captures, libnetfilter-queue1 for impair.py (links impaired without netem).
 packages_missing() {
-    for tool in mn mnexec iptables ip brctl ping conntrack; do
+    for tool in mn mnexec iptables ip brctl ping conntrack tcpdump; do
         command -v "$tool" >/dev/null || return 0
     done
     /usr/bin/python3 -c 'import mininet.net' 2>/dev/null || return 0
+    /sbin/ldconfig -p | grep -q 'libnetfilter_queue\.so\.1' || return 0
     return 1
 }
 if packages_missing; then
-    echo "*** Installing Debian packages: mininet iptables iproute2 bridge-utils iputils-ping conntrack"
+    echo "*** Installing Debian packages: mininet iptables iproute2 bridge-utils iputils-ping conntrack tcpdump libnetfilter-queue1"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q mininet iptables iproute2 bridge-utils iputils-ping conntrack
+    apt-get install -y -q mininet iptables iproute2 bridge-utils iputils-ping conntrack tcpdump \
+        libnetfilter-queue1
 fi
 
 # --- natchat --------------------------------------------------------------------------
