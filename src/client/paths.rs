@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 
 /// How long a relayed peer stays relayed before the direct paths are probed again.
 pub const DIRECT_RETRY: Duration = Duration::from_secs(35);
+/// How many bursts of probes a doubted direct path must leave unanswered before it is given
+/// up: a loss burst may swallow one or two whole bursts on a path that works.
+const ASKS: u32 = 3;
 /// Probes per burst, and the pause between them.
 const PROBES: u32 = 5;
 const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -123,6 +126,8 @@ pub struct Paths {
     doubted_since: Option<Instant>,
     /// When to ask a doubted path again, if it has not answered by then.
     next_ask: Instant,
+    /// How many bursts of probes the doubted path has been asked since the doubt began.
+    asked: u32,
     /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
     /// ours can work either. Kept by [`Peers`](super::peers::Peers), which knows.
     ours_blocked: bool,
@@ -170,6 +175,7 @@ impl Paths {
             burst: None,
             doubted_since: None,
             next_ask: Instant::now(),
+            asked: 0,
             ours_blocked,
         }
     }
@@ -233,6 +239,7 @@ impl Paths {
                 // This copy takes the relay; the path is asked whether it still works.
                 if self.doubted_since.is_none() {
                     self.doubted_since = Some(now);
+                    self.asked = 0;
                     self.ask_again(addr, nonces, now, round_trip);
                 }
                 (Route::Relay, false)
@@ -261,6 +268,7 @@ impl Paths {
         }
         self.burst = Some(Burst::starting(now));
         self.next_ask = now + PROBE_EVERY * (PROBES - 1) + rtt.rto();
+        self.asked += 1;
     }
 
     /// The relay carries the chat from now on; the direct paths are tried again later.
@@ -274,9 +282,10 @@ impl Paths {
 
     /// While the direct path is in doubt: asks it again, one timeout after each unanswered
     /// burst (a burst of loss can swallow a whole burst of probes, or their answers), and
-    /// gives it up for the relay once it has answered nothing for as long as its round trip
-    /// allows ([`RoundTrip::silence_allowed`]). Not while the server is away (`!server`):
-    /// the path is all there is, and the doubt waits for the server's return.
+    /// gives it up for the relay once it has answered none of [`ASKS`] bursts, over at least
+    /// as long as its round trip allows ([`RoundTrip::silence_allowed`]). Not while the
+    /// server is away (`!server`): the path is all there is, and the doubt waits for the
+    /// server's return.
     pub fn check_doubted_path(
         &mut self,
         now: Instant,
@@ -288,13 +297,14 @@ impl Paths {
             return;
         };
         let allowed = rtt.silence_allowed();
+        let unanswered = self.burst.is_none() && now >= self.next_ask;
         if !server {
             self.doubted_since = Some(since.max(now - allowed / 2));
-        } else if now - since >= allowed {
+        } else if unanswered && self.asked >= ASKS && now - since >= allowed {
             self.fall_back_to_relay(now);
             return;
         }
-        if self.burst.is_none() && now >= self.next_ask {
+        if unanswered && self.asked < ASKS {
             self.ask_again(addr, nonces, now, rtt);
         }
     }
@@ -339,6 +349,31 @@ impl Paths {
                 Some((c.addr, c.asking?))
             })
             .collect()
+    }
+
+    /// A genuine datagram of the peer's (its tag checked) came straight from `addr` while
+    /// the relay carries our chats: the way back may work again too (a link that came back, a
+    /// NAT whose stale entry expired). Asks it at once rather than at the next retry, at most
+    /// once per unanswered burst and timeout. No collision to fear: the peer's datagram has
+    /// just opened our NAT for the answer.
+    pub fn came_straight(
+        &mut self,
+        addr: SocketAddr,
+        nonces: &mut Nonces,
+        now: Instant,
+        rtt: &RoundTrip,
+    ) {
+        if !matches!(self.path, Path::Relayed { .. }) || self.burst.is_some() || now < self.next_ask
+        {
+            return;
+        }
+        if self.kind_of(addr).is_none() {
+            if self.candidates.len() >= MAX_CANDIDATES {
+                return;
+            }
+            self.candidates.push(Candidate::new(addr, Kind::Reflexive));
+        }
+        self.ask_again(addr, nonces, now, rtt);
     }
 
     /// A genuine probe of the peer's (its tag checked) came from `addr`. An address we did
@@ -514,6 +549,44 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_datagram_straight_from_a_relayed_peer_has_its_address_asked_at_once() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        let now = Instant::now() + overdue();
+        let rtt = RoundTrip::default();
+        punched(&mut far, &mut nonces, now);
+        route(&mut far, overdue(), now, &mut nonces);
+        far.burst = None;
+        assert_eq!(far.label(), "relayed");
+        // Its chat comes straight from an address of its (the link is back): asked at once,
+        // long before the retry, and not again while that burst is unanswered.
+        let public: SocketAddr = "10.0.0.2:10081".parse().unwrap();
+        far.came_straight(public, &mut nonces, now, &rtt);
+        let asked = far.probes_due(now);
+        let &(_, nonce) = asked.iter().find(|(addr, _)| *addr == public).unwrap();
+        far.came_straight(public, &mut nonces, now, &rtt);
+        assert_eq!(
+            far.probes_due(now + PROBE_EVERY)
+                .iter()
+                .find(|(addr, _)| *addr == public),
+            Some(&(public, nonce)),
+            "the same burst goes on"
+        );
+        // It answers: direct again, and what waited can go on it.
+        assert!(far
+            .answered(public, &nonce, ME, ME, now)
+            .is_some_and(|a| a.first_path));
+        assert_eq!(far.label(), "direct");
+        // Straight from a direct peer: nothing to ask.
+        let later = now + rtt.rto() * 10;
+        far.came_straight(public, &mut nonces, later, &rtt);
+        assert!(far
+            .probes_due(later)
+            .iter()
+            .all(|(addr, _)| *addr != public));
+    }
+
+    #[test]
     fn an_overdue_message_doubts_the_path_and_only_silence_gives_it_up() {
         let mut nonces = Nonces::new().unwrap();
         let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
@@ -559,17 +632,38 @@ pub(super) mod tests {
         assert!(second
             .iter()
             .any(|&(addr, n)| addr == public && first.iter().all(|&(_, old)| old != n)));
-        // ...and, silent still, kept while the server is away, then given up.
-        far.check_doubted_path(now + allowed, &rtt, false, &mut nonces);
-        assert_eq!(far.path, Path::Direct(public), "the only path there is");
-        far.check_doubted_path(now + allowed, &rtt, true, &mut nonces);
-        assert_eq!(
-            far.path,
-            Path::Direct(public),
-            "the server's absence did not count"
-        );
-        far.check_doubted_path(now + 2 * allowed, &rtt, true, &mut nonces);
+        // ...and a third time; given up only then, silent still: three bursts unanswered,
+        // over at least the silence its round trip allows.
+        let silent_until = |far: &mut Paths, nonces: &mut Nonces, from: Instant, server| {
+            let mut t = from;
+            for _ in 0..1000 {
+                if far.path != Path::Direct(public) {
+                    break;
+                }
+                t += PROBE_EVERY;
+                far.probes_due(t);
+                far.check_doubted_path(t, &rtt, server, nonces);
+            }
+            t
+        };
+        let given_up = silent_until(&mut far, &mut nonces, again, true);
         assert!(matches!(far.path, Path::Relayed { .. }));
+        assert_eq!(far.asked, ASKS);
+        assert!(given_up - now >= allowed);
+
+        // While the server is away, a silent path is all there is: kept, however long.
+        let (public, nonce) = punched(&mut far, &mut nonces, now)[1];
+        far.answered(public, &nonce, ME, ME, now);
+        let now = now + overdue();
+        route(&mut far, overdue(), now, &mut nonces);
+        let away = silent_until(&mut far, &mut nonces, now, false);
+        assert_eq!(far.path, Path::Direct(public), "the only path there is");
+        assert!(away - now > allowed * 10);
+        silent_until(&mut far, &mut nonces, away, true);
+        assert!(
+            matches!(far.path, Path::Relayed { .. }),
+            "the server is back"
+        );
     }
 
     #[test]

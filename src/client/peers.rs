@@ -5,7 +5,13 @@
 //! after we register again the server's new list replaces the old one. What a peer sent us
 //! outlives its leaving: a peer that comes back, or that a restarted server lists again, may
 //! retransmit what we already showed, which must not be shown twice. So the book keeps each
-//! departed peer's [`Inbound`] aside, in the away list (up to [`AWAY_KEPT`] of them).
+//! departed peer aside, in the away list (up to [`AWAY_KEPT`] of them).
+//!
+//! A peer missing from the list of a server we registered with again (it restarted) has not
+//! left: it is registering again itself, most likely from the same addresses, and the key we
+//! share and the direct path we found still work. When it is listed again at the same
+//! addresses, it comes back whole, its path included: the chat stays direct across the
+//! server's restart instead of punching again.
 //!
 //! How each peer is reached (its candidate addresses, the probes that validate them, and the
 //! route of each message) is in [`super::paths`].
@@ -73,10 +79,19 @@ pub struct Peers {
     /// Ourselves, as the server lists us.
     pub me: PeerInfo,
     others: BTreeMap<String, Peer>,
-    /// What peers that left, or that a server we registered with again did not list, had
-    /// sent us: kept (for at most [`AWAY_KEPT`] of them), so that a retransmission after
-    /// they come back is not shown twice.
-    away: BTreeMap<String, Inbound>,
+    /// Peers that left, or that a server we registered with again did not list: kept (at
+    /// most [`AWAY_KEPT`] of them), so that a retransmission after they come back is not
+    /// shown twice, and, for those that did not leave, so that their paths survive.
+    away: BTreeMap<String, Away>,
+}
+
+/// A peer no longer listed, kept aside.
+struct Away {
+    peer: Peer,
+    /// It went missing from a server's new list without leaving: should it be listed again
+    /// at the same addresses, its key and paths are still good. (One that left and comes back
+    /// is a new session, with a new key to come.)
+    may_return: bool,
 }
 
 impl Peers {
@@ -89,15 +104,28 @@ impl Peers {
         }
     }
 
-    /// Adds or replaces a peer. Its paths start afresh; what it sent us is kept (a new
-    /// session of it starts its own books afresh anyway: see `Inbound`).
+    /// Adds or replaces a peer. Its paths start afresh, unless it is one that went missing
+    /// from a restarted server's list and comes back at the same addresses; what it sent us
+    /// is kept either way (a new session of it starts its own books afresh: see `Inbound`).
     pub fn insert(&mut self, info: PeerInfo) {
-        let mut peer = Peer::new(info, self.me.public == Public::Relayed);
-        let id = peer.info.id.clone();
-        let known = self.others.remove(&id).map(|p| p.inbound);
-        if let Some(inbound) = known.or_else(|| self.away.remove(&id)) {
-            peer.inbound = inbound;
-        }
+        let id = info.id.clone();
+        let before = match self.others.remove(&id) {
+            Some(peer) => Some(Away {
+                peer,
+                may_return: false,
+            }),
+            None => self.away.remove(&id),
+        };
+        let peer = match before {
+            Some(away) if away.may_return && away.peer.info == info => away.peer,
+            before => {
+                let mut peer = Peer::new(info, self.me.public == Public::Relayed);
+                if let Some(away) = before {
+                    peer.inbound = away.peer.inbound;
+                }
+                peer
+            }
+        };
         self.others.insert(id, peer);
     }
 
@@ -113,23 +141,28 @@ impl Peers {
         }
     }
 
-    /// Keeps only the peers whose ID `keep` accepts; what the others sent is kept aside.
+    /// Keeps only the peers a server we registered with again lists (`keep` accepts their
+    /// ID); the others are kept aside, whole: they may be registering again themselves.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let gone: Vec<String> = self.others.keys().filter(|id| !keep(id)).cloned().collect();
         for id in gone {
-            self.remove(&id);
+            self.put_away(&id, true);
         }
     }
 
     /// The peer left; what it sent us is kept aside.
     pub fn remove(&mut self, id: &str) {
+        self.put_away(id, false);
+    }
+
+    fn put_away(&mut self, id: &str, may_return: bool) {
         let Some(peer) = self.others.remove(id) else {
             return;
         };
         if self.away.len() >= AWAY_KEPT {
             self.away.pop_first();
         }
-        self.away.insert(id.to_string(), peer.inbound);
+        self.away.insert(id.to_string(), Away { peer, may_return });
     }
 
     pub fn get(&self, id: &str) -> Option<&Peer> {
@@ -174,6 +207,45 @@ mod tests {
         seq: 1,
         base: 1,
     };
+
+    #[test]
+    fn a_peer_missing_from_a_restarted_servers_list_comes_back_with_its_path() {
+        let mut nonces = Nonces::new().unwrap();
+        let now = Instant::now();
+        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
+        let far = info("far", "10.0.0.2:10081", "192.168.2.2:10081");
+        let direct = |peers: &mut Peers, nonces: &mut Nonces| {
+            let peer = peers.get_mut("far").unwrap();
+            peer.punch(Key::fresh().unwrap(), nonces, now);
+            let probes = peer.paths.probes_due(now);
+            peer.paths.answered(probes[1].0, &probes[1].1, ME, ME, now);
+            assert_eq!(peer.paths.label(), "direct");
+        };
+        peers.insert(far.clone());
+        direct(&mut peers, &mut nonces);
+
+        // The server restarted: we registered first, and far is not listed yet.
+        peers.retain(|id| id == "me");
+        assert!(peers.get("far").is_none());
+        peers.insert(far.clone());
+        let back = peers.get("far").unwrap();
+        assert_eq!(
+            back.paths.label(),
+            "direct",
+            "the path survived the restart"
+        );
+        assert!(back.key().is_some());
+
+        // One that left, and comes back (a new session): found afresh.
+        peers.remove("far");
+        peers.insert(far.clone());
+        assert_eq!(peers.get("far").unwrap().paths.label(), "new");
+        // One listed again elsewhere: found afresh too.
+        direct(&mut peers, &mut nonces);
+        peers.retain(|id| id == "me");
+        peers.insert(info("far", "10.0.0.2:40000", "192.168.2.2:10081"));
+        assert_eq!(peers.get("far").unwrap().paths.label(), "new");
+    }
 
     #[test]
     fn a_move_keeps_what_was_seen_and_the_key() {

@@ -86,6 +86,12 @@ impl Client {
         }
         let from = peer.info.id.clone();
         let now = Instant::now();
+        if let (Via::Direct(addr), Datagram::Chat { .. } | Datagram::Probe { .. }) =
+            (via, &datagram)
+        {
+            let rtt = self.outgoing.round_trip(&from);
+            peer.paths.came_straight(addr, &mut self.nonces, now, &rtt);
+        }
         match datagram {
             Datagram::Chat {
                 number,
