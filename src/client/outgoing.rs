@@ -10,7 +10,10 @@
 //! Reports say only what is known. A message with no acknowledgement in time is *not
 //! confirmed*: it may well have arrived (its acknowledgement lost, or its recipient slow), so
 //! its stamp is kept a while, and an acknowledgement that comes late is reported as such.
-//! Only a message that never left is *not sent*.
+//! Only a message that never left is *not sent*. Should a path to its peer be found again
+//! meanwhile (a link that came back), a message given up on is sent once more, in its turn
+//! before the newer ones, so that it is shown in order: its report stands, since all it said
+//! was that it may still arrive.
 //!
 //! Each message carries a stamp, a nonce only its recipient sees, and an acknowledgement
 //! counts only if it echoes that stamp: a stranger cannot acknowledge a lost message blind.
@@ -81,6 +84,8 @@ struct GivenUp {
     stamp: Nonce,
     text: String,
     at: Instant,
+    /// Whether any copy of it had left: one reported *not sent* is never sent later.
+    sent: bool,
 }
 
 struct InFlight {
@@ -95,6 +100,9 @@ struct InFlight {
     last_copy: Option<Instant>,
     /// When to send it again.
     next_try: Instant,
+    /// Already reported not confirmed, before it was sent again (see [`Outgoing::revive`]):
+    /// not reported twice.
+    reported: bool,
 }
 
 /// The messages on their way to one peer.
@@ -140,6 +148,7 @@ impl Outbound {
                 first_sent: now,
                 last_copy: None,
                 next_try: now + self.round_trip.rto(),
+                reported: false,
             };
             self.in_flight.insert(self.next_seq, message);
         }
@@ -212,6 +221,9 @@ impl Outgoing {
             if let (1, Some(left)) = (message.copies, message.last_copy) {
                 outbound.round_trip.sample(now - left);
             }
+            if message.reported {
+                acked.late = Some(message.text);
+            }
             outbound.release(to, now, &mut self.nonces, &mut acked.sends);
         } else if let Some(at) = self
             .given_up
@@ -239,6 +251,29 @@ impl Outgoing {
             .get(to)
             .map(|outbound| outbound.round_trip)
             .unwrap_or_default()
+    }
+
+    /// A path to `to` was just found: the messages given up on lately that had left, unless
+    /// acknowledged since, go back in flight, each under its own number and stamp, so that
+    /// [`Outgoing::resend`] sends them first, in order. Their report stands.
+    pub fn revive(&mut self, to: &str, now: Instant) {
+        let outbound = self.peers.entry(to.to_string()).or_default();
+        let (back, kept) = std::mem::take(&mut self.given_up)
+            .into_iter()
+            .partition(|g| g.to == to && g.sent);
+        self.given_up = kept;
+        for g in back {
+            let message = InFlight {
+                text: g.text,
+                stamp: g.stamp,
+                copies: 1,
+                first_sent: now,
+                last_copy: None,
+                next_try: now,
+                reported: true,
+            };
+            outbound.in_flight.insert(g.seq, message);
+        }
     }
 
     /// Every message in flight to `to`, to send again now: a path to it was just found.
@@ -282,18 +317,21 @@ impl Outgoing {
             in_flight.retain(|&seq, m| {
                 let age = now - m.first_sent;
                 if age >= give_up {
-                    failed.push(Unconfirmed {
-                        to: to.clone(),
-                        text: m.text.clone(),
-                        sent: m.copies > 0,
-                        waited: age,
-                    });
+                    if !m.reported {
+                        failed.push(Unconfirmed {
+                            to: to.clone(),
+                            text: m.text.clone(),
+                            sent: m.copies > 0,
+                            waited: age,
+                        });
+                    }
                     given_up.push_back(GivenUp {
                         to: to.clone(),
                         seq,
                         stamp: m.stamp,
                         text: m.text.clone(),
                         at: now,
+                        sent: m.copies > 0,
                     });
                     return false;
                 }
@@ -439,6 +477,37 @@ mod tests {
             rto,
             "which copy was answered is unknown: no sample"
         );
+    }
+
+    #[test]
+    fn a_message_given_up_on_goes_again_in_its_turn_when_a_path_is_found() {
+        let start = Instant::now();
+        let mut out = Outgoing::new(nonces());
+        let lost = out.queue("bob", "lost in the outage".into(), start);
+        out.sent("bob", 1, start);
+        let give_up = out.round_trip("bob").give_up_after();
+        let (_, failed) = out.due(start + give_up);
+        assert_eq!(failed.len(), 1, "reported not confirmed");
+        let later = start + give_up;
+        let newer = out.queue("bob", "after the outage".into(), later);
+        assert_eq!(newer[0].seq, 2);
+        assert_eq!(out.numbered("bob", 2).base, 2, "1 was given up");
+
+        // The link is back: a path is found. 1 goes again, first, and 2 after it.
+        out.revive("bob", later);
+        assert_eq!(out.numbered("bob", 2).base, 1, "1 is in flight again");
+        let again: Vec<u64> = out.resend("bob", later).iter().map(|s| s.seq).collect();
+        assert_eq!(again, [1, 2]);
+        for seq in again {
+            out.sent("bob", seq, later);
+        }
+        // 2 is lost again, and 1 too, but 1 was reported already: only 2 is reported now.
+        let (_, failed) = out.due(later + give_up * 2);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].text, "after the outage");
+        // 1's acknowledgement comes at last: delivered after all.
+        let acked = out.acknowledge("bob", 1, &lost[0].stamp, later + give_up * 2);
+        assert_eq!(acked.late.as_deref(), Some("lost in the outage"));
     }
 
     #[test]

@@ -44,6 +44,10 @@ use std::time::{Duration, Instant};
 
 /// How long a relayed peer stays relayed before the direct paths are probed again.
 pub const DIRECT_RETRY: Duration = Duration::from_secs(35);
+/// How long after a direct path was given up it may be asked again without a coordinated
+/// punch, should the relay be slow too: both NATs keep an answered flow's entry at least
+/// this long (conntrack's 120 s for an assured UDP stream), so asking it cannot collide.
+const DIRECT_REMEMBERED: Duration = Duration::from_secs(120);
 /// How many bursts of probes a doubted direct path must leave unanswered before it is given
 /// up: a loss burst may swallow one or two whole bursts on a path that works.
 const ASKS: u32 = 3;
@@ -128,6 +132,8 @@ pub struct Paths {
     next_ask: Instant,
     /// How many bursts of probes the doubted path has been asked since the doubt began.
     asked: u32,
+    /// The direct path last given up for the relay, and when.
+    last_direct: Option<(SocketAddr, Instant)>,
     /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
     /// ours can work either. Kept by [`Peers`](super::peers::Peers), which knows.
     ours_blocked: bool,
@@ -176,6 +182,7 @@ impl Paths {
             doubted_since: None,
             next_ask: Instant::now(),
             asked: 0,
+            last_direct: None,
             ours_blocked,
         }
     }
@@ -232,6 +239,11 @@ impl Paths {
                     self.path = Path::Relayed {
                         retry_at: now + DIRECT_RETRY,
                     };
+                } else if overdue {
+                    // The relay is slow too (after an outage, our own TCP connection to the
+                    // server may wait many seconds for its next retransmission): the direct
+                    // path we last had may be back already.
+                    self.ask_last_direct(now, nonces, round_trip);
                 }
                 (Route::Relay, retry)
             }
@@ -271,11 +283,27 @@ impl Paths {
         self.asked += 1;
     }
 
+    /// Asks the direct path last given up again, if it was lately and no burst is under way.
+    fn ask_last_direct(&mut self, now: Instant, nonces: &mut Nonces, rtt: &RoundTrip) {
+        match self.last_direct {
+            Some((addr, at))
+                if now - at < DIRECT_REMEMBERED && self.burst.is_none() && now >= self.next_ask =>
+            {
+                self.ask_again(addr, nonces, now, rtt)
+            }
+            _ => {}
+        }
+    }
+
     /// The relay carries the chat from now on; the direct paths are tried again later.
     fn fall_back_to_relay(&mut self, now: Instant) {
+        if let Path::Direct(addr) = self.path {
+            self.last_direct = Some((addr, now));
+        }
         self.path = Path::Relayed {
             retry_at: now + DIRECT_RETRY,
         };
+        self.path_since = now;
         self.burst = None;
         self.doubted_since = None;
     }
@@ -664,6 +692,44 @@ pub(super) mod tests {
             matches!(far.path, Path::Relayed { .. }),
             "the server is back"
         );
+    }
+
+    #[test]
+    fn a_message_overdue_on_the_relay_asks_the_direct_path_lately_given_up() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        let now = Instant::now();
+        let (public, nonce) = punched(&mut far, &mut nonces, now)[1];
+        far.answered(public, &nonce, ME, ME, now);
+        far.burst = None;
+        far.fall_back_to_relay(now);
+        assert_eq!(far.label(), "relayed");
+        // A message fresh on the relay: nothing asked.
+        route(&mut far, Duration::ZERO, now, &mut nonces);
+        assert!(far.probes_due(now).iter().all(|(addr, _)| *addr != public));
+        // Overdue on the relay too: the direct path is asked at once, not at the retry.
+        let later = now + overdue();
+        assert_eq!(
+            route(&mut far, overdue(), later, &mut nonces),
+            (Route::Relay, false)
+        );
+        let asked = far.probes_due(later);
+        let &(_, fresh) = asked.iter().find(|(addr, _)| *addr == public).unwrap();
+        assert!(far
+            .answered(public, &fresh, ME, ME, later)
+            .is_some_and(|a| a.first_path));
+        assert_eq!(far.label(), "direct");
+        // Given up long ago, it is not asked without a punch.
+        far.burst = None;
+        far.fall_back_to_relay(later);
+        let much_later = later + DIRECT_REMEMBERED;
+        assert_eq!(
+            route(&mut far, overdue(), much_later, &mut nonces),
+            (Route::Relay, true),
+            "a coordinated retry instead"
+        );
+        route(&mut far, overdue(), much_later + overdue(), &mut nonces);
+        assert!(far.burst.is_none());
     }
 
     #[test]

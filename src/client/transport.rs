@@ -145,7 +145,9 @@ impl Client {
                 };
                 self.outgoing.measured(&from, answered.round_trip);
                 if answered.first_path {
-                    // A path at last: what was held or relayed goes on it now.
+                    // A path at last: what was held or relayed goes on it now, and what was
+                    // given up on lately with it.
+                    self.outgoing.revive(&from, now);
                     let sends = self.outgoing.resend(&from, now);
                     self.transmit(sends)?;
                 }
