@@ -21,9 +21,14 @@
 //!
 //! A message overdue on a validated path does not condemn the path: on a lossy link a
 //! message, or its acknowledgement, is lost now and then while the path works. That copy
-//! takes the relay, and the path itself is asked, with probes: only a path that answers
-//! nothing for as long as its round trip allows
-//! ([`silence_allowed`](super::rtt::RoundTrip::silence_allowed)) is given up for the relay.
+//! takes the relay, and the path itself is asked, with probes: only a path that answers none
+//! of [`ASKS`] bursts, over at least as long as its round trip allows
+//! ([`silence_allowed`](super::rtt::RoundTrip::silence_allowed)), is given up for the relay.
+//!
+//! A path given up is not forgotten for 35 s. When the peer's datagrams come straight again
+//! ([`Paths::came_straight`]), or a message is overdue on the relay too (after an outage our
+//! own TCP connection may wait many seconds for its next retransmission), the direct path is
+//! asked again at once: both NATs still hold the flow, so this cannot collide.
 //!
 //! An Asleep peer (registered, not yet awake) has no public endpoint: it has only its
 //! private candidate, and no punch is asked for. (Chats to it are refused until it wakes:
