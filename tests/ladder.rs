@@ -256,8 +256,19 @@ fn assert_reports_true(client: &Proc, peer: &str) -> usize {
     }
 }
 
+/// One rung at a time. Each rung's timers are hundreds of milliseconds, measured against a
+/// link that delays by as much: nine impaired labs at once, on a two-core machine that also
+/// runs the other tests, would measure the scheduler instead (seen in CI: the absurd rung
+/// took 120 s, not 10, and its sender gave messages up that a quiet machine delivers).
+fn one_rung_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A rung that failed poisons the lock; the next one runs all the same.
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// alice is on `rung`'s link from the start (the punch measures it), bob on a clean one.
 fn climb(rung: Rung) {
+    let _turn = one_rung_at_a_time();
     // The server's default timeout (30 s): keep-alives lost in a burst do not drop alice.
     let mut lab = Lab::new();
     lab.a.set(Conditions::both(rung.link()));
