@@ -257,9 +257,9 @@ fn assert_reports_true(client: &Proc, peer: &str) -> usize {
 }
 
 /// One rung at a time. Each rung's timers are hundreds of milliseconds, measured against a
-/// link that delays by as much: nine impaired labs at once, on a two-core machine that also
-/// runs the other tests, would measure the scheduler instead (seen in CI: the absurd rung
-/// took 120 s, not 10, and its sender gave messages up that a quiet machine delivers).
+/// link that delays by as much: a rung that shares two cores with another impaired lab, or a
+/// build, measures the scheduler as much as natchat (seen once, with a build running: the
+/// absurd rung took 120 s, not 10, and showed six messages late).
 fn one_rung_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // A rung that failed poisons the lock; the next one runs all the same.
