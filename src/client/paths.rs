@@ -454,14 +454,8 @@ impl Paths {
             _ => true,
         };
         if better {
-            // A first path since the peer was located starts the clock of what waits on it.
-            // A path coming back from the relay does not: messages already overdue keep
-            // taking the relay while it proves itself, or a path that comes and goes on a
-            // bad link would hold them back each time it came.
-            if self.path == Path::Untried {
-                self.path_since = now;
-            }
             self.path = Path::Direct(addr);
+            self.path_since = now;
         }
         if self.candidates.iter().all(|c| c.validated) {
             self.burst = None;
@@ -691,7 +685,6 @@ pub(super) mod tests {
         assert!(given_up - now >= allowed);
 
         // While the server is away, a silent path is all there is: kept, however long.
-        let now = given_up;
         let (public, nonce) = punched(&mut far, &mut nonces, now)[1];
         far.answered(public, &nonce, ME, ME, now);
         let now = now + overdue();
