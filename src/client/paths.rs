@@ -291,13 +291,17 @@ impl Paths {
     /// Asks the direct path last given up again, if it was lately and no burst is under way.
     fn ask_last_direct(&mut self, now: Instant, nonces: &mut Nonces, rtt: &RoundTrip) {
         match self.last_direct {
-            Some((addr, at))
-                if now - at < DIRECT_REMEMBERED && self.burst.is_none() && now >= self.next_ask =>
-            {
+            Some((addr, at)) if now - at < DIRECT_REMEMBERED && self.may_ask_again(now) => {
                 self.ask_again(addr, nonces, now, rtt)
             }
             _ => {}
         }
+    }
+
+    /// Whether a path may be asked again now: no burst of probes is under way, and the last
+    /// one has had its timeout to be answered ([`Paths::ask_again`] sets when).
+    fn may_ask_again(&self, now: Instant) -> bool {
+        self.burst.is_none() && now >= self.next_ask
     }
 
     /// The relay carries the chat from now on; the direct paths are tried again later.
@@ -330,7 +334,7 @@ impl Paths {
             return;
         };
         let allowed = rtt.silence_allowed();
-        let unanswered = self.burst.is_none() && now >= self.next_ask;
+        let unanswered = self.may_ask_again(now);
         if !server {
             self.doubted_since = Some(since.max(now - allowed / 2));
         } else if unanswered && self.asked >= ASKS && now - since >= allowed {
@@ -396,8 +400,7 @@ impl Paths {
         now: Instant,
         rtt: &RoundTrip,
     ) {
-        if !matches!(self.path, Path::Relayed { .. }) || self.burst.is_some() || now < self.next_ask
-        {
+        if !matches!(self.path, Path::Relayed { .. }) || !self.may_ask_again(now) {
             return;
         }
         if self.kind_of(addr).is_none() {
