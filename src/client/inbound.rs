@@ -3,8 +3,9 @@
 //!
 //! Every copy that arrives is acknowledged (the sender's retransmissions stop only when one
 //! acknowledgement gets through), and each sequence number is shown once ([`ReplayWindow`]).
-//! One that arrives ahead of a gap waits for it ([`Inbound`]). The wait is bounded:
-//! [`GAP_WAIT`] after the last datagram that said the sender still tries to fill the gap. A
+//! One that arrives ahead of a gap waits for it ([`Inbound`]). The wait is bounded: as long
+//! as the sender would go on retransmitting, by our own measure of the path, and at least
+//! [`GAP_WAIT`], after the last datagram that said the sender still tries to fill the gap. A
 //! sender that gives up on the missing message says so in its next datagram (its `base`
 //! moves past the gap), and what waited is shown at once, the gap said.
 //!
@@ -15,8 +16,9 @@ use crate::wire::Numbered;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// How long a message waits for the ones before it once nothing says the sender still tries
-/// to fill the gap (a datagram of its whose base is at or below the gap does).
+/// The least a message waits for the ones before it once nothing says the sender still tries
+/// to fill the gap (a datagram of its whose base is at or below the gap does): past the
+/// sender's shortest give-up (5 s).
 pub const GAP_WAIT: Duration = Duration::from_secs(6);
 /// How many sequence numbers behind the newest one the receiver still tells apart, and how
 /// far ahead of it a number may be.
@@ -122,15 +124,17 @@ impl Inbound {
         shown
     }
 
-    /// The messages whose gap has been waited out, with the gap before them. The wait counts
-    /// from the latest word that the sender still tries: on a slow, lossy path its
-    /// retransmissions go on far longer than [`GAP_WAIT`], and we must not give up first.
-    pub fn due(&mut self, now: Instant) -> Vec<Shown> {
+    /// The messages whose gap has been waited out, with the gap before them. The wait,
+    /// `sender_tries` but at least [`GAP_WAIT`], counts from the latest word that the sender
+    /// still tries: on a slow, lossy path its retransmissions go on far longer than
+    /// [`GAP_WAIT`] (and a burst of loss may silence them all a while), and we must not give
+    /// up first. The caller estimates `sender_tries` from its own measure of the path.
+    pub fn due(&mut self, now: Instant, sender_tries: Duration) -> Vec<Shown> {
         let Some((&first, (_, arrived))) = self.held.first_key_value() else {
             return Vec::new();
         };
         let since = self.still_trying.map_or(*arrived, |t| t.max(*arrived));
-        if now - since < GAP_WAIT {
+        if now - since < sender_tries.max(GAP_WAIT) {
             return Vec::new();
         }
         let mut shown = vec![Shown::Gap(first - self.next)];
@@ -258,9 +262,9 @@ mod tests {
         // The sender goes on sending, its base still at the gap: it still tries.
         let later = now + GAP_WAIT - Duration::from_secs(1);
         inbound.arrive(n(3, 1), "three".into(), later);
-        assert_eq!(inbound.due(now + GAP_WAIT), vec![]);
+        assert_eq!(inbound.due(now + GAP_WAIT, Duration::ZERO), vec![]);
         assert_eq!(
-            inbound.due(later + GAP_WAIT),
+            inbound.due(later + GAP_WAIT, Duration::ZERO),
             vec![Gap(1), Text("two".into()), Text("three".into())]
         );
         // A sender that gives up on 4 says so at once, with its base.
@@ -292,9 +296,12 @@ mod tests {
         // 4 never comes: 5 and 6 wait for it, then go with the gap said.
         assert_eq!(inbound.arrive(n(5), text("five"), now).1, vec![]);
         assert_eq!(inbound.arrive(n(6), text("six"), now).1, vec![]);
-        assert_eq!(inbound.due(now + GAP_WAIT / 2), vec![]);
+        assert_eq!(inbound.due(now + GAP_WAIT / 2, Duration::ZERO), vec![]);
+        // On a slow path, whose sender goes on longer, the gap waits longer too.
+        let slow = GAP_WAIT * 3;
+        assert_eq!(inbound.due(now + GAP_WAIT, slow), vec![]);
         assert_eq!(
-            inbound.due(now + GAP_WAIT),
+            inbound.due(now + slow, slow),
             vec![Gap(1), Text(text("five")), Text(text("six"))]
         );
         // And if it comes after all, it is shown, marked late.

@@ -337,7 +337,9 @@ impl Client {
             let rtt = self.outgoing.round_trip(&peer.info.id);
             peer.paths
                 .check_doubted_path(now, &rtt, server, &mut self.nonces);
-            let waited = peer.inbound.due(now);
+            // The peer's retransmissions go on as long as its give-up, which follows the
+            // same path's round trip as ours.
+            let waited = peer.inbound.due(now, rtt.give_up_after());
             if !waited.is_empty() {
                 show(&peer.info.id, waited);
             }
