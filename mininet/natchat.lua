@@ -7,9 +7,10 @@
 --
 -- What it decodes:
 --   NATCHAT       the P2P chat. TCP lines to and from the registration server (port 10080);
---                 UDP datagrams to the server (HELLO, ALIVE, AWAKE, port 10080) and between
---                 clients (CHAT, ACK, PROBE, PROBE_ACK, on any port: a datagram is taken when
---                 its first word and its shape are those of a natchat message).
+--                 UDP datagrams to the server (HELLO, ALIVE, AWAKE, port 10080; NAT_PROBE to
+--                 10080 and 10081), from its second port (NAT_OPEN) and between clients
+--                 (CHAT, ACK, PROBE, PROBE_ACK, on any port: a datagram is taken when its
+--                 first word and its shape are those of a natchat message).
 --   NATCHAT-ROOM  the chat room: text lines on TCP port 8888; an `#upload <bytes> <name>`
 --                 header and the file's bytes that follow it.
 -- Other ports: Edit > Preferences > Protocols > NATCHAT (or NATCHAT-ROOM), or on the command
@@ -42,6 +43,8 @@ local MESSAGES = {
         PUNCH    = { "peer" },
         RELAY    = { "to", "datagram" },
         UDP_BLOCKED = {},
+        NAT_TEST = { "nonce" },
+        NAT      = { "kind" },
         EXIT     = {},
     },
     event = {     -- server -> client, TCP
@@ -56,12 +59,19 @@ local MESSAGES = {
         LEAVE     = { "id", "reason" },
         PUNCH     = { "peer", "key" },
         RELAYED   = { "datagram" },
+        NAT_TEST  = { "altport" },
+        NAT_SEEN  = { "port", "seen" },
+        NAT       = { "id", "kind" },
         ERROR     = { "message" },
     },
     announce = {  -- client -> server, UDP
         HELLO = { "id", "nonce" },
         ALIVE = { "id" },
         AWAKE = { "id", "nonce?" },
+        NAT_PROBE = { "id", "nonce" },
+    },
+    answer = {    -- server -> client, UDP, from the server's second port (NAT discovery)
+        NAT_OPEN = { "nonce" },
     },
     datagram = {  -- client <-> client, UDP, or inside RELAY / RELAYED
         CHAT      = { "from", "session", "seq", "base", "stamp", "tag", "text" },
@@ -87,6 +97,8 @@ local f = {
     tag    = ProtoField.string("natchat.tag", "Tag"),
     text   = ProtoField.string("natchat.text", "Text", base.UNICODE),
     reason = ProtoField.string("natchat.reason", "Reason"),
+    nat    = ProtoField.string("natchat.nat", "NAT kind"),
+    port   = ProtoField.string("natchat.port", "Server port"),
     line   = ProtoField.string("natchat.line", "Line", base.UNICODE),
 }
 natchat.fields = f
@@ -142,6 +154,13 @@ local function u64(w)
 end
 
 local REASONS = { deregistered = true, disconnected = true, disappeared = true }
+local NATS = { none = true, open = true, cone = true, symmetric = true,
+               ["open-symmetric"] = true, unknown = true }
+
+-- A port number as src/wire.rs takes it: digits only, 1 to 65535.
+local function is_port_number(w)
+    return w:find("^%d+$") ~= nil and #w <= 5 and tonumber(w) >= 1 and tonumber(w) <= 65535
+end
 
 -- Each role: its field, its label, how it is checked, how it shows in the Info column.
 local function short(w) return w:sub(1, 8) .. "…" end
@@ -164,6 +183,9 @@ local ROLES = {
     base    = { f.base, "Base", is_u64, function() end },
     reason  = { f.reason, "Reason", function(w) return REASONS[w] ~= nil end },
     asleep  = { f.asleep, "Asleep", function(w) return w == "asleep" end },
+    kind    = { f.nat, "NAT kind", function(w) return NATS[w] ~= nil end },
+    port    = { f.port, "Port", is_port_number },
+    altport = { f.port, "Port", function(w) return w == "none" or is_port_number(w) end },
 }
 
 -- The first 40 characters of a text, quoted (never cutting a UTF-8 character in two).
@@ -364,7 +386,8 @@ function natchat.dissector(tvb, pinfo, tree)
     local state = { first = true }
     if pinfo.port_type == 3 then                      -- UDP: one datagram, no line ending
         local word = tvb:len() > 0 and tvb:raw():match("^[^ ]*") or ""
-        local channel = MESSAGES.announce[word] and "announce" or "datagram"
+        local channel = MESSAGES.announce[word] and "announce"
+            or MESSAGES.answer[word] and "answer" or "datagram"
         dissect_message(tvb(), pinfo, tree, channel, state)
         return tvb:len()
     end
@@ -379,7 +402,8 @@ local function heuristic_udp(tvb, pinfo, tree)
     if tvb:len() < 3 or tvb:len() > MAX_LINE then return false end
     local s = tvb:raw()
     local word = s:match("^[^ ]*")
-    local channel = MESSAGES.announce[word] and "announce" or MESSAGES.datagram[word] and "datagram"
+    local channel = MESSAGES.announce[word] and "announce" or MESSAGES.answer[word] and "answer"
+        or MESSAGES.datagram[word] and "datagram"
     if not channel or not parse(channel, s) then return false end
     natchat.dissector(tvb, pinfo, tree)
     return true

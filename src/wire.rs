@@ -11,6 +11,7 @@
 //! | client → server, TCP    | [`Request`]   |
 //! | server → client, TCP    | [`Event`]     |
 //! | client → server, UDP    | [`Announce`]  |
+//! | server → client, UDP (NAT discovery) | [`NatOpen`] |
 //! | client ↔ client, UDP (and relayed over TCP) | [`Datagram`] |
 
 use crate::mac;
@@ -344,6 +345,97 @@ impl FromStr for LeaveReason {
     }
 }
 
+/// How a client's NAT behaves, as its NAT discovery found it (see `docs/PROTOCOL.md`, "NAT
+/// discovery"): whether its public mapping stays the same whatever the destination, and
+/// whether it admits datagrams from a port it never sent to. The server has one address, so
+/// "a port it never sent to" is another port of an address it did send to: a NAT that
+/// filters by address only, and one that filters nothing, both read as not filtering
+/// (RFC 5780 tells them apart with a second address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nat {
+    /// `none`: no NAT (the server sees the client at its own address) and nothing filters.
+    None,
+    /// `open`: one public mapping for every destination, and no filtering by port.
+    Open,
+    /// `cone`: one public mapping for every destination, and only replies admitted (to a
+    /// port it sent to): the usual home router ("port-restricted cone").
+    Cone,
+    /// `symmetric`: a public mapping for each destination, and only replies admitted.
+    Symmetric,
+    /// `open-symmetric`: a public mapping for each destination, but no filtering by port.
+    OpenSymmetric,
+    /// `unknown`: not found out (no answer, no second port at the server, not tried yet).
+    #[default]
+    Unknown,
+}
+
+impl Nat {
+    /// Every kind, for parsing and tests.
+    pub const ALL: [Nat; 6] = [
+        Nat::None,
+        Nat::Open,
+        Nat::Cone,
+        Nat::Symmetric,
+        Nat::OpenSymmetric,
+        Nat::Unknown,
+    ];
+
+    /// The word on the wire and in `@show_list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Nat::None => "none",
+            Nat::Open => "open",
+            Nat::Cone => "cone",
+            Nat::Symmetric => "symmetric",
+            Nat::OpenSymmetric => "open-symmetric",
+            Nat::Unknown => "unknown",
+        }
+    }
+
+    /// Whether its public mapping changes with the destination (`None`: not known).
+    pub fn mapping_changes(self) -> Option<bool> {
+        match self {
+            Nat::None | Nat::Open | Nat::Cone => Some(false),
+            Nat::Symmetric | Nat::OpenSymmetric => Some(true),
+            Nat::Unknown => None,
+        }
+    }
+
+    /// Whether it drops datagrams from a port it never sent to (`None`: not known).
+    pub fn filters(self) -> Option<bool> {
+        match self {
+            Nat::None | Nat::Open | Nat::OpenSymmetric => Some(false),
+            Nat::Cone | Nat::Symmetric => Some(true),
+            Nat::Unknown => None,
+        }
+    }
+
+    /// Whether a hole punch between a client behind `self` and one behind `other` cannot
+    /// work: one side shows the other a new port for it (its mapping changes with the
+    /// destination), and the other side admits only replies to the port it sent to, which
+    /// is not that one. Without port prediction, nothing gets through; only the relay can
+    /// carry their chats. False whenever either kind is not known.
+    pub fn punch_cannot_work(self, other: Nat) -> bool {
+        let cannot =
+            |a: Nat, b: Nat| a.mapping_changes() == Some(true) && b.filters() == Some(true);
+        cannot(self, other) || cannot(other, self)
+    }
+}
+
+impl FromStr for Nat {
+    type Err = WireError;
+    fn from_str(s: &str) -> Result<Self, WireError> {
+        Nat::ALL
+            .into_iter()
+            .find(|nat| nat.as_str() == s)
+            .ok_or_else(|| WireError::Bad {
+                what: "NAT kind",
+                word: quoted(s),
+                shape: None,
+            })
+    }
+}
+
 /// Client → server, over TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -373,6 +465,18 @@ pub enum Request {
     /// `UDP_BLOCKED`: my `HELLO`s do not reach you; list me as [`RELAYED`]. Acts only for a
     /// registration not yet listed: once listed, nothing changes.
     UdpBlocked,
+    /// `NAT_TEST <nonce>`: I am about to probe your two UDP ports with `NAT_PROBE <id>
+    /// <nonce>` (NAT discovery); answer those that bring this nonce. Acts only for the
+    /// connection's own registration, listed at a UDP endpoint.
+    NatTest {
+        /// Chosen by the client, and seen by nobody else: it makes its probes its own.
+        nonce: Nonce,
+    },
+    /// `NAT <kind>`: what my NAT discovery found; please tell the others.
+    Nat {
+        /// How the client's NAT behaves.
+        kind: Nat,
+    },
     /// `EXIT`: unregister me.
     Exit,
 }
@@ -394,6 +498,8 @@ impl fmt::Display for Request {
             Request::Punch { peer } => write!(f, "PUNCH {peer}"),
             Request::Relay { to, datagram } => write!(f, "RELAY {to} {datagram}"),
             Request::UdpBlocked => f.write_str("UDP_BLOCKED"),
+            Request::NatTest { nonce } => write!(f, "NAT_TEST {nonce}"),
+            Request::Nat { kind } => write!(f, "NAT {}", kind.as_str()),
             Request::Exit => f.write_str("EXIT"),
         }
     }
@@ -425,8 +531,19 @@ impl FromStr for Request {
                 });
             }
             "UDP_BLOCKED" => Request::UdpBlocked,
+            "NAT_TEST" => Request::NatTest {
+                nonce: words.nonce()?,
+            },
+            "NAT" => Request::Nat {
+                kind: words.parse("NAT kind")?,
+            },
             "EXIT" => Request::Exit,
-            other => return Err(unknown(other, "REGISTER, PUNCH, RELAY, UDP_BLOCKED, EXIT")),
+            other => {
+                return Err(unknown(
+                    other,
+                    "REGISTER, PUNCH, RELAY, UDP_BLOCKED, NAT_TEST, NAT, EXIT",
+                ))
+            }
         };
         words.end()?;
         Ok(request)
@@ -496,6 +613,28 @@ pub enum Event {
         /// The datagram, as its sender gave it.
         datagram: Datagram,
     },
+    /// `NAT_TEST <port>|none`: the answer to `NAT_TEST`: probe my registration port and
+    /// this second port now; `none`: I have no second port, so no NAT discovery.
+    NatTest {
+        /// The server's second UDP port, when it has one.
+        alt: Option<u16>,
+    },
+    /// `NAT_SEEN <port> <addr>`: your `NAT_PROBE` to my UDP port `<port>` came from
+    /// `<addr>`: your NAT's mapping toward that port (STUN's mapped address).
+    NatSeen {
+        /// The server's port the probe was sent to.
+        port: u16,
+        /// Where it came from, as the server saw it.
+        seen: SocketAddr,
+    },
+    /// `NAT <id> <kind>`: how `<id>`'s NAT behaves, as its discovery found it. Sent after
+    /// `LIST_END` for everyone listed who reported one, and to everyone when someone does.
+    Nat {
+        /// Whose NAT.
+        id: String,
+        /// How it behaves.
+        kind: Nat,
+    },
     /// `ERROR <text>`: a request was refused; the text is for the user.
     Error {
         /// What went wrong, in words.
@@ -517,6 +656,10 @@ impl fmt::Display for Event {
             Event::Left { id, reason } => write!(f, "LEAVE {id} {}", reason.as_str()),
             Event::Punch { peer, key } => write!(f, "PUNCH {peer} {key}"),
             Event::Relayed { datagram } => write!(f, "RELAYED {datagram}"),
+            Event::NatTest { alt: Some(port) } => write!(f, "NAT_TEST {port}"),
+            Event::NatTest { alt: None } => f.write_str("NAT_TEST none"),
+            Event::NatSeen { port, seen } => write!(f, "NAT_SEEN {port} {seen}"),
+            Event::Nat { id, kind } => write!(f, "NAT {id} {}", kind.as_str()),
             Event::Error { message } => write!(f, "ERROR {message}"),
         }
     }
@@ -558,6 +701,20 @@ impl FromStr for Event {
             "RELAYED" => Event::Relayed {
                 datagram: words.nested()?,
             },
+            "NAT_TEST" => Event::NatTest {
+                alt: match words.word("port")? {
+                    "none" => None,
+                    port => Some(port_number(port)?),
+                },
+            },
+            "NAT_SEEN" => Event::NatSeen {
+                port: port_number(words.word("port")?)?,
+                seen: words.parse("address")?,
+            },
+            "NAT" => Event::Nat {
+                id: words.id()?,
+                kind: words.parse("NAT kind")?,
+            },
             "ERROR" => Event::Error {
                 message: words.text()?,
             },
@@ -587,6 +744,16 @@ pub enum Announce {
         /// Who is still here.
         id: String,
     },
+    /// `NAT_PROBE <id> <nonce>`: NAT discovery, sent to each of the server's two UDP ports;
+    /// `<nonce>` is the one the client gave in its `NAT_TEST` over TCP. The server tells the
+    /// client over TCP where each came from (`NAT_SEEN`), and answers one that came from
+    /// the client's known endpoint with [`NatOpen`], from its *other* port.
+    NatProbe {
+        /// Whose probe.
+        id: String,
+        /// The nonce of its `NAT_TEST`.
+        nonce: Nonce,
+    },
     /// `AWAKE <id> [<nonce>]`: the Awake request, which wakes an Asleep client or
     /// (`@awake`) announces an awake one again; the server says so, and tells everyone. From
     /// an address the server does not know as the client's, it counts only with the nonce
@@ -603,7 +770,10 @@ impl Announce {
     /// The ID it claims to come from.
     pub fn id(&self) -> &str {
         match self {
-            Announce::Hello { id, .. } | Announce::Alive { id } | Announce::Awake { id, .. } => id,
+            Announce::Hello { id, .. }
+            | Announce::Alive { id }
+            | Announce::Awake { id, .. }
+            | Announce::NatProbe { id, .. } => id,
         }
     }
 }
@@ -613,6 +783,7 @@ impl fmt::Display for Announce {
         match self {
             Announce::Hello { id, nonce } => write!(f, "HELLO {id} {nonce}"),
             Announce::Alive { id } => write!(f, "ALIVE {id}"),
+            Announce::NatProbe { id, nonce } => write!(f, "NAT_PROBE {id} {nonce}"),
             Announce::Awake { id, nonce: None } => write!(f, "AWAKE {id}"),
             Announce::Awake {
                 id,
@@ -639,10 +810,45 @@ impl FromStr for Announce {
                     _ => Some(words.nonce()?),
                 },
             },
-            other => return Err(unknown(other, "HELLO, ALIVE, AWAKE")),
+            "NAT_PROBE" => Announce::NatProbe {
+                id: words.id()?,
+                nonce: words.nonce()?,
+            },
+            other => return Err(unknown(other, "HELLO, ALIVE, AWAKE, NAT_PROBE")),
         };
         words.end()?;
         Ok(announce)
+    }
+}
+
+/// `NAT_OPEN <nonce>`: server → client, over UDP, from the server's *second* port, which the
+/// client has not sent to yet: the answer to a `NAT_PROBE` sent to the first. If it gets in,
+/// the client's NAT admits datagrams from a port it never sent to. It goes only to the
+/// client's known endpoint, one per probe, shorter than the probe, and echoes only the
+/// client's own nonce: nobody can aim it elsewhere, or learn anything from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatOpen {
+    /// The nonce of the client's `NAT_TEST`.
+    pub nonce: Nonce,
+}
+
+impl fmt::Display for NatOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NAT_OPEN {}", self.nonce)
+    }
+}
+
+impl FromStr for NatOpen {
+    type Err = WireError;
+    fn from_str(line: &str) -> Result<Self, WireError> {
+        let mut words = Words::new(line);
+        match words.word("datagram")? {
+            "NAT_OPEN" => {}
+            other => return Err(unknown(other, "NAT_OPEN")),
+        }
+        let nonce = words.nonce()?;
+        words.end()?;
+        Ok(NatOpen { nonce })
     }
 }
 
@@ -881,6 +1087,18 @@ fn chat_signed(from: &str, number: &Numbered, stamp: &Nonce) -> String {
     format!("CHAT {from} {number} {stamp} ")
 }
 
+/// A port number: digits only (`u16`'s parser would take `+80`), 1 to 65535.
+fn port_number(word: &str) -> Result<u16, WireError> {
+    match word.parse::<u16>() {
+        Ok(port) if port > 0 && word.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ => Err(WireError::Bad {
+            what: "port",
+            word: quoted(word),
+            shape: None,
+        }),
+    }
+}
+
 fn unknown(word: &str, expected: &'static str) -> WireError {
     WireError::Unknown {
         word: quoted(word),
@@ -953,6 +1171,22 @@ mod tests {
             }))
         );
         assert_eq!("UDP_BLOCKED".parse(), Ok(Request::UdpBlocked));
+        assert_eq!("NAT cone".parse(), Ok(Request::Nat { kind: Nat::Cone }));
+        assert_eq!(
+            "NAT bob open-symmetric".parse(),
+            Ok(Event::Nat {
+                id: "bob".into(),
+                kind: Nat::OpenSymmetric
+            })
+        );
+        assert_eq!("NAT_TEST none".parse(), Ok(Event::NatTest { alt: None }));
+        assert_eq!(
+            "NAT_SEEN 10081 10.0.0.1:40000".parse(),
+            Ok(Event::NatSeen {
+                port: 10081,
+                seen: "10.0.0.1:40000".parse().unwrap()
+            })
+        );
         assert_eq!(
             "READY relayed".parse(),
             Ok(Event::Ready {
@@ -1015,6 +1249,11 @@ mod tests {
             "EXIT now",
             "UDP_BLOCKED now",
             "udp_blocked",
+            "NAT_TEST",
+            "NAT_TEST 1234",
+            "NAT",
+            "NAT Cone",
+            "NAT cone extra",
             "PUNCH",
             "register alice 1.2.3.4:5",
         ] {
@@ -1039,10 +1278,25 @@ mod tests {
             "READY relayed extra",
             "JOIN dave relayed",
             "PEER dave nowhere 1.2.3.4:5",
+            "NAT_TEST",
+            "NAT_TEST 0",
+            "NAT_TEST +80",
+            "NAT_TEST 65536",
+            "NAT_TEST none extra",
+            "NAT_SEEN 80",
+            "NAT_SEEN none 1.2.3.4:5",
+            "NAT_SEEN 80 1.2.3.4:5 x",
+            "NAT bob",
+            "NAT bob symmetrical",
         ] {
             assert!(bad.parse::<Event>().is_err(), "{bad:?} parsed");
         }
         assert!("HELLO alice 1234".parse::<Announce>().is_err());
+        assert!("NAT_PROBE alice".parse::<Announce>().is_err());
+        assert!("NAT_OPEN".parse::<NatOpen>().is_err());
+        assert!("NAT_OPEN 0123456789abcdef0123456789abcdef x"
+            .parse::<NatOpen>()
+            .is_err());
         assert!("ALIVE alice 0123456789abcdef0123456789abcdef"
             .parse::<Announce>()
             .is_err());
@@ -1053,5 +1307,22 @@ mod tests {
         )
         .parse::<Datagram>()
         .is_err());
+    }
+
+    #[test]
+    fn a_punch_cannot_work_only_between_a_changing_mapping_and_a_filter() {
+        use Nat::*;
+        assert!(Symmetric.punch_cannot_work(Cone));
+        assert!(Cone.punch_cannot_work(Symmetric));
+        assert!(Symmetric.punch_cannot_work(Symmetric));
+        assert!(OpenSymmetric.punch_cannot_work(Cone));
+        assert!(!OpenSymmetric.punch_cannot_work(OpenSymmetric));
+        assert!(!Symmetric.punch_cannot_work(Open));
+        assert!(!Symmetric.punch_cannot_work(None));
+        assert!(!Cone.punch_cannot_work(Cone));
+        for kind in Nat::ALL {
+            assert!(!kind.punch_cannot_work(Unknown), "unknown: as before");
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+        }
     }
 }

@@ -75,6 +75,8 @@ fn free_server_port(seed: u16) -> u16 {
         .find(|&port| {
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
                 && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                // The server's second port (NAT discovery).
+                && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
         })
         .expect("a free port below the ephemeral range")
 }
@@ -155,6 +157,8 @@ fn p2p_session(server: &Proc, port: u16, udp: [u16; 2], dave_udp: &UdpSocket) {
     let mut alice = p2p_client_with("alice", port, &["--udp-port", &alice_udp]);
     let mut carol = p2p_client_with("carol", port, &["--udp-port", &carol_udp, "--asleep"]);
     alice.wait_for("carol joined (Asleep)");
+    // NAT discovery: alice's, done before carol wakes (carol's, after).
+    alice.wait_for("No NAT between us and the server");
     carol.send("@awake");
     server.wait_for("carol Awake 127.0.0.1:");
     alice.wait_for("carol is awake (");
@@ -258,6 +262,8 @@ const FIELDS: &[&str] = &[
     "natchat.nonce",
     "natchat.text",
     "natchat.reason",
+    "natchat.nat",
+    "natchat.port",
     "natchat_room.kind",
     "natchat_room.text",
     "natchat_room.user",
@@ -421,6 +427,11 @@ fn the_dissector_decodes_every_message_of_a_real_session() {
         "ERROR",
         "EXIT",
         "LEAVE",
+        "NAT_TEST",
+        "NAT_PROBE",
+        "NAT_SEEN",
+        "NAT_OPEN",
+        "NAT",
     ] {
         assert!(types.contains(sent), "{sent} never decoded; saw {types:?}");
     }
@@ -461,6 +472,19 @@ fn the_dissector_decodes_every_message_of_a_real_session() {
         row.has("natchat.type", "AWAKE")
             && row.has("natchat.id", "carol")
             && row.has("natchat.addr", &format!("127.0.0.1:{}", udp[1]))
+    });
+    decoded.find("NAT_SEEN of alice's probe to the second port", |row| {
+        row.has("natchat.type", "NAT_SEEN")
+            && row.has("natchat.port", &(port + 1).to_string())
+            && row.has("natchat.addr", &format!("127.0.0.1:{}", udp[0]))
+    });
+    decoded.find("alice's NAT kind, passed on", |row| {
+        row.has("natchat.type", "NAT")
+            && row.has("natchat.id", "alice")
+            && row.has("natchat.nat", "none")
+    });
+    decoded.find("NAT_OPEN from the second port", |row| {
+        row.get("natchat.type") == ["NAT_OPEN"] && row.get("natchat.nonce").len() == 1
     });
     decoded.find("a keep-alive", |row| {
         row.get("natchat.type") == ["ALIVE"] && !row.get("natchat.id").is_empty()

@@ -189,7 +189,9 @@ fn path_of(client: &mut Proc, peer: &str) -> String {
                 .find(|l| l.starts_with(&prefix) && l.contains("  path="))
         });
         if let Some(line) = listed {
-            return line.rsplit("path=").next().unwrap().to_string();
+            // The path, without the NAT column that may follow it.
+            let path = line.rsplit("path=").next().unwrap();
+            return path.split("  ").next().unwrap().to_string();
         }
         assert!(
             Instant::now() < deadline,

@@ -163,7 +163,7 @@ fn refusals_and_mistakes_get_one_clear_line() {
     alice.wait_for("No client named 'nobody' is online");
     alice.send("@dance");
     alice.wait_line("the list of commands", SOON, |l| {
-        l == "Unknown command '@dance'. Commands: @show_list, @chat <id> <message>, @awake, @exit"
+        l == "Unknown command '@dance'. Commands: @show_list, @chat <id> <message>, @nat, @awake, @exit"
     });
     // Near misses get the command they most likely meant.
     for (typed, meant) in [

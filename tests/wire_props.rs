@@ -3,7 +3,8 @@
 use natchat::lines::{clean, is_format, LineReader};
 use natchat::nonce::{Key, Nonce};
 use natchat::wire::{
-    Announce, Datagram, Event, LeaveReason, Numbered, PeerInfo, Public, Request, MAX_TEXT,
+    Announce, Datagram, Event, LeaveReason, Nat, NatOpen, Numbered, PeerInfo, Public, Request,
+    MAX_TEXT,
 };
 use proptest::prelude::*;
 use std::net::SocketAddr;
@@ -88,6 +89,10 @@ fn peer() -> impl Strategy<Value = PeerInfo> {
     })
 }
 
+fn nat() -> impl Strategy<Value = Nat> {
+    proptest::sample::select(Nat::ALL.to_vec())
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (id(), addr(), any::<bool>()).prop_map(|(id, private, asleep)| Request::Register {
@@ -98,6 +103,8 @@ fn request() -> impl Strategy<Value = Request> {
         id().prop_map(|peer| Request::Punch { peer }),
         (id(), datagram()).prop_map(|(to, datagram)| Request::Relay { to, datagram }),
         Just(Request::UdpBlocked),
+        nonce().prop_map(|nonce| Request::NatTest { nonce }),
+        nat().prop_map(|kind| Request::Nat { kind }),
         Just(Request::Exit),
     ]
 }
@@ -121,6 +128,9 @@ fn event() -> impl Strategy<Value = Event> {
         (id(), key()).prop_map(|(peer, key)| Event::Punch { peer, key }),
         datagram().prop_map(|datagram| Event::Relayed { datagram }),
         text().prop_map(|message| Event::Error { message }),
+        proptest::option::of(1u16..).prop_map(|alt| Event::NatTest { alt }),
+        (1u16.., addr()).prop_map(|(port, seen)| Event::NatSeen { port, seen }),
+        (id(), nat()).prop_map(|(id, kind)| Event::Nat { id, kind }),
     ]
 }
 
@@ -129,6 +139,7 @@ fn announce() -> impl Strategy<Value = Announce> {
         (id(), nonce()).prop_map(|(id, nonce)| Announce::Hello { id, nonce }),
         id().prop_map(|id| Announce::Alive { id }),
         (id(), proptest::option::of(nonce())).prop_map(|(id, nonce)| Announce::Awake { id, nonce }),
+        (id(), nonce()).prop_map(|(id, nonce)| Announce::NatProbe { id, nonce }),
     ]
 }
 
@@ -146,6 +157,16 @@ proptest! {
     #[test]
     fn announcements_round_trip(a in announce()) {
         prop_assert_eq!(a.to_string().parse::<Announce>(), Ok(a));
+    }
+
+    /// The server's one NAT datagram round-trips, and is never longer than the probe that
+    /// asks for it, whatever the ID: no amplification.
+    #[test]
+    fn nat_open_round_trips_and_is_shorter_than_any_probe(id in id(), nonce in nonce()) {
+        let open = NatOpen { nonce };
+        prop_assert_eq!(open.to_string().parse::<NatOpen>(), Ok(open));
+        let probe = Announce::NatProbe { id, nonce };
+        prop_assert!(open.to_string().len() < probe.to_string().len());
     }
 
     #[test]
@@ -180,6 +201,7 @@ proptest! {
         let _ = s.parse::<Event>();
         let _ = s.parse::<Announce>();
         let _ = s.parse::<Datagram>();
+        let _ = s.parse::<NatOpen>();
     }
 
     #[test]

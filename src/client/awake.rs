@@ -105,6 +105,9 @@ impl Client {
         if news {
             crate::say!("Awake: the server sees our UDP endpoint as {public}.");
         }
+        if was_asleep {
+            self.discover(Instant::now())?;
+        }
         let Some(waking) = self.waking.take() else {
             return Ok(());
         };

@@ -1,4 +1,4 @@
-//! What the user types: `@chat <id> <message>`, `@show_list`, `@awake` and `@exit`.
+//! What the user types: `@chat <id> <message>`, `@show_list`, `@nat`, `@awake` and `@exit`.
 //!
 //! Each line is one command. A command the client does not know gets a hint: the command
 //! it most likely meant ([`meant`]), or the list of commands. A chat that cannot go (to
@@ -10,11 +10,11 @@
 use super::Client;
 use crate::failure::Failure;
 use crate::lines::clean;
-use crate::wire::{Public, MAX_TEXT};
+use crate::wire::{Nat, Public, MAX_TEXT};
 use std::time::Instant;
 
 /// The commands, for the line shown after a mistyped one.
-pub const COMMANDS: &str = "@show_list, @chat <id> <message>, @awake, @exit";
+pub const COMMANDS: &str = "@show_list, @chat <id> <message>, @nat, @awake, @exit";
 
 impl Client {
     /// One line typed by the user. Returns false for `@exit`.
@@ -24,10 +24,11 @@ impl Client {
         match command {
             "" => {}
             "@chat" => self.chat(rest.trim_start())?,
-            "@show_list" | "@awake" | "@exit" if !alone => {
+            "@show_list" | "@nat" | "@awake" | "@exit" if !alone => {
                 crate::say!("Usage: {command}, with nothing after it; nothing was done.")
             }
             "@show_list" => self.show_list(),
+            "@nat" => self.say_nat(),
             "@awake" => self.wake(Instant::now()),
             "@exit" => return Ok(false),
             other => match meant(other) {
@@ -89,8 +90,9 @@ impl Client {
     }
 
     /// Everyone online, each with its status: `<id> <public> Awake  private=<private>  path=`
-    /// for an awake peer (`relayed` for its public endpoint if its UDP is blocked), `<id>
-    /// Asleep` for one with no endpoint yet.
+    /// for an awake peer (`relayed` for its public endpoint if its UDP is blocked), then
+    /// `  nat=<kind>` once its NAT discovery found its kind; `<id> Asleep` for one with no
+    /// endpoint yet.
     pub fn show_list(&self) {
         let me = &self.peers.me;
         crate::say!("Online ({}):", self.peers.len() + 1);
@@ -103,10 +105,14 @@ impl Client {
             match info.public {
                 Public::Asleep => crate::say!("{} Asleep", info.id),
                 public => crate::say!(
-                    "{} {public} Awake  private={}  path={}",
+                    "{} {public} Awake  private={}  path={}{}",
                     info.id,
                     info.private,
-                    peer.paths.label()
+                    peer.paths.label(),
+                    match peer.nat {
+                        Nat::Unknown => String::new(),
+                        nat => format!("  nat={}", nat.as_str()),
+                    }
                 ),
             }
         }
@@ -122,7 +128,7 @@ fn meant(typed: &str) -> Option<&'static str> {
         .filter(|c| !matches!(c, '_' | '-'))
         .flat_map(char::to_lowercase)
         .collect();
-    ["@show_list", "@chat", "@awake", "@exit"]
+    ["@show_list", "@chat", "@nat", "@awake", "@exit"]
         .into_iter()
         .find(|command| command[1..].replace('_', "") == squashed)
 }

@@ -75,8 +75,9 @@ impl Client {
 
     /// Registered again (the server restarted, or had dropped us): the peers it lists are
     /// kept, with their paths and what they sent, the others are dropped until they come
-    /// back, and a new public endpoint moves what must move.
-    pub fn back(&mut self, back: Back) {
+    /// back, and a new public endpoint moves what must move. The server is told our NAT's
+    /// kind again (see [`super::discovery`]).
+    pub fn back(&mut self, back: Back) -> Result<(), Failure> {
         self.tcp = Some(back.tcp);
         self.generation += 1;
         self.peers.set_mine(back.public);
@@ -107,6 +108,11 @@ impl Client {
             self.server,
             self.id
         );
+        // This registration knows nothing of our NAT: it is told what we found, or, if our
+        // discovery was cut short, asked afresh.
+        self.discovery = None;
+        self.tell_nat()?;
+        self.discover(Instant::now())
     }
 
     /// Unregisters and waits (briefly) for the server to close the connection, so that the

@@ -6,7 +6,7 @@
 //! ```text
 //!  stdin thread ──── Input ──────┐
 //!  TCP thread ────── FromServer ─┤   (after a lost connection: the reconnect thread, which
-//!  UDP thread ────── FromPeer ───┼──▶ registers again, then reads the new connection)
+//!  UDP thread ────── FromUdp ────┼──▶ registers again, then reads the new connection)
 //!  ticker (50 ms) ───────────────┘
 //!        event loop (select!) ──▶ stdout, TCP writes, UDP sends
 //!        owns: Peers (peers.rs), each with its Paths (paths.rs) and its Inbound
@@ -22,7 +22,7 @@
 //! - this file: [`run`], the [`Client`] the loop owns, the loop itself ([`Client::serve`]),
 //!   and what each server event and each tick sets off ([`Client::on_event`],
 //!   [`Client::on_tick`]).
-//! - [`commands`]: what the user types (`@chat`, `@show_list`, `@awake`, `@exit`), and a hint
+//! - [`commands`]: what the user types (`@chat`, `@show_list`, `@nat`, `@awake`, `@exit`), and a hint
 //!   for a mistyped command.
 //! - [`outgoing`]: a chat numbered, stamped, and retransmitted until it is acknowledged.
 //! - [`transport`]: how a chat leaves (direct, or through the server's `RELAY`), and what
@@ -35,6 +35,9 @@
 //! - [`reports`]: what the user is told about messages: each one shown, and those not
 //!   confirmed or not sent.
 //! - [`awake`]: Asleep and Awake: the Awake request, and answering the server's challenges.
+//! - [`discovery`]: NAT discovery: how our NAT behaves, said once at start (and by `@nat`),
+//!   told to the server for the others, and used by [`paths`] to skip a punch that cannot
+//!   work.
 //! - [`link`]: the link to the server: requests, announcements, losing it,
 //!   getting it back, and leaving.
 //! - [`rtt`]: how long to wait for a peer's answer: its measured round trip.
@@ -52,6 +55,7 @@
 
 mod awake;
 mod commands;
+mod discovery;
 mod inbound;
 mod link;
 mod outgoing;
@@ -70,9 +74,10 @@ use crate::wire::{Announce, Event, Public};
 use awake::{Answer, Waking};
 use commands::COMMANDS;
 use crossbeam_channel::{select, tick, Receiver, Sender};
+use discovery::{Discovery, Found};
 use outgoing::Outgoing;
 use peers::Peers;
-use readers::{FromPeer, FromServer, Input};
+use readers::{FromPeer, FromServer, FromUdp, Input};
 use reports::{report_unconfirmed, show, Gone};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -115,6 +120,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
         challenge: session.challenge,
         answering: None,
         last_error: None,
+        discovery: None,
+        nat: None,
     };
     for info in session.list {
         if info.id != client.id {
@@ -141,6 +148,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
     }
     client.show_list();
     crate::say!("Commands: {COMMANDS}");
+    client.discover(Instant::now())?;
     client.run(session.input, session.from_server, session.from_peers)
 }
 
@@ -179,6 +187,10 @@ struct Client {
     answering: Option<Answer>,
     /// The server's last `ERROR` line: the reason, if it then closes the connection.
     last_error: Option<String>,
+    /// Our NAT discovery, while it runs.
+    discovery: Option<Discovery>,
+    /// What it found, once it has.
+    nat: Option<Found>,
 }
 
 impl Client {
@@ -188,7 +200,7 @@ impl Client {
         mut self,
         input: Receiver<Input>,
         from_server: Receiver<FromServer>,
-        from_peers: Receiver<FromPeer>,
+        from_peers: Receiver<FromUdp>,
     ) -> Result<(), Failure> {
         let ended = self.serve(&input, &from_server, &from_peers);
         self.report_unsent(match ended {
@@ -204,7 +216,7 @@ impl Client {
         &mut self,
         input: &Receiver<Input>,
         from_server: &Receiver<FromServer>,
-        from_peers: &Receiver<FromPeer>,
+        from_peers: &Receiver<FromUdp>,
     ) -> Result<(), Failure> {
         let ticker = tick(Duration::from_millis(50));
         loop {
@@ -225,7 +237,7 @@ impl Client {
                     Ok(FromServer::Event(event)) => self.on_event(event)?,
                     Ok(FromServer::Closed(generation)) if generation != self.generation => {}
                     Ok(FromServer::Closed(_)) | Err(_) => self.lost()?,
-                    Ok(FromServer::Back(back)) => self.back(back),
+                    Ok(FromServer::Back(back)) => self.back(back)?,
                     Ok(FromServer::Taken) => {
                         return Err(Failure::runtime(format!(
                             "the server at {} has said for {} s that the ID '{}' is in use by \
@@ -236,10 +248,12 @@ impl Client {
                         )))
                     }
                 },
-                recv(from_peers) -> datagram => {
-                    if let Ok(FromPeer { datagram, from }) = datagram {
+                recv(from_peers) -> datagram => match datagram {
+                    Ok(FromUdp::Peer(FromPeer { datagram, from })) => {
                         self.on_datagram(datagram, Via::Direct(from))?;
                     }
+                    Ok(FromUdp::NatOpen(open)) => self.on_nat_open(&open.nonce),
+                    Err(_) => {}
                 },
                 recv(ticker) -> _ => self.on_tick(Instant::now())?,
             }
@@ -303,6 +317,10 @@ impl Client {
                 }
             }
             Event::Relayed { datagram } => self.on_datagram(datagram, Via::Relay)?,
+            Event::NatTest { alt } => self.on_nat_test(alt)?,
+            Event::NatSeen { port, seen } => self.on_nat_seen(port, seen)?,
+            Event::Nat { id, kind } if id != self.id => self.peers.set_nat(&id, kind),
+            Event::Nat { .. } => {}
             Event::Error { message } => {
                 let message = clean(&message);
                 crate::say!("Server: {message}");
@@ -328,6 +346,7 @@ impl Client {
         }
         self.answer_due(now);
         self.awake_due(now);
+        self.discovery_due(now)?;
         let (sends, failed) = self.outgoing.due(now);
         self.transmit(sends)?;
         report_unconfirmed(failed, &Gone::TimedOut);

@@ -38,6 +38,14 @@
 //! `relayed`), and every peer while our own UDP is blocked, is reached through the relay at
 //! once: no probe can get through, so nothing is held for one, and no punch is asked for.
 //!
+//! A peer whose NAT and ours cannot be punched through, as the two NAT discoveries found
+//! them ([`Nat::punch_cannot_work`](crate::wire::Nat::punch_cannot_work): one side gives each
+//! destination its own public port, and the other admits only replies to the port it sent
+//! to), is reached through the relay at once too: no message waits for a punch that cannot
+//! work, and none is asked for. Should the peer ask for one all the same (it learned our
+//! kind later), its probes are answered and ours sent, and a path that validates after all
+//! is taken. Where the kinds are not known, nothing changes.
+//!
 //! These are the books only: the client sends what they say (the probes, the punch request,
 //! each chat on its route: see [`super::transport`]).
 
@@ -75,6 +83,8 @@ enum Path {
     /// The peer's UDP, or ours, is blocked on the way to the server: only the relay can
     /// reach it, and no probe is ever sent.
     RelayOnly,
+    /// The two NATs cannot be punched through: the relay, at once, and no punch asked for.
+    NatsRelay,
 }
 
 /// Where one transmission goes.
@@ -142,6 +152,9 @@ pub struct Paths {
     /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
     /// ours can work either. Kept by [`Peers`](super::peers::Peers), which knows.
     ours_blocked: bool,
+    /// The two NATs cannot be punched through: see [`Paths::set_punch_hopeless`]. Kept by
+    /// [`Peers`](super::peers::Peers), which knows both kinds.
+    punch_hopeless: bool,
 }
 
 /// A genuine answer to one of our probes.
@@ -189,19 +202,43 @@ impl Paths {
             asked: 0,
             last_direct: None,
             ours_blocked,
+            punch_hopeless: false,
+        }
+    }
+
+    /// Whether the two NATs cannot be punched through. Then a peer with no path yet, or a
+    /// relayed one, is relayed at once, and no punch is asked for (a direct path that
+    /// already works is kept: it proves the kinds wrong). No longer, its paths are tried
+    /// again, at the next message.
+    pub fn set_punch_hopeless(&mut self, hopeless: bool) {
+        self.punch_hopeless = hopeless;
+        match self.path {
+            Path::Untried | Path::Relayed { .. } if hopeless => {
+                self.path = Path::NatsRelay;
+                self.burst = None;
+            }
+            Path::NatsRelay if !hopeless => {
+                self.path = Path::Untried;
+                self.punch_asked = false;
+                self.path_since = Instant::now();
+            }
+            _ => {}
         }
     }
 
     /// The peer's public endpoint is new (a NAT gave it a new mapping; it woke): every path
     /// must be found again.
     pub fn relocate(&mut self, private: SocketAddr, public: Public) {
+        let hopeless = self.punch_hopeless;
         *self = Paths::new(private, public, self.ours_blocked);
+        self.set_punch_hopeless(hopeless);
     }
 
     /// The path, in a word, for `@show_list`.
     pub fn label(&self) -> &'static str {
         match self.path {
             Path::Relayed { .. } | Path::RelayOnly => "relayed",
+            Path::NatsRelay => "relayed (these NATs cannot be punched)",
             Path::Untried => "new",
             Path::Direct(addr) => match self.kind_of(addr) {
                 Some(Kind::Private) => "private",
@@ -236,7 +273,7 @@ impl Paths {
         let on_this_path = waited.min(now.saturating_duration_since(self.path_since));
         let overdue = on_this_path >= round_trip.relay_after();
         match self.path {
-            Path::RelayOnly => (Route::Relay, false),
+            Path::RelayOnly | Path::NatsRelay => (Route::Relay, false),
             Path::Direct(addr) if !server => (Route::Direct(addr), false),
             Path::Relayed { retry_at } => {
                 let retry = now >= retry_at;
@@ -857,6 +894,46 @@ pub(super) mod tests {
         assert_eq!(
             route(&mut paths, old, now + overdue(), &mut nonces),
             (Route::Relay, false)
+        );
+    }
+
+    #[test]
+    fn nats_that_cannot_be_punched_take_the_relay_at_once_and_a_working_path_stays() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        let now = Instant::now();
+        far.set_punch_hopeless(true);
+        assert_eq!(
+            route(&mut far, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false),
+            "no hold, no punch"
+        );
+        assert_eq!(far.label(), "relayed (these NATs cannot be punched)");
+        let private = "192.168.2.2:10081".parse().unwrap();
+        far.relocate(private, Public::At("10.0.0.2:40000".parse().unwrap()));
+        assert_eq!(
+            far.label(),
+            "relayed (these NATs cannot be punched)",
+            "a move changes no NAT"
+        );
+        // The peer asked for a punch all the same, and a path validated: it is taken.
+        let probes = punched(&mut far, &mut nonces, now);
+        assert!(far
+            .answered(probes[1].0, &probes[1].1, ME, ME, now)
+            .is_some_and(|a| a.first_path));
+        far.set_punch_hopeless(true);
+        assert_eq!(
+            far.label(),
+            "direct",
+            "a working path proves the kinds wrong"
+        );
+        // Kinds no longer hopeless: the punch is asked again at the next message.
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        far.set_punch_hopeless(true);
+        far.set_punch_hopeless(false);
+        assert_eq!(
+            route(&mut far, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true)
         );
     }
 

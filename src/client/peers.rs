@@ -19,7 +19,7 @@
 use super::inbound::Inbound;
 use super::paths::Paths;
 use crate::nonce::{Key, Nonces};
-use crate::wire::{PeerInfo, Public};
+use crate::wire::{Nat, PeerInfo, Public};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -36,6 +36,8 @@ pub struct Peer {
     pub paths: Paths,
     /// What it has sent us, shown in order.
     pub inbound: Inbound,
+    /// How its NAT behaves, as its discovery found it (the server's `NAT` line).
+    pub nat: Nat,
 }
 
 impl Peer {
@@ -45,6 +47,7 @@ impl Peer {
             info,
             key: None,
             inbound: Inbound::default(),
+            nat: Nat::Unknown,
         }
     }
 
@@ -78,6 +81,8 @@ impl Peer {
 pub struct Peers {
     /// Ourselves, as the server lists us.
     pub me: PeerInfo,
+    /// How our own NAT behaves, as our discovery found it.
+    my_nat: Nat,
     others: BTreeMap<String, Peer>,
     /// Peers that left, or that a server we registered with again did not list: kept (at
     /// most [`AWAY_KEPT`] of them), so that a retransmission after they come back is not
@@ -99,6 +104,7 @@ impl Peers {
     pub fn new(me: PeerInfo) -> Peers {
         Peers {
             me,
+            my_nat: Nat::Unknown,
             others: BTreeMap::new(),
             away: BTreeMap::new(),
         }
@@ -129,6 +135,23 @@ impl Peers {
         self.others.insert(id, peer);
     }
 
+    /// Our own NAT's kind, as our discovery found it: every peer's paths learn whether a
+    /// punch can work.
+    pub fn set_my_nat(&mut self, nat: Nat) {
+        self.my_nat = nat;
+        for peer in self.others.values_mut() {
+            hope(&self.me, nat, peer);
+        }
+    }
+
+    /// Peer `id`'s NAT kind, as the server passed it on.
+    pub fn set_nat(&mut self, id: &str, nat: Nat) {
+        if let Some(peer) = self.others.get_mut(id) {
+            peer.nat = nat;
+            hope(&self.me, self.my_nat, peer);
+        }
+    }
+
     /// Our own public endpoint, as the server now lists it. Our UDP blocked, or no longer
     /// (registered again, from elsewhere), every path is found afresh.
     pub fn set_mine(&mut self, public: Public) {
@@ -137,6 +160,7 @@ impl Peers {
         if blocked != was {
             for peer in self.others.values_mut() {
                 peer.paths = Paths::new(peer.info.private, peer.info.public, blocked);
+                hope(&self.me, self.my_nat, peer);
             }
         }
     }
@@ -184,6 +208,18 @@ impl Peers {
     pub fn len(&self) -> usize {
         self.others.len()
     }
+}
+
+/// Tells `peer`'s paths whether a punch between our NAT (`mine`) and its can work. Two
+/// clients behind the same public address may reach each other on their LAN whatever their
+/// NAT does to the outside, so for them the kinds say nothing.
+fn hope(me: &PeerInfo, mine: Nat, peer: &mut Peer) {
+    let same_nat = match (me.public, peer.info.public) {
+        (Public::At(ours), Public::At(theirs)) => ours.ip() == theirs.ip(),
+        _ => false,
+    };
+    let hopeless = !same_nat && mine.punch_cannot_work(peer.nat);
+    peer.paths.set_punch_hopeless(hopeless);
 }
 
 #[cfg(test)]
@@ -267,6 +303,48 @@ mod tests {
             peer.inbound.arrive(ONE, "hi".into(), now).0,
             Arrival::Again,
             "a retransmission after the move is no news"
+        );
+    }
+
+    #[test]
+    fn the_kinds_of_both_nats_decide_whether_a_punch_is_tried() {
+        let mut nonces = Nonces::new().unwrap();
+        let now = Instant::now();
+        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
+        peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+        peers.insert(info("home", "10.0.0.9:40000", "192.168.9.3:10081"));
+        peers.insert(info("open", "10.0.0.3:10081", "192.168.3.3:10081"));
+        peers.set_my_nat(Nat::Symmetric);
+        for id in ["far", "home", "open"] {
+            assert_eq!(peers.get(id).unwrap().paths.label(), "new", "kinds unknown");
+        }
+        peers.set_nat("far", Nat::Cone);
+        peers.set_nat("home", Nat::Cone);
+        peers.set_nat("open", Nat::Open);
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Relay, false),
+            "symmetric to a filtering NAT: the relay at once"
+        );
+        let home = peers.get_mut("home").unwrap();
+        assert_eq!(
+            route(&mut home.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true),
+            "behind our own NAT: its LAN address may work"
+        );
+        let open = peers.get_mut("open").unwrap();
+        assert_eq!(
+            route(&mut open.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true),
+            "its NAT does not filter: our probes get in"
+        );
+        // We turn out to be behind a typical home router after all (a new network).
+        peers.set_my_nat(Nat::Cone);
+        let far = peers.get_mut("far").unwrap();
+        assert_eq!(
+            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+            (Route::Hold, true)
         );
     }
 

@@ -15,7 +15,7 @@
 use super::session::Back;
 use crate::failure::{spawn, Failure};
 use crate::lines::LineReader;
-use crate::wire::{Datagram, Event};
+use crate::wire::{Datagram, Event, NatOpen};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io::{self, BufRead};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -46,6 +46,15 @@ pub enum FromServer {
     Back(Back),
     /// Registering again, our ID turned out to be someone else's now.
     Taken,
+}
+
+/// What the UDP thread hands to the loop.
+pub enum FromUdp {
+    /// A peer's datagram.
+    Peer(FromPeer),
+    /// The server's answer to NAT discovery, from its second port: see
+    /// [`super::discovery`].
+    NatOpen(NatOpen),
 }
 
 /// A well-formed datagram, and where it came from.
@@ -107,8 +116,9 @@ pub fn read_events(
     let _ = to_loop.send(FromServer::Closed(generation));
 }
 
-/// The UDP thread: well-formed peer datagrams. Anything else is dropped here.
-pub fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromPeer>, Failure> {
+/// The UDP thread: well-formed peer datagrams, and the server's `NAT_OPEN`. Anything else
+/// is dropped here.
+pub fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromUdp>, Failure> {
     let (tx, rx) = bounded(CHANNEL);
     spawn("udp", move || {
         let mut buf = [0u8; 1500];
@@ -122,7 +132,9 @@ pub fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromPeer>, Failure> {
                 continue;
             };
             if let Ok(datagram) = text.parse() {
-                let _ = tx.try_send(FromPeer { datagram, from });
+                let _ = tx.try_send(FromUdp::Peer(FromPeer { datagram, from }));
+            } else if let Ok(open) = text.parse() {
+                let _ = tx.try_send(FromUdp::NatOpen(open));
             }
         }
     })?;

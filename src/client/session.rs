@@ -34,7 +34,7 @@
 //! on a thread of its own, so that the event loop (and direct chats) never wait for it.
 
 use super::readers::{
-    read_events, spawn_input, spawn_tcp_reader, spawn_udp_reader, FromPeer, FromServer, Input,
+    read_events, spawn_input, spawn_tcp_reader, spawn_udp_reader, FromServer, FromUdp, Input,
     CHANNEL,
 };
 use super::Config;
@@ -67,7 +67,7 @@ pub struct Session {
     pub from_server: Receiver<FromServer>,
     /// For a reconnect thread, to reach the loop as the TCP thread did.
     pub to_loop: Sender<FromServer>,
-    pub from_peers: Receiver<FromPeer>,
+    pub from_peers: Receiver<FromUdp>,
 }
 
 /// How long each answer of the server's may take during registration before the client gives

@@ -1,15 +1,24 @@
-//! The UDP thread: `HELLO`, `ALIVE` and `AWAKE` from every client, on the registration port.
+//! The UDP threads: `HELLO`, `ALIVE` and `AWAKE` from every client, on the registration port;
+//! and `NAT_PROBE` (NAT discovery) on that port and on the second one.
 //!
 //! Where a client's datagram comes from is its public endpoint: what its NAT made of its
 //! private one, and what peers behind other NATs must send to. The registry believes a new
 //! address only when it comes with the answer to a challenge sent over the client's own TCP
 //! connection (see [`Registry::announce`](super::registry::Registry::announce)).
+//!
+//! NAT discovery (`docs/PROTOCOL.md`): a client sends `NAT_PROBE` to both ports, and is told
+//! over TCP where each came from (`NAT_SEEN`): the same address both times, or not, says
+//! whether its NAT keeps one mapping for every destination. A probe to the registration port
+//! is also answered from the second port (`NAT_OPEN`), which the client has not sent to yet:
+//! whether that gets in says whether its NAT filters by port. Only the client's own probes
+//! count (their nonce came over its TCP connection), and the one datagram the server sends
+//! goes to the client's known endpoint only, shorter than the probe that asked for it.
 
 use super::registry::Announced;
 use super::Shared;
-use crate::wire::Announce;
+use crate::wire::{Announce, NatOpen};
 use crate::worker::Stop;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 /// How long the UDP thread pauses after a failed receive.
@@ -17,26 +26,32 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// The UDP thread: hands every well-formed announcement to the registry, which believes
 /// only what is proven (see [`Registry::announce`](super::registry::Registry::announce)); drops everything else.
-pub(super) fn receive_announcements(udp: &UdpSocket, registry: &Shared, stop: &Stop) {
+/// `nat` is the server's second port, which answers NAT probes that came here.
+pub(super) fn receive_announcements(
+    udp: &UdpSocket,
+    nat: Option<&UdpSocket>,
+    registry: &Shared,
+    stop: &Stop,
+) {
+    let port = udp.local_addr().map_or(0, |a| a.port());
     let mut buf = [0u8; 1500];
     while !stop.requested() {
-        let (len, from) = match udp.recv_from(&mut buf) {
-            Ok(received) => received,
-            // ICMP errors and the like are reported on later calls: not fatal. A pause, so
-            // that an error that keeps coming cannot spin a core.
-            Err(_) => {
-                stop.pause(ERROR_PAUSE);
-                continue;
-            }
-        };
-        // A trailing newline (`echo ... | nc -u` adds one) is forgiven: an announcement holds
-        // no free text. (A peer's chat datagram does, and is taken exactly as sent.)
-        let Some(announce) = std::str::from_utf8(&buf[..len])
-            .ok()
-            .and_then(|text| text.trim_end().parse::<Announce>().ok())
-        else {
+        let Some((announce, from)) = receive(udp, &mut buf, stop) else {
             continue;
         };
+        if let Announce::NatProbe { id, nonce } = &announce {
+            let answer = registry.lock().nat_probe(id, nonce, from, port, true);
+            // The datagram leaves once the lock is let go.
+            if let (Some(nat), Some(answer)) = (nat, answer) {
+                if let Some(to) = answer.open_to {
+                    let open = NatOpen {
+                        nonce: answer.nonce,
+                    };
+                    let _ = nat.send_to(open.to_string().as_bytes(), to);
+                }
+            }
+            continue;
+        }
         let mut members = registry.lock();
         let id = announce.id();
         match members.announce(&announce, from) {
@@ -46,4 +61,33 @@ pub(super) fn receive_announcements(udp: &UdpSocket, registry: &Shared, stop: &S
             Announced::Refreshed | Announced::Rejected => {}
         }
     }
+}
+
+/// The second port's thread: NAT probes only (see the top of this file); the registry
+/// answers each over the client's TCP connection, and nothing is sent from here.
+pub(super) fn receive_nat_probes(udp: &UdpSocket, registry: &Shared, stop: &Stop) {
+    let port = udp.local_addr().map_or(0, |a| a.port());
+    let mut buf = [0u8; 1500];
+    while !stop.requested() {
+        if let Some((Announce::NatProbe { id, nonce }, from)) = receive(udp, &mut buf, stop) {
+            registry.lock().nat_probe(&id, &nonce, from, port, false);
+        }
+    }
+}
+
+/// The next datagram, if it is a well-formed announcement, and where it came from.
+fn receive(udp: &UdpSocket, buf: &mut [u8], stop: &Stop) -> Option<(Announce, SocketAddr)> {
+    let (len, from) = match udp.recv_from(buf) {
+        Ok(received) => received,
+        // ICMP errors and the like are reported on later calls: not fatal. A pause, so
+        // that an error that keeps coming cannot spin a core.
+        Err(_) => {
+            stop.pause(ERROR_PAUSE);
+            return None;
+        }
+    };
+    // A trailing newline (`echo ... | nc -u` adds one) is forgiven: an announcement holds
+    // no free text. (A peer's chat datagram does, and is taken exactly as sent.)
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
+    Some((text.trim_end().parse().ok()?, from))
 }

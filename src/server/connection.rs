@@ -1,6 +1,7 @@
 //! One client's TCP connection, on its own thread: where a `REGISTER` is handled, and every
 //! request after it: `PUNCH` (the punch is coordinated here), `RELAY` (the relay is here),
-//! `UDP_BLOCKED` (a client whose UDP never reached us chats through the relay), `EXIT`.
+//! `UDP_BLOCKED` (a client whose UDP never reached us chats through the relay), `NAT_TEST` and
+//! `NAT` (NAT discovery, and what it found), `EXIT`.
 //!
 //! The connection thread reads lines and changes the registry under its lock; it never
 //! writes to a socket. What it has to say, to its own client or to others, is queued on their
@@ -224,6 +225,23 @@ fn handle_request(
                 crate::event!("{id} relayed (UDP blocked)");
             }
         }
+        Request::NatTest { nonce } => {
+            let alt = {
+                let mut members = registry.lock();
+                members
+                    .nat_test(id, conn, nonce)
+                    .map(|()| members.nat_port())
+            };
+            match alt {
+                Ok(alt) => outbox.push_line(&Event::NatTest { alt }.to_string()),
+                Err(why) => refuse(why.to_string()),
+            }
+        }
+        Request::Nat { kind } => match registry.lock().set_nat(id, conn, kind) {
+            Ok(true) => crate::event!("{id} NAT {}", kind.as_str()),
+            Ok(false) => {}
+            Err(why) => refuse(why.to_string()),
+        },
         Request::Register { .. } => refuse(format!("already registered as '{id}'")),
         Request::Exit => return false,
     }

@@ -10,7 +10,8 @@
 //!                     │ ▲ writes go through the client's Outbox
 //!                     │ │ (its own writer thread)
 //!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: public endpoints,  announcements.rs
-//!                     │ │ keep-alives
+//!                     │ │ keep-alives; NAT_PROBE (NAT discovery)
+//!  nat thread ────────┤ │ NAT_PROBE on the second port (port + 1)   announcements.rs
 //!  reaper thread ─────┤ │ every 250 ms: clients silent for           reaper.rs
 //!                     │ │ --timeout-secs "disappear", and those
 //!                     │ │ not listed within --register-secs close
@@ -33,7 +34,7 @@ use crate::scale::limits;
 use crate::scale::rounds::{self, Round};
 use crate::wire::Event;
 use crate::worker::{CtrlC, Worker};
-use announcements::receive_announcements;
+use announcements::{receive_announcements, receive_nat_probes};
 use connection::serve_client;
 use parking_lot::Mutex;
 use reaper::reap_silent;
@@ -75,10 +76,20 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let (bind, port) = (config.bind, config.port);
     let server = Server::start(config)
         .map_err(|e| failure::cannot_listen(&format!("port {port}"), &e, "--port"))?;
-    crate::say!(
-        "natchat server listening on {bind}:{} (TCP registration, UDP keep-alive)",
-        server.tcp_addr().port()
-    );
+    let port = server.tcp_addr().port();
+    match server.nat_addr() {
+        Some(nat) => crate::say!(
+            "natchat server listening on {bind}:{port} (TCP registration, UDP keep-alive; UDP \
+             {} for NAT discovery)",
+            nat.port()
+        ),
+        None => crate::say!(
+            "natchat server listening on {bind}:{port} (TCP registration, UDP keep-alive); UDP \
+             port {} could not be bound, so there is no NAT discovery (clients will find their \
+             NAT unknown)",
+            u32::from(port) + 1
+        ),
+    }
     crate::output::start();
     ctrl_c.wait_and_stop(server, "Server stopped.");
     Ok(())
@@ -95,20 +106,28 @@ pub struct Server {
     /// The accept thread, and every connection's two threads.
     listener: Listener,
     udp_addr: SocketAddr,
-    /// The UDP thread: HELLO, ALIVE, AWAKE.
+    /// The second UDP port (NAT discovery), if it could be bound.
+    nat_addr: Option<SocketAddr>,
+    /// The UDP thread: HELLO, ALIVE, AWAKE, NAT_PROBE.
     _announcements: Worker,
+    /// The second port's thread: NAT_PROBE.
+    _nat_probes: Option<Worker>,
     _reaper: Worker,
     /// Ends each round of joins and leaves.
     _rounds: Worker,
 }
 
 impl Server {
-    /// Binds TCP and UDP on `config.port` (0: a free port, the same for both) and serves on
-    /// threads of its own; prints each event (see [`crate::output`]).
+    /// Binds TCP and UDP on `config.port` (0: a free port, the same for both), and UDP on the
+    /// port after it for NAT discovery (if that is taken, the server runs without), and
+    /// serves on threads of its own; prints each event (see [`crate::output`]).
     pub fn start(config: Config) -> io::Result<Server> {
-        let (listener, udp) = bind_pair(config.bind, config.port)?;
+        let (listener, udp, nat) = bind_ports(config.bind, config.port)?;
+        let nat = nat.map(Arc::new);
+        let nat_addr = nat.as_ref().map(|nat| nat.local_addr()).transpose()?;
         let (round, signals) = Round::new();
-        let registry: Shared = Arc::new(Mutex::new(Registry::new(round)?));
+        let registry = Registry::new(round, nat_addr.map(|a| a.port()))?;
+        let registry: Shared = Arc::new(Mutex::new(registry));
         // Should a later step fail, the threads already started are stopped as these
         // variables are dropped.
         let shared = registry.clone();
@@ -123,9 +142,22 @@ impl Server {
         let wake = move || {
             let _ = udp.send_to(&[], wake_at);
         };
+        let answering = nat.clone();
         let announcements = Worker::spawn("udp", wake, move |stop| {
-            receive_announcements(&socket, &shared, &stop)
+            receive_announcements(&socket, answering.as_deref(), &shared, &stop)
         })?;
+        let nat_probes = match nat {
+            Some(nat) => {
+                let (shared, wake_at) = (registry.clone(), listener::reachable(nat.local_addr()?));
+                let waker = nat.clone();
+                let wake = move || {
+                    let _ = waker.send_to(&[], wake_at);
+                };
+                let work = move |stop| receive_nat_probes(&nat, &shared, &stop);
+                Some(Worker::spawn("nat", wake, work)?)
+            }
+            None => None,
+        };
 
         let (shared, timeout) = (registry.clone(), config.timeout);
         // It only sleeps, in `Stop::pause`: being unparked wakes it.
@@ -152,7 +184,9 @@ impl Server {
         Ok(Server {
             listener,
             udp_addr,
+            nat_addr,
             _announcements: announcements,
+            _nat_probes: nat_probes,
             _reaper: reaper,
             _rounds: rounds,
         })
@@ -167,20 +201,49 @@ impl Server {
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
     }
+
+    /// The second UDP port, for NAT discovery: the port after [`udp_addr`](Self::udp_addr)'s,
+    /// or `None` if it was taken.
+    pub fn nat_addr(&self) -> Option<SocketAddr> {
+        self.nat_addr
+    }
 }
 
-/// Binds TCP and UDP on the same port. With port 0 the OS picks the TCP port, and the UDP
-/// socket follows it (trying again if that UDP port happens to be taken).
-fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(TcpListener, UdpSocket)> {
+/// The sockets [`bind_ports`] binds: TCP and UDP on one port, and UDP on the next if it
+/// could be bound.
+type Ports = (TcpListener, UdpSocket, Option<UdpSocket>);
+
+/// Binds TCP and UDP on the same port, and UDP on the port after it (NAT discovery). With
+/// port 0 the OS picks the TCP port, and the UDP sockets follow it (trying again if either
+/// UDP port happens to be taken). The second port is a convenience: when it cannot be had,
+/// the server runs without it.
+fn bind_ports(ip: IpAddr, port: u16) -> io::Result<Ports> {
     let tries = if port == 0 { 20 } else { 1 };
     let mut last = None;
+    let mut without_second = None;
     for _ in 0..tries {
         let listener = TcpListener::bind((ip, port))?;
         let actual = listener.local_addr()?.port();
-        match UdpSocket::bind((ip, actual)) {
-            Ok(udp) => return Ok((listener, udp)),
-            Err(e) => last = Some(e),
+        let udp = match UdpSocket::bind((ip, actual)) {
+            Ok(udp) => udp,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        match actual
+            .checked_add(1)
+            .map(|next| UdpSocket::bind((ip, next)))
+        {
+            Some(Ok(nat)) => return Ok((listener, udp, Some(nat))),
+            // The first pair is kept in case no try gets both; while the next try runs, it
+            // holds its ports, so the OS picks others.
+            _ if without_second.is_none() => without_second = Some((listener, udp)),
+            _ => {}
         }
     }
-    Err(last.expect("at least one try"))
+    match without_second {
+        Some((listener, udp)) => Ok((listener, udp, None)),
+        None => Err(last.expect("at least one try")),
+    }
 }

@@ -10,7 +10,7 @@ use crate::mac;
 use crate::nonce::{Key, Nonce, Nonces};
 use crate::outbox::{line_message, Outbox};
 use crate::scale::rounds::{Round, Since, Woken};
-use crate::wire::{Announce, Event, IdInUse, LeaveReason, PeerInfo, Public, MAX_LINE};
+use crate::wire::{Announce, Event, IdInUse, LeaveReason, Nat, PeerInfo, Public, MAX_LINE};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::iter;
@@ -47,6 +47,46 @@ pub struct Member {
     last_heard: Instant,
     /// When it last asked for a hole punch: see [`Registry::may_punch`].
     last_punch: Option<Instant>,
+    /// How its NAT behaves, as it reported (`NAT <kind>`); told to everyone.
+    nat: Nat,
+    /// When it last reported its NAT: see [`NAT_EVERY`].
+    nat_told: Option<Instant>,
+    /// Its NAT discovery under way (`NAT_TEST`): the probes that count.
+    nat_test: Option<NatTest>,
+    /// When its last `NAT_TEST` began: see [`NAT_EVERY`].
+    nat_tested: Option<Instant>,
+}
+
+/// A client's NAT discovery: the nonce its `NAT_PROBE`s must bring, until when, and how many
+/// have been answered.
+#[derive(Clone, Copy)]
+struct NatTest {
+    nonce: Nonce,
+    until: Instant,
+    answered: u32,
+}
+
+/// How long a `NAT_TEST`'s probes are answered.
+const NAT_TEST_LIFETIME: Duration = Duration::from_secs(10);
+
+/// How many of a `NAT_TEST`'s probes are answered, both ports together: enough for a client
+/// that repeats each a few times (UDP loses some), few enough that a test is a handful of
+/// short lines.
+const NAT_ANSWERS: u32 = 12;
+
+/// At most one `NAT_TEST`, and one `NAT` report, per client this often: a report goes to
+/// everyone, so a client saying it again and again must not become a flood.
+const NAT_EVERY: Duration = Duration::from_secs(5);
+
+/// What the server does for a `NAT_PROBE` that counts: the line for the client's own
+/// connection is queued already; this is the datagram to send, if any.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NatAnswer {
+    /// Send `NAT_OPEN <nonce>` from the second port to this address: the client's known
+    /// endpoint, which the probe came from.
+    pub open_to: Option<SocketAddr>,
+    /// The nonce to echo.
+    pub nonce: Nonce,
 }
 
 impl Member {
@@ -144,18 +184,22 @@ pub struct Registry {
     next_conn: u64,
     /// The joins and leaves not yet sent.
     round: Round,
+    /// The server's second UDP port, for NAT discovery; `None` when it could not be bound.
+    nat_port: Option<u16>,
 }
 
 impl Registry {
     /// An empty registry that announces joins and leaves in `round`. Its secrets come from
-    /// the operating system's random source, which may fail.
-    pub fn new(round: Round) -> std::io::Result<Registry> {
+    /// the operating system's random source, which may fail. `nat_port` is the server's
+    /// second UDP port (NAT discovery), if it has one.
+    pub fn new(round: Round, nat_port: Option<u16>) -> std::io::Result<Registry> {
         Ok(Registry {
             members: HashMap::new(),
             pair_secret: Key::fresh()?,
             nonces: Nonces::new()?,
             next_conn: 0,
             round,
+            nat_port,
         })
     }
 
@@ -201,6 +245,10 @@ impl Registry {
                 awake_told: None,
                 last_heard: now,
                 last_punch: None,
+                nat: Nat::Unknown,
+                nat_told: None,
+                nat_test: None,
+                nat_tested: None,
             },
         );
         if asleep {
@@ -253,6 +301,8 @@ impl Registry {
             Announce::Hello { nonce, .. } => (Some(nonce), false),
             Announce::Awake { nonce, .. } => (nonce.as_ref(), true),
             Announce::Alive { .. } => (None, false),
+            // Not an announcement of the endpoint: see `nat_probe`.
+            Announce::NatProbe { .. } => return Announced::Rejected,
         };
         let proven = nonce.is_some_and(|nonce| {
             member
@@ -381,9 +431,20 @@ impl Registry {
             .iter()
             .filter(|(other, m)| m.since.is_some() || *other == id)
             .map(|(other, m)| Event::Peer(m.info(other)));
+        // After the list, not in it: a client that does not know `NAT` lines skips them
+        // once registered, but would be confused by one inside its list.
+        let nats = self
+            .members
+            .iter()
+            .filter(|(other, m)| m.since.is_some() && *other != id && m.nat != Nat::Unknown)
+            .map(|(other, m)| Event::Nat {
+                id: other.clone(),
+                kind: m.nat,
+            });
         let list = iter::once(Event::Ready { public })
             .chain(peers)
-            .chain(iter::once(Event::ListEnd));
+            .chain(iter::once(Event::ListEnd))
+            .chain(nats);
         let mut piece = String::with_capacity(LIST_PIECE + MAX_LINE);
         for event in list {
             let _ = writeln!(piece, "{event}");
@@ -537,5 +598,92 @@ impl Registry {
         }
         member.last_punch = Some(now);
         true
+    }
+
+    /// The server's second UDP port, if it has one: what `NAT_TEST` is answered.
+    pub fn nat_port(&self) -> Option<u16> {
+        self.nat_port
+    }
+
+    /// `NAT_TEST <nonce>` from connection `conn`, registered as `id`: its `NAT_PROBE`s with
+    /// this nonce are answered for [`NAT_TEST_LIFETIME`]. Only for a client listed at a UDP
+    /// endpoint (an Asleep or relayed one has no mapping to test), at most one test every
+    /// [`NAT_EVERY`]. `Err` says why not, for the client.
+    pub fn nat_test(&mut self, id: &str, conn: u64, nonce: Nonce) -> Result<(), &'static str> {
+        let now = Instant::now();
+        let member = self
+            .members
+            .get_mut(id)
+            .filter(|m| m.conn == conn && m.keeps_alive())
+            .ok_or("NAT discovery is for a client listed at a UDP endpoint")?;
+        if member.nat_tested.is_some_and(|at| now - at < NAT_EVERY) {
+            return Err("NAT discovery: one test every 5 s");
+        }
+        member.nat_tested = Some(now);
+        member.nat_test = Some(NatTest {
+            nonce,
+            until: now + NAT_TEST_LIFETIME,
+            answered: 0,
+        });
+        Ok(())
+    }
+
+    /// A `NAT_PROBE <id> <nonce>` that arrived from `from` on the server's UDP port `port`
+    /// (`main`: the registration port, else the second one). It counts only with the nonce
+    /// of `id`'s live `NAT_TEST`, which went over its own TCP connection, and only
+    /// [`NAT_ANSWERS`] times: then `NAT_SEEN <port> <from>` is queued for `id` (over TCP,
+    /// to nobody else), and, for a probe to the main port that came from `id`'s known
+    /// endpoint, a `NAT_OPEN` is due from the second port. Anything else: `None`, and
+    /// nothing is sent.
+    pub fn nat_probe(
+        &mut self,
+        id: &str,
+        nonce: &Nonce,
+        from: SocketAddr,
+        port: u16,
+        main: bool,
+    ) -> Option<NatAnswer> {
+        let member = self.members.get_mut(id)?;
+        let test = member.nat_test.as_mut()?;
+        if test.until <= Instant::now()
+            || !test.nonce.matches(nonce)
+            || test.answered >= NAT_ANSWERS
+        {
+            return None;
+        }
+        test.answered += 1;
+        let seen = Event::NatSeen { port, seen: from };
+        member.outbox.push_line(&seen.to_string());
+        Some(NatAnswer {
+            open_to: (main && member.public == Public::At(from)).then_some(from),
+            nonce: test.nonce,
+        })
+    }
+
+    /// `NAT <kind>` from connection `conn`, registered and listed as `id`: stored, and told to
+    /// everyone else in the round (a client listed later finds it after its list). Only a
+    /// change counts, at most one every [`NAT_EVERY`]. Returns whether it was told.
+    pub fn set_nat(&mut self, id: &str, conn: u64, kind: Nat) -> Result<bool, &'static str> {
+        if !self.is_listed_as(id, conn) {
+            return Err("report your NAT once you are listed");
+        }
+        let now = Instant::now();
+        let Some(member) = self.members.get_mut(id) else {
+            return Ok(false);
+        };
+        if member.nat == kind {
+            return Ok(false);
+        }
+        if member.nat_told.is_some_and(|at| now - at < NAT_EVERY) {
+            return Err("one NAT report every 5 s");
+        }
+        member.nat = kind;
+        member.nat_told = Some(now);
+        let told = Event::Nat {
+            id: id.to_string(),
+            kind,
+        };
+        self.round.announce(&told.to_string());
+        Ok(true)
     }
 }

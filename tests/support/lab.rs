@@ -87,7 +87,9 @@ pub fn wait_path_within(client: &mut Proc, peer: &str, label: &str, patience: Du
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        if line.ends_with(&format!("path={label}")) {
+        // The path, without the NAT column that may follow it.
+        let path = line.rsplit("path=").next().unwrap_or("");
+        if path.split("  ").next() == Some(label) {
             return line;
         }
         assert!(

@@ -33,6 +33,13 @@
 //!   home would be unreachable from here. Without it, the peers would validate each other's
 //!   real address as a private path, and bypass every impairment.
 //!
+//! The gateway does one more thing, server to client: it turns the server's answer to NAT
+//! discovery, `NAT_TEST <port>`, into `NAT_TEST none`. A home has an alias for one server
+//! port, not for the second one that discovery probes; the client would otherwise probe the
+//! real server's second port straight over loopback, around its home, and read its NAT as
+//! one that gives each destination its own port. So clients here find their NAT unknown,
+//! and punch as they did before discovery.
+//!
 //! A client only ever sends to addresses the server or its home handed it (outside sockets,
 //! aliases, decoys), and only ever receives from a home's sockets, so every datagram between
 //! two clients crosses at least one home. A datagram from a client straight to another
@@ -775,6 +782,9 @@ impl Shared {
             if let Some(decoy) = decoy.take() {
                 lines = register_naming(&lines, decoy);
             }
+            if way == Way::TcpFromServer {
+                lines = without_second_port(&lines);
+            }
             while self.home_cut(index) {
                 if self.stopping() {
                     return;
@@ -882,6 +892,24 @@ impl LinkState {
         };
         rng.chance(if self.bad { burst.loss } else { link.loss })
     }
+}
+
+/// `lines` from the server, its `NAT_TEST <port>` (if any) turned into `NAT_TEST none`: see
+/// the top of this file.
+fn without_second_port(lines: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(lines);
+    if !text.contains("NAT_TEST ") {
+        return lines.to_vec();
+    }
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("NAT_TEST ") {
+            out.push_str("NAT_TEST none\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.into_bytes()
 }
 
 /// `lines`, its first line `REGISTER <id> <private> [...]` naming `decoy` as private.
