@@ -746,8 +746,8 @@ pub enum Announce {
     },
     /// `NAT_PROBE <id> <nonce>`: NAT discovery, sent to each of the server's two UDP ports;
     /// `<nonce>` is the one the client gave in its `NAT_TEST` over TCP. The server tells the
-    /// client over TCP where each came from (`NAT_SEEN`), and answers one that came from
-    /// the client's known endpoint with [`NatOpen`], from its *other* port.
+    /// client over TCP where each came from (`NAT_SEEN`), and answers one to its registration
+    /// port that came from the client's known endpoint with [`NatOpen`], from a third port.
     NatProbe {
         /// Whose probe.
         id: String,
@@ -821,11 +821,13 @@ impl FromStr for Announce {
     }
 }
 
-/// `NAT_OPEN <nonce>`: server → client, over UDP, from the server's *second* port, which the
-/// client has not sent to yet: the answer to a `NAT_PROBE` sent to the first. If it gets in,
-/// the client's NAT admits datagrams from a port it never sent to. It goes only to the
-/// client's known endpoint, one per probe, shorter than the probe, and echoes only the
-/// client's own nonce: nobody can aim it elsewhere, or learn anything from it.
+/// `NAT_OPEN <nonce>`: server → client, over UDP, the answer to a `NAT_PROBE` sent to the
+/// registration port, from a port the OS picked for the server, which no client ever sends
+/// to (neither of the two it listens on). If it gets in, the client's NAT admits datagrams
+/// from a port it never sent to, and no entry left by an earlier probe can have let it in as
+/// a reply. It goes only to the client's known endpoint, one per probe, shorter than the
+/// probe, and echoes only the client's own nonce: nobody can aim it elsewhere, or learn
+/// anything from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatOpen {
     /// The nonce of the client's `NAT_TEST`.

@@ -9,15 +9,22 @@
 //!    ◀─ TCP  NAT_TEST <second port> ──────────     (or `none`: no discovery)
 //!  1 ── UDP  NAT_PROBE <id> <nonce> ─▶ port       does our NAT admit a datagram from a port
 //!    ◀─ TCP  NAT_SEEN <port> <addr> ──────────     we never sent to?
-//!    ◀─ UDP  NAT_OPEN <nonce> ─── second port      (it arrives, or not)
+//!    ◀─ UDP  NAT_OPEN <nonce> ─── a third port     (it arrives, or not)
 //!  2 ── UDP  NAT_PROBE <id> <nonce> ─▶ second port   does our public mapping change when
 //!    ◀─ TCP  NAT_SEEN <second port> <addr> ───     only the destination port does?
 //! ```
 //!
-//! Filtering first: once we have sent to the second port, our NAT would admit its answer as
-//! a reply, and the question could no longer be asked. Each probe is repeated a few times
-//! (UDP loses some), and each question has a deadline: with no answer, the behaviour is
-//! [`Nat::Unknown`], and everything works as before discovery.
+//! `NAT_OPEN` comes from a port the OS picked for the server, which no client ever sends to:
+//! so no entry in our NAT, however recent (our own probes, or those of an earlier run of
+//! ours on the same port, which a NAT keeps for 30 s or more), can let it in as a reply, and
+//! the filtering answer is true each time discovery runs. (From the second port, which we
+//! probe, it was not: the NAT lab saw a home router read as `open` by a client started again
+//! within 30 s, and, where the router takes the unsolicited `NAT_OPEN` for itself, the entry
+//! it keeps for it makes our probe to the second port collide: `symmetric`.)
+//!
+//! Each probe is repeated a few times (UDP loses some), and each question has a deadline:
+//! with no answer, the behaviour is [`Nat::Unknown`], and everything works as before
+//! discovery.
 //!
 //! One server address answers only for other ports of that address: a NAT that filters by
 //! address alone (admitting any port of a host we sent to) reads as not filtering, and one
@@ -51,7 +58,7 @@ const QUESTION_MOST: Duration = Duration::from_secs(6);
 enum Stage {
     /// `NAT_TEST` sent; waiting for the server's answer until then.
     Asked { until: Instant },
-    /// Question 1: probing the registration port, waiting for `NAT_OPEN` from `alt`.
+    /// Question 1: probing the registration port, waiting for `NAT_OPEN`.
     Filtering { alt: SocketAddr, since: Instant },
     /// Question 2: probing the second port, `alt`; `open`: whether question 1's answer got in.
     Mapping {
@@ -202,8 +209,8 @@ impl Discovery {
         })
     }
 
-    /// A `NAT_OPEN` arrived: if it bears our nonce, it came from the server's second port,
-    /// which we never sent to, and our NAT let it in.
+    /// A `NAT_OPEN` arrived: if it bears our nonce, it came from the server's port that we
+    /// never send to, and our NAT let it in.
     pub fn on_open(&mut self, nonce: &Nonce, now: Instant) {
         if let Stage::Filtering { alt, .. } = self.stage {
             if self.nonce.matches(nonce) {
@@ -238,8 +245,8 @@ impl Discovery {
                             "no answer to our probes of the server's port",
                         ));
                     }
-                    // The server saw our probes, and its answers from the other port never
-                    // got in: our NAT drops what comes from a port we never sent to.
+                    // The server saw our probes, and its answers from a port we never sent
+                    // to did not get in: our NAT drops what it did not ask for.
                     self.stage = Stage::Mapping {
                         alt,
                         since: now,
@@ -372,8 +379,8 @@ impl Client {
 }
 
 /// What the two questions' answers say: the server saw our probe to its registration port
-/// come from `main` and the one to its second port from `alt`; `open`: its answer from the
-/// second port got in; `private`: our own address.
+/// come from `main` and the one to its second port from `alt`; `open`: its answer from a
+/// port we never sent to got in; `private`: our own address.
 pub fn classify(main: SocketAddr, alt: SocketAddr, open: bool, private: SocketAddr) -> Nat {
     match (main == alt, open) {
         (true, true) if main == private => Nat::None,

@@ -52,7 +52,7 @@ pub enum FromServer {
 pub enum FromUdp {
     /// A peer's datagram.
     Peer(FromPeer),
-    /// The server's answer to NAT discovery, from its second port: see
+    /// The server's answer to NAT discovery, from a port we never send to: see
     /// [`super::discovery`].
     NatOpen(NatOpen),
 }

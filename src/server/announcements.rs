@@ -9,10 +9,19 @@
 //! NAT discovery (`docs/PROTOCOL.md`): a client sends `NAT_PROBE` to both ports, and is told
 //! over TCP where each came from (`NAT_SEEN`): the same address both times, or not, says
 //! whether its NAT keeps one mapping for every destination. A probe to the registration port
-//! is also answered from the second port (`NAT_OPEN`), which the client has not sent to yet:
-//! whether that gets in says whether its NAT filters by port. Only the client's own probes
-//! count (their nonce came over its TCP connection), and the one datagram the server sends
-//! goes to the client's known endpoint only, shorter than the probe that asked for it.
+//! is also answered with a `NAT_OPEN` from a third port, one the OS picked for this server
+//! and that no client ever sends to: whether that gets in says whether the client's NAT
+//! admits what it never asked for. Not from the second port: a client probes that one too,
+//! and a NAT keeps the entry a probe made for 30 s or more, so the answer of a later run (a
+//! client restarted on the same port, or registering again) would get in as a reply, and a
+//! home router would read as one that filters nothing (the NAT lab saw it). And a NAT whose
+//! router takes an unsolicited `NAT_OPEN` for itself keeps an entry for that flow, which
+//! would make the client's own probe to the same port collide and leave on another port: a
+//! home router read as symmetric (the lab's bare MASQUERADE, every run).
+//!
+//! Only the client's own probes count (their nonce came over its TCP connection), and the
+//! one datagram the server sends goes to the client's known endpoint only, shorter than the
+//! probe that asked for it.
 
 use super::registry::Announced;
 use super::Shared;
@@ -26,10 +35,10 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// The UDP thread: hands every well-formed announcement to the registry, which believes
 /// only what is proven (see [`Registry::announce`](super::registry::Registry::announce)); drops everything else.
-/// `nat` is the server's second port, which answers NAT probes that came here.
+/// `opener` is the port that answers NAT probes that came here (see the top of this file).
 pub(super) fn receive_announcements(
     udp: &UdpSocket,
-    nat: Option<&UdpSocket>,
+    opener: Option<&UdpSocket>,
     registry: &Shared,
     stop: &Stop,
 ) {
@@ -42,12 +51,12 @@ pub(super) fn receive_announcements(
         if let Announce::NatProbe { id, nonce } = &announce {
             let answer = registry.lock().nat_probe(id, nonce, from, port, true);
             // The datagram leaves once the lock is let go.
-            if let (Some(nat), Some(answer)) = (nat, answer) {
+            if let (Some(opener), Some(answer)) = (opener, answer) {
                 if let Some(to) = answer.open_to {
                     let open = NatOpen {
                         nonce: answer.nonce,
                     };
-                    let _ = nat.send_to(open.to_string().as_bytes(), to);
+                    let _ = opener.send_to(open.to_string().as_bytes(), to);
                 }
             }
             continue;

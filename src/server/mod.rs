@@ -10,7 +10,8 @@
 //!                     │ ▲ writes go through the client's Outbox
 //!                     │ │ (its own writer thread)
 //!  udp thread ────────┤ │ HELLO / ALIVE / AWAKE: public endpoints,  announcements.rs
-//!                     │ │ keep-alives; NAT_PROBE (NAT discovery)
+//!                     │ │ keep-alives; NAT_PROBE (NAT discovery),
+//!                     │ │ answered from a port the OS picked
 //!  nat thread ────────┤ │ NAT_PROBE on the second port (port + 1)   announcements.rs
 //!  reaper thread ─────┤ │ every 250 ms: clients silent for           reaper.rs
 //!                     │ │ --timeout-secs "disappear", and those
@@ -108,7 +109,8 @@ pub struct Server {
     udp_addr: SocketAddr,
     /// The second UDP port (NAT discovery), if it could be bound.
     nat_addr: Option<SocketAddr>,
-    /// The UDP thread: HELLO, ALIVE, AWAKE, NAT_PROBE.
+    /// The UDP thread: HELLO, ALIVE, AWAKE, NAT_PROBE (answered with NAT_OPEN from a port
+    /// the OS picked).
     _announcements: Worker,
     /// The second port's thread: NAT_PROBE.
     _nat_probes: Option<Worker>,
@@ -119,12 +121,19 @@ pub struct Server {
 
 impl Server {
     /// Binds TCP and UDP on `config.port` (0: a free port, the same for both), and UDP on the
-    /// port after it for NAT discovery (if that is taken, the server runs without), and
-    /// serves on threads of its own; prints each event (see [`crate::output`]).
+    /// port after it for NAT discovery (if that is taken, the server runs without) and on a
+    /// port the OS picks (where discovery's answers leave from), and serves on threads of
+    /// its own; prints each event (see [`crate::output`]).
     pub fn start(config: Config) -> io::Result<Server> {
         let (listener, udp, nat) = bind_ports(config.bind, config.port)?;
         let nat = nat.map(Arc::new);
         let nat_addr = nat.as_ref().map(|nat| nat.local_addr()).transpose()?;
+        // NAT discovery's `NAT_OPEN` leaves from a port of its own, which the OS picks and no
+        // client ever sends to: see announcements.rs for why not from the second port.
+        let opener = match nat {
+            Some(_) => Some(UdpSocket::bind((config.bind, 0))?),
+            None => None,
+        };
         let (round, signals) = Round::new();
         let registry = Registry::new(round, nat_addr.map(|a| a.port()))?;
         let registry: Shared = Arc::new(Mutex::new(registry));
@@ -142,9 +151,8 @@ impl Server {
         let wake = move || {
             let _ = udp.send_to(&[], wake_at);
         };
-        let answering = nat.clone();
         let announcements = Worker::spawn("udp", wake, move |stop| {
-            receive_announcements(&socket, answering.as_deref(), &shared, &stop)
+            receive_announcements(&socket, opener.as_ref(), &shared, &stop)
         })?;
         let nat_probes = match nat {
             Some(nat) => {

@@ -82,7 +82,8 @@ const NAT_EVERY: Duration = Duration::from_secs(5);
 /// connection is queued already; this is the datagram to send, if any.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NatAnswer {
-    /// Send `NAT_OPEN <nonce>` from the second port to this address: the client's known
+    /// Send `NAT_OPEN <nonce>` from the port no client sends to (see
+    /// [`announcements`](super::announcements)) to this address: the client's known
     /// endpoint, which the probe came from.
     pub open_to: Option<SocketAddr>,
     /// The nonce to echo.
@@ -633,8 +634,8 @@ impl Registry {
     /// of `id`'s live `NAT_TEST`, which went over its own TCP connection, and only
     /// [`NAT_ANSWERS`] times: then `NAT_SEEN <port> <from>` is queued for `id` (over TCP,
     /// to nobody else), and, for a probe to the main port that came from `id`'s known
-    /// endpoint, a `NAT_OPEN` is due from the second port. Anything else: `None`, and
-    /// nothing is sent.
+    /// endpoint, a `NAT_OPEN` is due from the port no client sends to. Anything else:
+    /// `None`, and nothing is sent.
     pub fn nat_probe(
         &mut self,
         id: &str,
