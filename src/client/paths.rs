@@ -42,9 +42,12 @@
 //! them ([`Nat::punch_cannot_work`](crate::wire::Nat::punch_cannot_work): one side gives each
 //! destination its own public port, and the other admits only replies to the port it sent
 //! to), is reached through the relay at once too: no message waits for a punch that cannot
-//! work, and none is asked for. Should the peer ask for one all the same (it learned our
-//! kind later), its probes are answered and ours sent, and a path that validates after all
-//! is taken. Where the kinds are not known, nothing changes.
+//! work, and none is asked for then. But the kinds are what two discoveries read, and a
+//! reading can be wrong (a stale NAT entry that made one probe collide) or grow old (a NAT
+//! that changed): so that decision expires as any relay does, and every [`DIRECT_RETRY`]
+//! the direct paths are probed again, with a coordinated punch. Should the peer ask for one
+//! sooner (it learned our kind later), its probes are answered and ours sent. A path that
+//! validates after all is taken. Where the kinds are not known, nothing changes.
 //!
 //! These are the books only: the client sends what they say (the probes, the punch request,
 //! each chat on its route: see [`super::transport`]).
@@ -83,8 +86,10 @@ enum Path {
     /// The peer's UDP, or ours, is blocked on the way to the server: only the relay can
     /// reach it, and no probe is ever sent.
     RelayOnly,
-    /// The two NATs cannot be punched through: the relay, at once, and no punch asked for.
-    NatsRelay,
+    /// The two NATs cannot be punched through, as their kinds say: the relay, at once, and
+    /// no punch asked for until `retry_at`, when the direct paths are probed again (and the
+    /// path is [`Path::Relayed`] from then on, should they not answer).
+    NatsRelay { retry_at: Instant },
 }
 
 /// Where one transmission goes.
@@ -207,17 +212,25 @@ impl Paths {
     }
 
     /// Whether the two NATs cannot be punched through. Then a peer with no path yet, or a
-    /// relayed one, is relayed at once, and no punch is asked for (a direct path that
-    /// already works is kept: it proves the kinds wrong). No longer, its paths are tried
-    /// again, at the next message.
+    /// relayed one, is relayed at once, and no punch is asked for before the next retry of
+    /// the direct paths, [`DIRECT_RETRY`] from now for a peer with no path yet (a direct
+    /// path that already works is kept: it proves the kinds wrong). No longer, its paths
+    /// are tried again, at the next message.
     pub fn set_punch_hopeless(&mut self, hopeless: bool) {
         self.punch_hopeless = hopeless;
         match self.path {
-            Path::Untried | Path::Relayed { .. } if hopeless => {
-                self.path = Path::NatsRelay;
+            Path::Untried if hopeless => {
+                let now = Instant::now();
+                self.path = Path::NatsRelay {
+                    retry_at: now + DIRECT_RETRY,
+                };
+                self.path_since = now;
                 self.burst = None;
             }
-            Path::NatsRelay if !hopeless => {
+            Path::Relayed { retry_at } if hopeless => {
+                self.path = Path::NatsRelay { retry_at };
+            }
+            Path::NatsRelay { .. } if !hopeless => {
                 self.path = Path::Untried;
                 self.punch_asked = false;
                 self.path_since = Instant::now();
@@ -238,7 +251,7 @@ impl Paths {
     pub fn label(&self) -> &'static str {
         match self.path {
             Path::Relayed { .. } | Path::RelayOnly => "relayed",
-            Path::NatsRelay => "relayed (these NATs cannot be punched)",
+            Path::NatsRelay { .. } => "relayed (these NATs cannot be punched)",
             Path::Untried => "new",
             Path::Direct(addr) => match self.kind_of(addr) {
                 Some(Kind::Private) => "private",
@@ -273,9 +286,11 @@ impl Paths {
         let on_this_path = waited.min(now.saturating_duration_since(self.path_since));
         let overdue = on_this_path >= round_trip.relay_after();
         match self.path {
-            Path::RelayOnly | Path::NatsRelay => (Route::Relay, false),
+            Path::RelayOnly => (Route::Relay, false),
             Path::Direct(addr) if !server => (Route::Direct(addr), false),
-            Path::Relayed { retry_at } => {
+            // The kinds said no punch can work: none is asked for until the retry, and from
+            // then on this is a relayed peer like any other.
+            Path::Relayed { retry_at } | Path::NatsRelay { retry_at } => {
                 let retry = now >= retry_at;
                 if retry {
                     self.path = Path::Relayed {
@@ -427,7 +442,7 @@ impl Paths {
 
     /// A genuine datagram of the peer's (its tag checked) came straight from `addr` while
     /// the relay carries our chats: the way back may work again too (a link that came back, a
-    /// NAT whose stale entry expired). Asks it at once rather than at the next retry, at most
+    /// NAT whose stale entry expired, NAT kinds that were misread). Asks it at once rather than at the next retry, at most
     /// once per unanswered burst and timeout. No collision to fear: the peer's datagram has
     /// just opened our NAT for the answer.
     pub fn came_straight(
@@ -437,7 +452,8 @@ impl Paths {
         now: Instant,
         rtt: &RoundTrip,
     ) {
-        if !matches!(self.path, Path::Relayed { .. }) || !self.may_ask_again(now) {
+        let relayed = matches!(self.path, Path::Relayed { .. } | Path::NatsRelay { .. });
+        if !relayed || !self.may_ask_again(now) {
             return;
         }
         if self.kind_of(addr).is_none() {
@@ -934,6 +950,60 @@ pub(super) mod tests {
         assert_eq!(
             route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Hold, true)
+        );
+    }
+
+    #[test]
+    fn the_relay_chosen_by_nat_kinds_expires_and_the_direct_paths_are_punched_again() {
+        let mut nonces = Nonces::new().unwrap();
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        let now = Instant::now();
+        far.set_punch_hopeless(true);
+        // However long a message waits, no punch before the retry.
+        let before = now + DIRECT_RETRY - Duration::from_secs(1);
+        assert_eq!(
+            route(&mut far, DIRECT_RETRY, before, &mut nonces),
+            (Route::Relay, false)
+        );
+        // The kinds were misread (a probe that collided on a stale entry): at the retry a
+        // punch is asked for, as for any relayed peer, and a path that answers is taken.
+        let retry = Instant::now() + DIRECT_RETRY;
+        assert_eq!(
+            route(&mut far, Duration::ZERO, retry, &mut nonces),
+            (Route::Relay, true)
+        );
+        let (public, nonce) = punched(&mut far, &mut nonces, retry)[1];
+        assert!(far
+            .answered(public, &nonce, ME, ME, retry)
+            .is_some_and(|a| a.first_path));
+        assert_eq!(
+            route(&mut far, Duration::ZERO, retry, &mut nonces),
+            (Route::Direct(public), false)
+        );
+        // Nothing answers the retry: relayed still, and asked again every DIRECT_RETRY.
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        far.set_punch_hopeless(true);
+        let retry = Instant::now() + DIRECT_RETRY;
+        assert_eq!(
+            route(&mut far, Duration::ZERO, retry, &mut nonces),
+            (Route::Relay, true)
+        );
+        assert_eq!(far.label(), "relayed");
+        assert_eq!(
+            route(&mut far, Duration::ZERO, retry + DIRECT_RETRY, &mut nonces),
+            (Route::Relay, true)
+        );
+        // A peer already relayed when the kinds arrive keeps its retry.
+        let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
+        let failed = Instant::now() + overdue();
+        punched(&mut far, &mut nonces, failed);
+        route(&mut far, overdue(), failed, &mut nonces);
+        assert_eq!(far.label(), "relayed");
+        far.set_punch_hopeless(true);
+        assert_eq!(far.label(), "relayed (these NATs cannot be punched)");
+        assert_eq!(
+            route(&mut far, Duration::ZERO, failed + DIRECT_RETRY, &mut nonces),
+            (Route::Relay, true)
         );
     }
 
