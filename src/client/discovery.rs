@@ -1,29 +1,38 @@
 //! NAT discovery: how our own NAT behaves, found out with the server's help, as STUN's
 //! behaviour discovery does (RFC 5780), and said to the user in plain words.
 //!
-//! The server listens on a second UDP port (its port + 1). Two questions, one after the other:
+//! The server listens on a second UDP port (its port + 1). Both questions are asked at once:
 //!
 //! ```text
 //!  client                                   server
 //!    ── TCP  NAT_TEST <nonce> ───────────────▶
 //!    ◀─ TCP  NAT_TEST <second port> ──────────     (or `none`: no discovery)
-//!  1 ── UDP  NAT_PROBE <id> <nonce> ─▶ port       does our NAT admit a datagram from a port
-//!    ◀─ TCP  NAT_SEEN <port> <addr> ──────────     we never sent to?
-//!    ◀─ UDP  NAT_OPEN <nonce> ─── a third port     (it arrives, or not)
-//!  2 ── UDP  NAT_PROBE <id> <nonce> ─▶ second port   does our public mapping change when
-//!    ◀─ TCP  NAT_SEEN <second port> <addr> ───     only the destination port does?
+//!    ── UDP  NAT_PROBE <id> <nonce> ─▶ port
+//!    ── UDP  NAT_PROBE <id> <nonce> ─▶ second port
+//!    ◀─ TCP  NAT_SEEN <port> <addr> ──────────     mapping: does our public address change
+//!    ◀─ TCP  NAT_SEEN <second port> <addr> ───     when only the destination port does?
+//!    ◀─ UDP  NAT_OPEN <nonce> ─── a third port     filtering: does a datagram from a port
+//!                                                  we never sent to get in?
 //! ```
 //!
-//! `NAT_OPEN` comes from a port the OS picked for the server, which no client ever sends to:
-//! so no entry in our NAT, however recent (our own probes, or those of an earlier run of
-//! ours on the same port, which a NAT keeps for 30 s or more), can let it in as a reply, and
-//! the filtering answer is true each time discovery runs. (From the second port, which we
-//! probe, it was not: the NAT lab saw a home router read as `open` by a client started again
-//! within 30 s, and, where the router takes the unsolicited `NAT_OPEN` for itself, the entry
-//! it keeps for it makes our probe to the second port collide: `symmetric`.)
+//! `NAT_OPEN` answers a probe to the registration port from a port the OS picked for the
+//! server, which no client ever sends to: so no entry in our NAT, however recent (our own
+//! probes, or those of an earlier run of ours on the same port, which a NAT keeps for 30 s
+//! or more), can let it in as a reply, and the filtering answer is true each time discovery
+//! runs. (From the second port, which we probe, it was not: the NAT lab saw a home router
+//! read as `open` by a client started again within 30 s, and, where the router takes the
+//! unsolicited `NAT_OPEN` for itself, the entry it keeps for it made our probe to the
+//! second port collide: `symmetric`.) So the two questions need no order, and are asked at
+//! once, the moment we are listed: the mapping is measured before our first chat is likely
+//! to have punched anything. A punch that collides on a stale NAT entry leaves us on
+//! another public port for that peer, and a Linux NAT may then give a new destination that
+//! port too: measured after it, a home router reads as one that gives each destination its
+//! own port. Hence also the words: they say what was measured, two ports, not every
+//! destination, and what follows is never final (see [`super::paths`]: a relay chosen by
+//! the kinds expires).
 //!
-//! Each probe is repeated a few times (UDP loses some), and each question has a deadline:
-//! with no answer, the behaviour is [`Nat::Unknown`], and everything works as before
+//! Each probe is repeated a few times (UDP loses some), and discovery has a deadline: with
+//! an answer missing, the behaviour is [`Nat::Unknown`], and everything works as before
 //! discovery.
 //!
 //! One server address answers only for other ports of that address: a NAT that filters by
@@ -32,6 +41,7 @@
 //! mapping. RFC 5780 tells those apart with a second address; for a hole punch, where each
 //! side sends to the other's address first, the distinction does not matter.
 
+use super::paths::DIRECT_RETRY;
 use super::Client;
 use crate::failure::Failure;
 use crate::nonce::Nonce;
@@ -41,31 +51,25 @@ use std::time::{Duration, Instant};
 
 /// How long the server may take to answer `NAT_TEST` over TCP.
 const ASK_WAIT: Duration = Duration::from_secs(10);
-/// The pause between two probes of the same question, and how many each gets.
+/// The pause between two rounds of probes, and how many rounds at most.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 const PROBES: u32 = 6;
-/// How long the filtering question waits for `NAT_OPEN`: at least this long from its first
-/// probe, and at least [`OPEN_AFTER_SEEN`] after the server said it saw a probe (the two
-/// answers leave the server together, and the datagram may be the slower), but never
-/// longer than [`QUESTION_MOST`].
+/// How long the filtering question waits for `NAT_OPEN`: at least this long from the first
+/// probe, and at least [`OPEN_AFTER_SEEN`] after the server said it saw a probe to its
+/// registration port (the two answers leave the server together, and the datagram may be
+/// the slower), but never longer than [`PROBING_MOST`].
 const OPEN_WAIT: Duration = Duration::from_secs(2);
 const OPEN_AFTER_SEEN: Duration = Duration::from_secs(1);
-/// The longest either question waits for its answer.
-const QUESTION_MOST: Duration = Duration::from_secs(6);
+/// The longest discovery waits for its answers once it probes.
+const PROBING_MOST: Duration = Duration::from_secs(6);
 
 /// Where discovery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// `NAT_TEST` sent; waiting for the server's answer until then.
     Asked { until: Instant },
-    /// Question 1: probing the registration port, waiting for `NAT_OPEN`.
-    Filtering { alt: SocketAddr, since: Instant },
-    /// Question 2: probing the second port, `alt`; `open`: whether question 1's answer got in.
-    Mapping {
-        alt: SocketAddr,
-        since: Instant,
-        open: bool,
-    },
+    /// Probing both ports since `since`: the registration port and `alt`, the second one.
+    Probing { alt: SocketAddr, since: Instant },
 }
 
 /// One run of NAT discovery: the books only; the client sends what they say.
@@ -79,13 +83,15 @@ pub struct Discovery {
     /// Our own address: a server that sees us there sees no NAT.
     private: SocketAddr,
     stage: Stage,
-    /// Probes sent for the current question, and when the next is due.
+    /// Rounds of probes sent, and when the next is due.
     sent: u32,
     next: Instant,
     /// Where the server saw our probe to its registration port, and when it said so last.
     seen_main: Option<(SocketAddr, Instant)>,
     /// Where it saw our probe to its second port.
     seen_alt: Option<SocketAddr>,
+    /// A `NAT_OPEN` of ours got in.
+    open: bool,
 }
 
 /// What discovery found: a kind, and, when it is unknown, why.
@@ -103,28 +109,38 @@ impl Found {
         }
     }
 
-    /// The line said once at start, and by `@nat`.
+    /// The line said once at start, and by `@nat`: what was measured (the public address
+    /// the server saw for each of its two ports, and whether its datagram from a port we
+    /// never sent to got in), and what follows for our chats.
     pub fn describe(&self) -> String {
+        let one_port = "Our NAT showed the server one public port for both of its ports we probed";
+        let two_ports = "Our NAT showed the server a different public port for each of its two \
+                         ports we probed";
+        let retry = DIRECT_RETRY.as_secs();
         match (self.nat, self.why_unknown) {
-            (Nat::None, _) => "No NAT between us and the server (it sees our own address), and \
-                nothing filters: peers can reach us directly."
+            (Nat::None, _) => "No NAT between us and the server (it saw our own address from \
+                both of its ports), and a datagram from a port we never sent to got in: peers \
+                can reach us directly."
                 .into(),
-            (Nat::Open, _) => "Our NAT keeps one public port for every destination and admits \
-                datagrams from ports we never sent to: direct chats should work with any peer."
-                .into(),
-            (Nat::Cone, _) => "Our NAT keeps one public port for every destination and admits \
-                only replies: a typical home router (direct chats need a coordinated punch, \
-                which natchat does)."
-                .into(),
-            (Nat::Symmetric, _) => "Our NAT gives every destination its own public port and \
-                admits only replies (symmetric): a punch cannot work from here to a peer whose \
-                NAT admits only replies; those chats go through the server."
-                .into(),
-            (Nat::OpenSymmetric, _) => "Our NAT gives every destination its own public port, \
-                but admits datagrams from ports we never sent to: a punch cannot work from \
-                here to a peer whose NAT admits only replies; those chats go through the \
-                server."
-                .into(),
+            (Nat::Open, _) => format!(
+                "{one_port}, and let in a datagram from a port we never sent to: direct chats \
+                 should work with any peer."
+            ),
+            (Nat::Cone, _) => format!(
+                "{one_port}, and let in only replies: a typical home router (direct chats need \
+                 a coordinated punch, which natchat does)."
+            ),
+            (Nat::Symmetric, _) => format!(
+                "{two_ports}, and let in only replies: it may give every destination its own \
+                 port (symmetric), and then no punch reaches a peer whose NAT lets in only \
+                 replies: chats with one start on the relay, and a direct path is tried again \
+                 every {retry} s."
+            ),
+            (Nat::OpenSymmetric, _) => format!(
+                "{two_ports}, but let in a datagram from a port we never sent to: chats with a \
+                 peer whose NAT lets in only replies start on the relay, and a direct path is \
+                 tried again every {retry} s."
+            ),
             (Nat::Unknown, why) => format!(
                 "Our NAT's behaviour is unknown ({}): chats try a punch, and the relay if it \
                  fails.",
@@ -160,6 +176,7 @@ impl Discovery {
             next: now,
             seen_main: None,
             seen_alt: None,
+            open: false,
         }
     }
 
@@ -178,101 +195,88 @@ impl Discovery {
                 "the server has no second UDP port to test with",
             ));
         };
-        self.stage = Stage::Filtering {
+        self.stage = Stage::Probing {
             alt: SocketAddr::new(self.server.ip(), port),
             since: now,
         };
-        self.sent = 0;
         self.next = now;
         None
     }
 
-    /// `NAT_SEEN <port> <seen>`: where the server saw our probe to its `port`. Once it has
-    /// said so for both ports (in either order: `NAT_OPEN` may overtake the first), the
-    /// answer is complete.
+    /// `NAT_SEEN <port> <seen>`: where the server saw our probe to its `port`. The answer may
+    /// be complete.
     pub fn on_seen(&mut self, port: u16, seen: SocketAddr, now: Instant) -> Option<Found> {
-        match self.stage {
-            Stage::Asked { .. } => return None,
-            Stage::Filtering { alt, .. } | Stage::Mapping { alt, .. } if port != alt.port() => {
-                self.seen_main = Some((seen, now));
-            }
-            Stage::Filtering { .. } => return None,
-            Stage::Mapping { .. } => self.seen_alt = Some(seen),
-        }
-        let Stage::Mapping { open, .. } = self.stage else {
+        let Stage::Probing { alt, .. } = self.stage else {
             return None;
         };
-        let ((main, _), alt) = (self.seen_main?, self.seen_alt?);
-        Some(Found {
-            nat: classify(main, alt, open, self.private),
+        if port == alt.port() {
+            self.seen_alt = Some(seen);
+        } else {
+            self.seen_main = Some((seen, now));
+        }
+        self.answer(now)
+    }
+
+    /// A `NAT_OPEN` arrived: if it bears our nonce, it came from the server's port that we
+    /// never send to, and our NAT let it in. The answer may be complete.
+    pub fn on_open(&mut self, nonce: &Nonce, now: Instant) -> Option<Found> {
+        if !matches!(self.stage, Stage::Probing { .. }) || !self.nonce.matches(nonce) {
+            return None;
+        }
+        self.open = true;
+        self.answer(now)
+    }
+
+    /// What was found, once the server saw both probes and our `NAT_OPEN` got in, or its
+    /// wait is over.
+    fn answer(&self, now: Instant) -> Option<Found> {
+        let Stage::Probing { since, .. } = self.stage else {
+            return None;
+        };
+        let ((main, seen_at), alt) = (self.seen_main?, self.seen_alt?);
+        let open_waited = (since + OPEN_WAIT)
+            .max(seen_at + OPEN_AFTER_SEEN)
+            .min(since + PROBING_MOST);
+        // The server saw our probes, and its answers from a port we never sent to did not
+        // get in by then: our NAT drops what it did not ask for.
+        (self.open || now >= open_waited).then(|| Found {
+            nat: classify(main, alt, self.open, self.private),
             why_unknown: None,
         })
     }
 
-    /// A `NAT_OPEN` arrived: if it bears our nonce, it came from the server's port that we
-    /// never send to, and our NAT let it in.
-    pub fn on_open(&mut self, nonce: &Nonce, now: Instant) {
-        if let Stage::Filtering { alt, .. } = self.stage {
-            if self.nonce.matches(nonce) {
-                self.stage = Stage::Mapping {
-                    alt,
-                    since: now,
-                    open: true,
-                };
-                self.sent = 0;
-                self.next = now;
-            }
-        }
-    }
-
-    /// Where a probe is due now, if one is; or what was found, if a deadline passed.
-    pub fn due(&mut self, now: Instant) -> Result<Option<SocketAddr>, Found> {
-        let (to, since) = match self.stage {
+    /// Where probes are due now (both ports, or the one still unanswered); or what was
+    /// found, if the answer is complete or a deadline passed.
+    pub fn due(&mut self, now: Instant) -> Result<Vec<SocketAddr>, Found> {
+        let (alt, since) = match self.stage {
             Stage::Asked { until } if now >= until => {
                 return Err(Found::unknown(
                     "the server did not answer our NAT test: an older server?",
                 ))
             }
-            Stage::Asked { .. } => return Ok(None),
-            Stage::Filtering { alt, since } => {
-                let seen = self.seen_main.map(|(_, at)| at + OPEN_AFTER_SEEN);
-                let deadline = (since + OPEN_WAIT)
-                    .max(seen.unwrap_or(now))
-                    .min(since + QUESTION_MOST);
-                if now >= deadline {
-                    if self.seen_main.is_none() {
-                        return Err(Found::unknown(
-                            "no answer to our probes of the server's port",
-                        ));
-                    }
-                    // The server saw our probes, and its answers from a port we never sent
-                    // to did not get in: our NAT drops what it did not ask for.
-                    self.stage = Stage::Mapping {
-                        alt,
-                        since: now,
-                        open: false,
-                    };
-                    self.sent = 0;
-                    self.next = now;
-                    return Ok(None);
-                }
-                (self.server, since)
-            }
-            Stage::Mapping { alt, since, .. } => {
-                if now >= since + QUESTION_MOST {
-                    return Err(Found::unknown(
-                        "no answer from the server's second port: a firewall on the way?",
-                    ));
-                }
-                (alt, since)
-            }
+            Stage::Asked { .. } => return Ok(Vec::new()),
+            Stage::Probing { alt, since } => (alt, since),
         };
+        if let Some(found) = self.answer(now) {
+            return Err(found);
+        }
+        if now >= since + PROBING_MOST {
+            return Err(Found::unknown(if self.seen_main.is_none() {
+                "no answer to our probes of the server's port"
+            } else {
+                "no answer from the server's second port: a firewall on the way?"
+            }));
+        }
         if self.sent >= PROBES || now < self.next {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         self.sent += 1;
-        self.next = now.max(since) + PROBE_EVERY;
-        Ok(Some(to))
+        self.next = now + PROBE_EVERY;
+        // The registration port until its NAT_OPEN got in (more tries for a lost one), the
+        // second port until it was seen.
+        let main = (!self.open).then_some(self.server);
+        let second = self.seen_alt.is_none().then_some(alt);
+        Ok(main.into_iter().chain(second).collect())
     }
 }
 
@@ -310,23 +314,26 @@ impl Client {
     }
 
     /// A `NAT_OPEN` got in.
-    pub fn on_nat_open(&mut self, nonce: &Nonce) {
-        if let Some(discovery) = &mut self.discovery {
-            discovery.on_open(nonce, Instant::now());
-        }
+    pub fn on_nat_open(&mut self, nonce: &Nonce) -> Result<(), Failure> {
+        let found = self
+            .discovery
+            .as_mut()
+            .and_then(|d| d.on_open(nonce, Instant::now()));
+        self.found(found)
     }
 
-    /// Sends the probe that is due, or ends discovery at its deadline.
+    /// Sends the probes that are due, or ends discovery with what it found.
     pub fn discovery_due(&mut self, now: Instant) -> Result<(), Failure> {
         let Some(discovery) = &mut self.discovery else {
             return Ok(());
         };
         match discovery.due(now) {
-            Ok(Some(to)) => {
-                let _ = self.udp.send_to(discovery.probe().as_bytes(), to);
+            Ok(ports) => {
+                for to in ports {
+                    let _ = self.udp.send_to(discovery.probe().as_bytes(), to);
+                }
                 Ok(())
             }
-            Ok(None) => Ok(()),
             Err(found) => self.found(Some(found)),
         }
     }
@@ -418,29 +425,34 @@ mod tests {
         let nonce = crate::nonce::Nonces::new().unwrap().draw();
         let server = addr("10.9.9.9:10080");
         let mut d = Discovery::start("alice", nonce, server, addr("192.168.1.2:10081"), now);
-        assert_eq!(d.due(now), Ok(None), "nothing before the server answers");
+        assert_eq!(d.due(now), Ok(vec![]), "nothing before the server answers");
         assert_eq!(d.on_test(Some(10081), now), None);
         (d, nonce)
     }
 
+    const MAIN: &str = "10.9.9.9:10080";
+    const SECOND: &str = "10.9.9.9:10081";
+
     #[test]
-    fn filtering_is_asked_first_then_mapping() {
+    fn both_questions_are_asked_at_once_and_answered_in_any_order() {
         let now = Instant::now();
         let (mut d, nonce) = tested(now);
-        let server = addr("10.9.9.9:10080");
-        let alt = addr("10.9.9.9:10081");
-        assert_eq!(d.due(now), Ok(Some(server)));
-        assert_eq!(d.due(now), Ok(None), "one probe at a time");
-        let public = addr("10.0.0.1:10081");
-        assert_eq!(d.on_seen(10080, public, now), None);
-        // A NAT_OPEN with someone else's nonce proves nothing.
-        d.on_open(&crate::nonce::Nonces::new().unwrap().draw(), now);
-        assert_eq!(d.due(now + PROBE_EVERY), Ok(Some(server)));
-        d.on_open(&nonce, now + PROBE_EVERY);
-        // Only now is the second port probed.
-        assert_eq!(d.due(now + PROBE_EVERY), Ok(Some(alt)));
         assert_eq!(
-            d.on_seen(10081, public, now + PROBE_EVERY),
+            d.due(now),
+            Ok(vec![addr(MAIN), addr(SECOND)]),
+            "both ports at once"
+        );
+        assert_eq!(d.due(now), Ok(vec![]), "one round at a time");
+        let public = addr("10.0.0.1:10081");
+        // NAT_OPEN may overtake the server's lines; a NAT_OPEN with someone else's nonce
+        // proves nothing.
+        let stranger = crate::nonce::Nonces::new().unwrap().draw();
+        assert_eq!(d.on_open(&stranger, now), None);
+        assert_eq!(d.on_open(&nonce, now), None, "the mapping is not known yet");
+        assert_eq!(d.on_seen(10081, public, now), None);
+        // The second port was seen: only the registration port would be probed again.
+        assert_eq!(
+            d.on_seen(10080, public, now),
             Some(Found {
                 nat: Nat::Open,
                 why_unknown: None
@@ -454,24 +466,27 @@ mod tests {
         let (mut d, _) = tested(now);
         let public = addr("10.0.0.1:10081");
         let mut t = now;
-        let mut probes = 0;
-        // Bounded: the question's deadline ends it.
-        while t < now + QUESTION_MOST {
-            if d.due(t) == Ok(Some(addr("10.9.9.9:10080"))) {
-                probes += 1;
-                d.on_seen(10080, public, t);
-            }
-            if matches!(d.stage, Stage::Mapping { .. }) {
-                break;
+        let mut rounds = 0;
+        // Bounded: the deadline ends it.
+        let found = loop {
+            match d.due(t) {
+                Err(found) => break found,
+                Ok(ports) if !ports.is_empty() => {
+                    rounds += 1;
+                    // The server sees each probe; the NAT_OPENs never get in.
+                    assert!(d.on_seen(10080, public, t).is_none());
+                    assert!(d.on_seen(10081, addr("10.0.0.1:50000"), t).is_none());
+                    let again = d.due(t + PROBE_EVERY);
+                    assert_eq!(again, Ok(vec![addr(MAIN)]), "the second port was seen");
+                    rounds += 1;
+                }
+                Ok(_) => {}
             }
             t += Duration::from_millis(50);
-        }
-        assert!((2..=PROBES).contains(&probes), "{probes} probes");
-        assert!(matches!(d.stage, Stage::Mapping { open: false, .. }));
+            assert!(t < now + PROBING_MOST * 2, "ended by its deadline");
+        };
+        assert!((2..=PROBES).contains(&rounds), "{rounds} rounds");
         assert!(t >= now + OPEN_WAIT, "waited for the answer");
-        let next = d.due(t);
-        assert_eq!(next, Ok(Some(addr("10.9.9.9:10081"))));
-        let found = d.on_seen(10081, addr("10.0.0.1:50000"), t).unwrap();
         assert_eq!(found.nat, Nat::Symmetric);
     }
 
@@ -479,16 +494,47 @@ mod tests {
     fn silence_makes_it_unknown_within_a_bounded_time() {
         let now = Instant::now();
         let nonce = crate::nonce::Nonces::new().unwrap().draw();
-        let server = addr("10.9.9.9:10080");
+        let server = addr(MAIN);
         let mut d = Discovery::start("a", nonce, server, server, now);
         assert!(d.due(now + ASK_WAIT).is_err(), "no answer to NAT_TEST");
 
         let (mut d, _) = tested(now);
-        let found = d.due(now + QUESTION_MOST).unwrap_err();
+        let found = d.due(now + PROBING_MOST).unwrap_err();
         assert_eq!(found.nat, Nat::Unknown);
+        assert!(found
+            .describe()
+            .contains("no answer to our probes of the server's port"));
+
+        // The registration port answers, the second one never does.
+        let (mut d, _) = tested(now);
+        d.on_seen(10080, addr("10.0.0.1:10081"), now);
+        let found = d.due(now + PROBING_MOST).unwrap_err();
+        assert!(found
+            .describe()
+            .contains("no answer from the server's second port"));
 
         let mut d = Discovery::start("a", nonce, server, server, now);
         let found = d.on_test(None, now).unwrap();
         assert!(found.describe().contains("no second UDP port"));
+    }
+
+    #[test]
+    fn the_words_say_what_was_measured_and_promise_no_more() {
+        let said = |nat| {
+            Found {
+                nat,
+                why_unknown: None,
+            }
+            .describe()
+        };
+        for nat in [Nat::Symmetric, Nat::OpenSymmetric] {
+            let words = said(nat);
+            assert!(words.contains("a different public port for each of its two ports"));
+            assert!(words.contains(&format!("tried again every {} s", DIRECT_RETRY.as_secs())));
+            assert!(!words.contains("cannot work"), "{words}");
+        }
+        for nat in [Nat::Open, Nat::Cone] {
+            assert!(said(nat).contains("one public port for both of its ports we probed"));
+        }
     }
 }

@@ -252,7 +252,7 @@ impl Client {
                     Ok(FromUdp::Peer(FromPeer { datagram, from })) => {
                         self.on_datagram(datagram, Via::Direct(from))?;
                     }
-                    Ok(FromUdp::NatOpen(open)) => self.on_nat_open(&open.nonce),
+                    Ok(FromUdp::NatOpen(open)) => self.on_nat_open(&open.nonce)?,
                     Err(_) => {}
                 },
                 recv(ticker) -> _ => self.on_tick(Instant::now())?,
