@@ -8,7 +8,7 @@
 -- What it decodes:
 --   NATCHAT       the P2P chat. TCP lines to and from the registration server (port 10080);
 --                 UDP datagrams to the server (HELLO, ALIVE, AWAKE, port 10080; NAT_PROBE to
---                 10080 and 10081), from its second port (NAT_OPEN) and between clients
+--                 10080 and 10081), from a port the OS picked for it (NAT_OPEN) and between clients
 --                 (CHAT, ACK, PROBE, PROBE_ACK, on any port: a datagram is taken when its
 --                 first word and its shape are those of a natchat message).
 --   NATCHAT-ROOM  the chat room: text lines on TCP port 8888; an `#upload <bytes> <name>`
@@ -70,7 +70,7 @@ local MESSAGES = {
         AWAKE = { "id", "nonce?" },
         NAT_PROBE = { "id", "nonce" },
     },
-    answer = {    -- server -> client, UDP, from the server's second port (NAT discovery)
+    answer = {    -- server -> client, UDP, from a port the OS picked for the server (NAT discovery)
         NAT_OPEN = { "nonce" },
     },
     datagram = {  -- client <-> client, UDP, or inside RELAY / RELAYED

@@ -28,8 +28,9 @@ from subprocess import PIPE, STDOUT, TimeoutExpired
 from mininet.log import setLogLevel
 
 from topo import (CGNAT_PUBLIC_IP, CLIENT_UDP_PORT, CLIENTS, LabClash, NATPROBE, NatRouter,
-                  REFLECT_PORT, SERVER_IP, SITES, TIERS, client_command, finish_tier_check,
-                  server_command, set_site_tier, start_lab, start_tier_checks, stop_lab)
+                  REFLECT_PORT, SERVER_IP, SERVER_PORT, SITES, TIERS, client_command,
+                  finish_tier_check, server_command, set_site_tier, start_lab,
+                  start_tier_checks, stop_lab)
 
 # The server forgets a client silent this long; clients send a keep-alive this often. Short,
 # so that the link-cut scenario takes seconds, not the 30 s of the defaults.
@@ -324,12 +325,23 @@ def chat(sender, receiver, text, timeout=SOON):
 
 
 # A row of @show_list for an awake client: `<id> <public> Awake  private=<private>  path=<path>`,
-# or `(you)` for oneself. (An Asleep one reads `<id> Asleep`; the scenarios start none.)
-LIST_ROW = re.compile(r'^(\S+) (\S+) Awake  private=(\S+)  (?:path=(\S+)|\(you\))$')
+# the path's word maybe followed by why (`relayed (these NATs cannot be punched)`), then
+# `  nat=<kind>` once that peer's NAT discovery found its kind; or `(you)` for oneself. (An
+# Asleep one reads `<id> Asleep`; the scenarios start none.)
+LIST_ROW = re.compile(r'^(?P<id>\S+) (?P<public>\S+) Awake  private=(?P<private>\S+)  '
+                      r'(?:path=(?P<path>\S+)(?: \((?P<why>[^)]*)\))?(?:  nat=(?P<nat>\S+))?'
+                      r'|\(you\))$')
 
 
 def show_list(client):
-    """Types @show_list; returns {id: path} from the list it prints."""
+    """Types @show_list; returns {id: path} from the list it prints (the path's word only:
+    `relayed`, whatever the reason)."""
+    return {peer: row['path'] for peer, row in list_rows(client).items()}
+
+
+def list_rows(client):
+    """Types @show_list; returns {id: row} from the list it prints, each row a LIST_ROW
+    match (`row['path']`, `row['why']`, `row['nat']`, ...)."""
     since = client.mark()
     client.type('@show_list')
     count = int(client.wait_for(r'^Online \((\d+)\):$', since=since).group(1))
@@ -342,7 +354,7 @@ def show_list(client):
             if not all(rows):
                 raise Failed(f'{client.name}: @show_list printed a row this script cannot read: '
                              f'{lines[start + 1 + rows.index(None)]!r}')
-            return {row.group(1): row.group(4) for row in rows}
+            return {row['id']: row for row in rows}
         time.sleep(0.05)
     raise Failed(f'{client.name}: @show_list printed fewer than {count} rows')
 
@@ -366,17 +378,78 @@ def pair(lab, a, b):
     return first, second
 
 
+def discovered(server, client, since=0):
+    """The NAT kind `client`'s discovery found, as the server printed it when told
+    (`<id> NAT <kind>`): a client whose discovery found nothing tells nothing, and fails here."""
+    return server.wait_for(rf'^{re.escape(client.name)} NAT (\S+)$', since=since).group(1)
+
+
+def told_kind(server, client):
+    """The NAT kind `client` told the server, if it has by now (None: not, or not yet)."""
+    told = [m.group(1) for line in server.output()
+            if (m := re.match(rf'^{re.escape(client.name)} NAT (\S+)$', line))]
+    return told[-1] if told else None
+
+
+def expect_kind(server, client, kind, since=0):
+    """Fails unless `client`'s NAT discovery found `kind`: a wrong kind is a false statement
+    to its user, and may send its chats to the relay for nothing."""
+    found = discovered(server, client, since)
+    if found != kind:
+        raise Failed(f'{client.name} found its NAT {found}, expected {kind}')
+
+
+# The kind a bare-MASQUERADE router's client must find: the one its router's own conntrack
+# table shows. Such a router lets in only replies (an unsolicited datagram is taken by the
+# router itself), and keeps the client's port for every destination, except after a punch
+# collided on a stale entry: the client then has another public port for that peer, and
+# Linux may give a new destination, the server's second port, that one too.
+AS_THE_ROUTER_DID = 'as the router did'
+SERVER_PROBED = re.compile(rf'src=(\S+) dst={re.escape(SERVER_IP)} sport={CLIENT_UDP_PORT} '
+                           rf'dport=({SERVER_PORT}|{SERVER_PORT + 1}) (?:\[UNREPLIED\] )?'
+                           rf'src={re.escape(SERVER_IP)} dst=\S+ sport=\d+ dport=(\d+)')
+
+
+def expect_kind_as_routed(lab, server, client, table=None):
+    """Fails unless `client`'s NAT discovery found what its bare-MASQUERADE router did:
+    `cone` if the router gave its flows to the server's two UDP ports one public port,
+    `symmetric` if two. `table`: conntrack lines (`conntrack -E` events, or the routers'
+    tables now). Returns a line for the summary."""
+    found = discovered(server, client)
+    ip = CLIENTS[client.name][0]
+    ports = {}
+    for line in table if table is not None else lab.conntrack():
+        m = SERVER_PROBED.search(line)
+        if m and m.group(1) == ip:
+            ports.setdefault(int(m.group(2)), m.group(3))
+    if len(ports) < 2:
+        raise LabError(f'lab: no conntrack entries for {client.name}\'s flows to both of the '
+                       f'server\'s UDP ports (saw {ports}): nothing to compare its NAT kind with')
+    routed = 'cone' if ports[SERVER_PORT] == ports[SERVER_PORT + 1] else 'symmetric'
+    said = (f'{client.name} found its NAT {found}; its router gave its flows to the server\'s '
+            f'ports {SERVER_PORT} and {SERVER_PORT + 1} public ports {ports[SERVER_PORT]} and '
+            f'{ports[SERVER_PORT + 1]}')
+    if found != routed:
+        raise Failed(said + f': {routed}')
+    return said
+
+
 # The scenarios. Each takes a running lab in the mode it is listed with.
 
-def chat_both_ways(lab, a, b, path=None):
+def chat_both_ways(lab, a, b, path=None, kind=None):
     """Starts the server and clients on hosts `a` and `b`, has each send the other a message,
-    and, when `path` is given, checks that each lists the other on that path. Returns the two
-    clients."""
-    lab.server()
+    and, when `path` is given, checks that each lists the other on that path, and when `kind`
+    is, that each one's NAT discovery found that kind (AS_THE_ROUTER_DID: the kind its
+    router's conntrack table shows). Returns the two clients."""
+    server = lab.server()
     first, second = pair(lab, a, b)
     chat(first, second, f'hello from {a}')
     chat(second, first, f'hello back from {b}')
     for client, peer in ((first, second), (second, first)):
+        if kind == AS_THE_ROUTER_DID:
+            lab.summary.append(expect_kind_as_routed(lab, server, client))
+        elif kind:
+            expect_kind(server, client, kind)
         if path:
             expect_path(client, peer, path)
         else:
@@ -385,14 +458,16 @@ def chat_both_ways(lab, a, b, path=None):
 
 
 def home_nat_direct(lab):
-    """Home routers on both sides: the server coordinates a punch, and the path goes direct."""
-    chat_both_ways(lab, 'h1', 'h3', 'direct')
+    """Home routers on both sides: each finds its NAT `cone`; the server coordinates a
+    punch, and the path goes direct."""
+    chat_both_ways(lab, 'h1', 'h3', 'direct', kind='cone')
 
 
 def bare_masquerade(lab):
     """No input filter: a probe that arrives first breaks the far side's mapping (see
-    topo.py), so the punch may fail; the relay must still deliver, both ways."""
-    chat_both_ways(lab, 'h1', 'h3')
+    topo.py), so the punch may fail; the relay must still deliver, both ways. Each side's NAT
+    discovery finds what its router did (AS_THE_ROUTER_DID)."""
+    chat_both_ways(lab, 'h1', 'h3', kind=AS_THE_ROUTER_DID)
 
 
 # bare-heal: how long a pair behind bare MASQUERADE takes to get back to a direct path.
@@ -414,7 +489,10 @@ def bare_heal(lab):
     direct within 90 s of the first message: natchat retries a relayed peer's direct path only
     after 35 s, past conntrack's 30 s for the unanswered stale entry, which has then died. And
     the routers' captures show no chat datagram sent to the peer's public address before
-    something came back from that address (the coordinated punch comes first)."""
+    something came back from that address (the coordinated punch comes first). Each side's
+    NAT discovery finds what its router did (AS_THE_ROUTER_DID, read from the routers'
+    conntrack events): a `symmetric` read after a collision once kept this pair relayed for
+    ever; the relay the kinds choose now expires as any relay does."""
     # Every flow each router makes, and when (shown only on a failure, or with -v): the gap
     # between the two sides' first probes of each punch, and which one collided.
     events = {router: lab._spawn(router, ['stdbuf', '-oL', 'conntrack', '-E', '-p', 'udp',
@@ -426,7 +504,7 @@ def bare_heal(lab):
                 for router in ('nat1', 'nat2')}
     delay = Impairment(lab, [(r, f'{r}-wan', WAN_DELAY_MS, 0, 0, 1) for r in ('nat1', 'nat2')])
     try:
-        lab.server()
+        server = lab.server()
         h1, h3 = pair(lab, 'h1', 'h3')
         for cap in captures.values():
             cap.wait_for(r'listening on ')
@@ -434,6 +512,9 @@ def bare_heal(lab):
         lab.net['nat1'].cmd(f'/usr/bin/python3 {NATPROBE} knock --bind {CLIENT_UDP_PORT} '
                             f'10.0.0.2:{CLIENT_UDP_PORT}')
         heal(lab, h1, h3, events)
+        table = [line for proc in events.values() for line in proc.output()]
+        for client in (h1, h3):
+            lab.summary.append(expect_kind_as_routed(lab, server, client, table))
     finally:
         counts = delay.remove()
         lab.summary.append(f'WAN delay {WAN_DELAY_MS} ms each way by {delay.how}'
@@ -549,16 +630,45 @@ def punches(events, wall_started):
 
 
 def symmetric_nat_relay(lab):
-    """A new public port per destination: no punch can work, the server relays."""
-    chat_both_ways(lab, 'h1', 'h3', 'relayed')
+    """A new public port per destination: each finds its NAT `symmetric`; no punch can work,
+    the server relays."""
+    chat_both_ways(lab, 'h1', 'h3', 'relayed', kind='symmetric')
 
 
 def same_nat_private(lab):
-    """Two clients behind one NAT, which does not hairpin: they must use private addresses."""
+    """Two clients behind one NAT, which does not hairpin: they must use private addresses.
+    (Their kinds are not checked: the second one's port 10081 is taken on the router's public
+    side, so its mapping may well differ per destination. Behind one public address, the
+    kinds rule out nothing.)"""
     h1, h2 = chat_both_ways(lab, 'h1', 'h2', 'private')
     if h1.public.split(':')[0] != h2.public.split(':')[0]:
         raise Failed(f'lab: h1 and h2 should share nat1\'s address; '
                      f'the server saw {h1.public} and {h2.public}')
+
+
+def discovery_again(lab):
+    """h1 is started, finds its home router `cone`, is killed, and is started again on the
+    same port at once, as the ladder's next rung is: nat1 still holds the entries its first
+    run's probes made, to both of the server's UDP ports (conntrack keeps them 30 s). Its
+    second discovery must find `cone` again: the server's answer to the filtering question
+    must not get in as a reply to an earlier probe. (It did, when that answer came from the
+    server's second port: `open`, a false statement to the user.)"""
+    server = lab.server()
+    first = lab.client('h1')
+    expect_kind(server, first, 'cone')
+    first.kill()
+    server.wait_for(r'^h1 is disconnected ')
+    probed = re.compile(rf'src={re.escape(CLIENTS["h1"][0])} dst={re.escape(SERVER_IP)} '
+                        rf'sport={CLIENT_UDP_PORT} dport={SERVER_PORT + 1} ')
+    held = [line for line in lab.conntrack() if probed.search(line)]
+    if not held:
+        raise LabError('lab: nat1 holds no entry for the first run\'s probe to the server\'s '
+                       'second port: nothing to test')
+    since = server.mark()
+    again = lab.client('h1')
+    expect_kind(server, again, 'cone', since=since)
+    lab.summary.append('h1 found cone twice; the second run started while nat1 held: '
+                       + ' '.join(held[0].split('|', 1)[1].split()))
 
 
 def link_cut_disappears(lab):
@@ -855,7 +965,7 @@ def ladder_rung(lab, rung):
                             [('h1', 'OUTPUT', *hop), ('nat1', 'nat1-lan', *hop)])
     slow = 1 + rtt / 100  # deadlines grow with the round trip
     try:
-        lab.server(timeout_secs=SERVER_DEFAULT_TIMEOUT, label=f'server {name}')
+        server = lab.server(timeout_secs=SERVER_DEFAULT_TIMEOUT, label=f'server {name}')
         h3 = lab._spawn('h3', client_command('h3', NATCHAT, keepalive_secs=KEEPALIVE_SECS))
         h3.wait_for(r'^Commands: ')
         h1 = lab._spawn('h1', client_command('h1', NATCHAT, keepalive_secs=KEEPALIVE_SECS))
@@ -885,6 +995,14 @@ def ladder_rung(lab, rung):
         time.sleep(max(1.0, 2 * rtt / 1000))
         said = check_delivery(h1, h3, texts[h1]) + check_delivery(h3, h1, texts[h3])
         paths = (show_list(h1).get('h3'), show_list(h3).get('h1'))
+        # Each rung's clients start within conntrack's 30 s of the last rung's, on the same
+        # ports: a NAT discovery that says anything must say `cone` (on a bad link it may
+        # find nothing, and say the kind is unknown).
+        kinds = [told_kind(server, client) for client in (h1, h3)]
+        wrong = [f'{c.name} found its NAT {k}' for c, k in zip((h1, h3), kinds)
+                 if k not in (None, 'cone')]
+        if wrong:
+            raise Failed(f'{name}: ' + ', '.join(wrong) + ', expected cone')
         alive = impairment.alive()
     finally:
         counts = impairment.remove()
@@ -892,7 +1010,7 @@ def ladder_rung(lab, rung):
         raise LabError(f'lab: impair.py ended during rung {name}: {counts}')
     dropped = sum(int(m.group(2)) for c in counts if (m := DROPPED.search(c)))
     handled = sum(int(m.group(1)) + int(m.group(2)) for c in counts if (m := DROPPED.search(c)))
-    row = (name, '/'.join(p or 'absent' for p in paths),
+    row = (name, '/'.join(p or 'absent' for p in paths), '/'.join(k or '-' for k in kinds),
            f'{2 * LADDER_MESSAGES}/{2 * LADDER_MESSAGES}', 'yes',
            f'{len(said)} late' if said else 'none',
            f'{dropped}/{handled}' if handled else 'netem', f'{time.monotonic() - started:.0f}')
@@ -919,17 +1037,18 @@ def run_ladder(lab, rungs):
             lab.stop_procs(keep=True)
             raise
         except Failed as e:
-            row = (rung[0], 'FAIL', '', '', '', '', '')
+            row = (rung[0], 'FAIL', '', '', '', '', '', '')
             failures.append(str(e))
             lab.stop_procs(keep=True)
         rows.append(row)
-    lab.summary.append(f'{"rung":<20}{"path h1/h3":<17}{"delivered":<11}{"in order":<10}'
-                       f'{"reports":<10}{"dropped":<10}seconds')
+    lab.summary.append(f'{"rung":<20}{"path h1/h3":<17}{"NAT h1/h3":<11}{"delivered":<11}'
+                       f'{"in order":<10}{"reports":<10}{"dropped":<10}seconds')
     for row in rows:
-        lab.summary.append(f'{row[0]:<20}{row[1]:<17}{row[2]:<11}{row[3]:<10}{row[4]:<10}'
-                           f'{row[5]:<10}{row[6]}')
-    lab.summary.append('dropped: packets impair.py dropped / packets it handled on h1\'s link, '
-                       'both ways')
+        lab.summary.append(f'{row[0]:<20}{row[1]:<17}{row[2]:<11}{row[3]:<11}{row[4]:<10}'
+                           f'{row[5]:<10}{row[6]:<10}{row[7]}')
+    lab.summary.append('NAT: the kind each client\'s discovery found (-: none found, the kind '
+                       'is unknown); dropped: packets impair.py dropped / packets it handled on '
+                       'h1\'s link, both ways')
     if failures:
         raise Failed(f'{len(failures)} of {len(rungs)} rungs wrong: ' + '; '.join(failures))
 
@@ -1036,10 +1155,16 @@ MATRIX_EXPECTED = {
 }
 
 
-def matrix_pair(lab, tier_a, tier_b):
+# The NAT kind each tier's client must find by its own discovery (src/client/discovery.rs).
+TIER_KIND = {'none': 'none', 'open': 'open', 'moderate': 'cone', 'strict': 'symmetric'}
+
+
+def matrix_pair(lab, tier_a, tier_b, found):
     """One cell: sets both sites' tiers, checks them, then chats both ways. Returns
-    (A's path to B, B's path to A). A lab whose routers do not behave as their tiers should
-    fails the whole matrix, as a lab error."""
+    (A's path to B, B's path to A), and counts the kind each side's discovery found in
+    `found` ({tier: {kind: clients}}). A lab whose routers do not behave as their tiers
+    should fails the whole matrix, as a lab error; a kind that is not its tier's
+    (TIER_KIND), whether found or passed on to the peer, fails the pair."""
     a, b = SITES  # h1, h3
     for host, tier in ((a, tier_a), (b, tier_b)):
         set_site_tier(lab.net, host, tier)
@@ -1048,17 +1173,34 @@ def matrix_pair(lab, tier_a, tier_b):
         wrong = finish_tier_check(lab.net, host, tier, probes[host])
         if wrong:
             raise LabError(f'lab: {wrong}')
-    lab.server()
+    server = lab.server()
     first, second = pair(lab, a, b)
     there, back = f'{tier_a} to {tier_b}', f'{tier_b} back to {tier_a}'
     chat(first, second, there)
     chat(second, first, back)
+    kinds = (discovered(server, first), discovered(server, second))
+    for tier, kind in ((tier_a, kinds[0]), (tier_b, kinds[1])):
+        found[tier][kind] = found[tier].get(kind, 0) + 1
     paths = (show_list(first).get(b), show_list(second).get(a))
     time.sleep(0.3)  # a duplicate would come within this: the relay follows 1 s after a hold
     for receiver, sender, text in ((second, first, there), (first, second, back)):
         shown = sum(1 for line in receiver.output() if re.search(from_line(sender.name, text), line))
         if shown != 1:
             raise Failed(f'{receiver.name} showed {sender.name}\'s message {shown} times')
+    wrong = [f'{client.name} ({tier}) found its NAT {kind}, expected {TIER_KIND[tier]}'
+             for client, tier, kind in ((first, tier_a, kinds[0]), (second, tier_b, kinds[1]))
+             if kind != TIER_KIND[tier]]
+    if wrong:
+        raise Failed('; '.join(wrong))
+    # Each side's kind, as the server passed it on: in the other's list (a round may pass
+    # before it comes).
+    for client, peer, tier in ((first, second, tier_b), (second, first, tier_a)):
+        deadline = time.monotonic() + SOON
+        while (listed := list_rows(client)[peer.name]['nat']) != TIER_KIND[tier]:
+            if time.monotonic() > deadline:
+                raise Failed(f'{client.name} lists {peer.name}\'s NAT as {listed}, '
+                             f'expected {TIER_KIND[tier]}')
+            time.sleep(0.5)
     return paths
 
 
@@ -1068,15 +1210,17 @@ class LabError(Failed):
 
 def nat_matrix(lab):
     """All 16 ordered pairs of NAT tiers in one lab: delivery exactly once both ways in
-    every pair, and the path each side ends on, printed as a 4x4 matrix."""
+    every pair, each client's NAT discovery finding its tier's kind, and the path each side
+    ends on, printed as a 4x4 matrix, with the kinds found per tier."""
     for host in ('server', 'stun'):
         lab.net[host].popen(['/usr/bin/python3', NATPROBE, 'reflect', str(REFLECT_PORT)])
     cells, failures, wrong_paths = {}, [], []
+    found = {tier: {} for tier in TIERS}  # tier -> {kind found: how many clients}
     for tier_a in TIERS:
         for tier_b in TIERS:
             started = time.monotonic()
             try:
-                paths = matrix_pair(lab, tier_a, tier_b)
+                paths = matrix_pair(lab, tier_a, tier_b, found)
                 cells[tier_a, tier_b] = '/'.join(p or 'absent' for p in paths)
                 expected = MATRIX_EXPECTED.get((tier_a, tier_b))
                 keep = bool(expected) and tuple(paths) != expected  # its transcript, to report
@@ -1101,6 +1245,13 @@ def nat_matrix(lab):
     direct = sum(1 for c in cells.values() if c != 'FAIL' and 'relayed' not in c)
     lab.summary.append(f'{direct} of 16 pairs direct (no side relayed); '
                        'cells: how A lists B / how B lists A')
+    lab.summary.append('NAT kinds found, per tier (each client of every pair): '
+                       + '; '.join(f'{tier} -> ' + (', '.join(f'{kind} x{n}' for kind, n
+                                                              in sorted(found[tier].items()))
+                                                    or 'nothing found')
+                                   for tier in TIERS)
+                       + ' (expected: ' + ', '.join(f'{t} -> {k}' for t, k in TIER_KIND.items())
+                       + ')')
     problems = failures + [f'path {w}' for w in wrong_paths]
     if problems:
         raise Failed(f'{len(problems)} of 16 pairs wrong: ' + '; '.join(problems))
@@ -1113,6 +1264,7 @@ SCENARIOS = [
     ('bare-heal', 'bare', bare_heal, 150, True),
     ('symmetric-nat-relay', 'symmetric', symmetric_nat_relay, SCENARIO_LIMIT, True),
     ('same-nat-private', 'home', same_nat_private, SCENARIO_LIMIT, True),
+    ('discovery-again', 'home', discovery_again, SCENARIO_LIMIT, True),
     ('link-cut-disappears', 'home', link_cut_disappears, SCENARIO_LIMIT, True),
     ('exit-and-kill', 'home', exit_and_kill, SCENARIO_LIMIT, True),
     ('server-restart', 'home', server_restart, 90, True),

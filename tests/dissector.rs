@@ -483,9 +483,10 @@ fn the_dissector_decodes_every_message_of_a_real_session() {
             && row.has("natchat.id", "alice")
             && row.has("natchat.nat", "none")
     });
-    decoded.find("NAT_OPEN from the second port", |row| {
-        row.get("natchat.type") == ["NAT_OPEN"] && row.get("natchat.nonce").len() == 1
-    });
+    decoded.find(
+        "NAT_OPEN, from a port the OS picked for the server",
+        |row| row.get("natchat.type") == ["NAT_OPEN"] && row.get("natchat.nonce").len() == 1,
+    );
     decoded.find("a keep-alive", |row| {
         row.get("natchat.type") == ["ALIVE"] && !row.get("natchat.id").is_empty()
     });
