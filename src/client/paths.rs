@@ -442,9 +442,9 @@ impl Paths {
 
     /// A genuine datagram of the peer's (its tag checked) came straight from `addr` while
     /// the relay carries our chats: the way back may work again too (a link that came back, a
-    /// NAT whose stale entry expired, NAT kinds that were misread). Asks it at once rather than at the next retry, at most
-    /// once per unanswered burst and timeout. No collision to fear: the peer's datagram has
-    /// just opened our NAT for the answer.
+    /// NAT whose stale entry expired, NAT kinds that were misread). Asks it at once rather
+    /// than at the next retry, at most once per unanswered burst and timeout. No collision to
+    /// fear: the peer's datagram has just opened our NAT for the answer.
     pub fn came_straight(
         &mut self,
         addr: SocketAddr,
