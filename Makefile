@@ -44,7 +44,7 @@ help:
 	@echo "make bench-scale                 10,000 clients per server (about two minutes; needs raised kernel limits: it says which)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
 	@echo "make test-nat [SCENARIO=name]    the NAT lab scenarios (root; about 4 minutes), or one, every line printed"
-	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; 40 s)"
+	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; about a minute)"
 	@echo "make test-nat-ladder             only the ladder of bad links, nine rungs (root; about a minute)"
 
 build:
