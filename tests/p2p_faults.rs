@@ -38,6 +38,16 @@ fn raw_paired_with(alice: &Proc, port: u16) -> (Raw, SocketAddr, Key) {
     let mut raw = Raw::register(port, "raw");
     alice.wait_for("raw joined");
     let key = raw.key_for("alice");
+    // Alice learns the key from her own PUNCH, and probes us the moment she has it: a chat
+    // tagged with it that reached her sooner would be dropped as forged.
+    let deadline = Instant::now() + SOON;
+    while !raw
+        .datagrams(Duration::from_millis(100))
+        .iter()
+        .any(|d| d.starts_with("PROBE alice "))
+    {
+        assert!(Instant::now() < deadline, "alice never probed raw");
+    }
     (raw, own_endpoint(alice, "alice"), key)
 }
 
