@@ -434,7 +434,8 @@ SHOWN_PER_KIND = 2
 
 
 class Names:
-    """Names for the lab's addresses and where each node stands on the ladder."""
+    """Names for the lab's addresses, where each node stands on the ladder, and what the rows
+    so far have said (so that each hole opened, each new mapping, is said once)."""
 
     def __init__(self, trace):
         lab = trace.lab
@@ -470,7 +471,7 @@ class Names:
         return f'{self.names.get(ip, ip)}:{port}'
 
     def pair(self, packet):
-        return self.pair_of((packet.src, packet.sport, packet.dst, packet.dport))
+        return self.pair_of(flow_of(packet))
 
     def pair_of(self, t):
         """A (src, sport, dst, dport) tuple in short form: h1:10081>nat2:10081."""
@@ -509,6 +510,9 @@ def learn_mappings(trace, lab):
 
 
 def row_of(trace, lab, d, kind, at):
+    """Datagram `d` as a Row: where it started (its sender, or the router that sent it
+    itself), the last place it was seen, and what that says: delivered on a client's LAN,
+    arrived at the server, or stopped in a router (stopped_at says why)."""
     first = d.sightings[0]
     sender_ip = first.packet.src
     sender = lab.names.get(sender_ip, sender_ip)
@@ -638,11 +642,11 @@ def segments(trace, lab, d, start, end):
     segment i lying between lifelines i and i+1."""
     out = {}
     routers = lab.routers[:2]
-    for where, _ in trace.interfaces.items():
+    for where, intf in trace.interfaces.items():
         packet = d.at(where, 'in') or d.at(where, 'out')
         if not packet:
             continue
-        role, node = trace.interfaces[where]['role'], trace.interfaces[where]['node']
+        role, node = intf['role'], intf['node']
         if role == 'lan':
             segment = 0 if node == routers[0] else 3
         elif role == 'wan':
@@ -764,8 +768,9 @@ def report(directory, scenario):
     try:
         trace = Trace(directory)
         names, rows = rows_of(trace)
-    except (OSError, PcapError, ValueError) as e:
-        return [f'trace: {directory}: {e}'], f'trace: could not read the recording: {e}'
+    except Exception as e:  # a recording it cannot read, or a bug here: said, never a crash
+        return ([f'trace: {directory}: {type(e).__name__}: {e}'],
+                f'trace: could not read the recording: {type(e).__name__}: {e}')
     where = next((w for w in trace.interfaces if w.endswith('-wan')), 'server')
     lines = [f'trace: captures and conntrack events in {directory}',
              f'  read one decoded: tshark -X lua_script:mininet/natchat.lua -r '
