@@ -692,7 +692,7 @@ def render(lab, rows, every=False):
              for router in (lab.routers[0], lab.routers[-1])]
     names = [' '.join(sides[0]) or '-', lab.routers[0], 'server', lab.routers[-1],
              ' '.join(sides[1]) or '-']
-    header = list('time (s)') + [' '] * (LIFELINES[-1] + 4 - 8)
+    header = list('time (s)') + [' '] * (LIFELINES[-1] + 1 - 8)
     for x, name in zip(LIFELINES, names):
         at = max(LIFELINES[0], min(x - len(name) // 2, len(header) - len(name)))
         header[at:at + len(name)] = name
