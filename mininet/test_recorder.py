@@ -260,10 +260,32 @@ class Ladder(unittest.TestCase):
         self.assertEqual(header.split(), ['time', '(s)', 'h1', 'nat1', 'server', 'nat2', 'h3', 'h4'])
         self.assertLessEqual(len(header), 98)
 
-    def test_a_ladder_without_the_drop_fails_the_home_check(self):
+    def test_a_ladder_without_a_hole_opened_fails_the_home_check(self):
         self.rec.h1_out(5.0, NAT2, 10081, b'CHAT h1 x 7 7 y z hi')
         _, rows = recorder.rows_of(self.rec.write())
-        self.assertIn('no probe dropped', recorder.punch_shown(rows))
+        self.assertIn('no probe let in', recorder.punch_shown(rows))
+
+    def test_probes_that_cross_in_flight_are_each_let_in(self):
+        # Both leave at once: each reaches the far router's WAN a few microseconds before
+        # that router's own probe is seen leaving it (tcpdump taps an inbound packet before
+        # conntrack, an outbound one after): nothing dropped, both let in.
+        h1_probe, h3_probe = b'PROBE h1 n t', b'PROBE h3 m u'
+        self.rec.seen('nat1-lan', 5.0, HOST_MACS[H1], H1, 10081, NAT2, 10081, h1_probe)
+        self.rec.seen('nat2-lan', 5.0, HOST_MACS[H3], H3, 10081, NAT1, 10081, h3_probe)
+        self.rec.seen('nat1-wan', 5.00002, MACS['nat1-wan'], NAT1, 10081, NAT2, 10081, h1_probe)
+        self.rec.seen('nat2-wan', 5.00002, MACS['nat2-wan'], NAT2, 10081, NAT1, 10081, h3_probe)
+        self.rec.seen('nat2-wan', 5.00001, MACS['nat1-wan'], NAT1, 10081, NAT2, 10081, h1_probe)
+        self.rec.seen('nat1-wan', 5.00001, MACS['nat2-wan'], NAT2, 10081, NAT1, 10081, h3_probe)
+        self.rec.seen('nat2-lan', 5.00003, MACS['nat2-lan'], NAT1, 10081, H3, 10081, h1_probe)
+        self.rec.seen('nat1-lan', 5.00003, MACS['nat1-lan'], NAT2, 10081, H1, 10081, h3_probe)
+        self.rec.h1_out(5.1, NAT2, 10081, b'CHAT h1 x 1 1 y z hi')
+        _, rows = recorder.rows_of(self.rec.write())
+        probes = [r for r in rows if r.label.startswith('PROBE')]
+        self.assertEqual([(r.label, r.dropped) for r in probes],
+                         [('PROBE h1>h3', False), ('PROBE h3>h1', False)])
+        self.assertEqual(probes[0].notes, ['nat2 let it in: h3 sent nat2:10081>nat1:10081 10 us '
+                                           'later on the wire: they crossed'])
+        self.assertIsNone(recorder.punch_shown(rows))
 
     def test_a_probe_bare_masquerade_takes_for_itself_says_so(self):
         probe = b'PROBE h1 ' + b'b' * 32 + b' ' + b'c' * 16
