@@ -760,7 +760,7 @@ def punch_shown(rows):
     probe (or its answer) let in by a router through the entry its own client's probe had
     just made: the hole. (Whether one side's first probe is dropped first depends on which
     reaches the far router before that router's client has sent: measured, the probes
-    crossed in flight, nothing dropped, in 1 of 8 runs.) And a chat from h1 that reaches
+    crossed in flight, nothing dropped, in 2 of 11 runs.) And a chat from h1 that reaches
     h3's LAN through both NATs."""
     holes = [r for r in rows if r.signature[0] in ('PROBE', 'PROBE_ACK')
              and any(' let it in: ' in note for note in r.notes)]
