@@ -21,6 +21,9 @@ ROOM_PORT ?= 8888
 MODE      ?= home
 # One NAT lab scenario by name (make test-nat SCENARIO=bare-heal), with every line printed.
 SCENARIO  ?=
+# TRACE=1: record what each router did in each scenario and print a ladder of the datagrams
+# (mininet/recorder.py); the captures are kept in a directory it prints.
+TRACE     ?=
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # $(call arg,NAME): variable NAME's value as one shell word, exactly as given: a space, a quote
@@ -44,6 +47,7 @@ help:
 	@echo "make bench-scale                 10,000 clients per server (about two minutes; needs raised kernel limits: it says which)"
 	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
 	@echo "make test-nat [SCENARIO=name]    the NAT lab scenarios (root; about 4 minutes), or one, every line printed"
+	@echo "                                 TRACE=1: record each router's packets and conntrack events, print a ladder"
 	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; about a minute)"
 	@echo "make test-nat-ladder             only the ladder of bad links, nine rungs (root; about a minute)"
 
@@ -109,7 +113,7 @@ mininet: build
 	$(SUDO) bash mininet/execute_mn.sh --mode $(call arg,MODE)
 
 test-nat: build
-	$(SUDO) bash mininet/execute_mn.sh --test $(if $(SCENARIO),-v $(call arg,SCENARIO))
+	$(SUDO) bash mininet/execute_mn.sh --test $(if $(TRACE),--trace) $(if $(SCENARIO),-v $(call arg,SCENARIO))
 
 test-nat-matrix: build
 	$(SUDO) bash mininet/execute_mn.sh --test nat-matrix

@@ -3,6 +3,8 @@
 #
 #   sudo bash mininet/execute_mn.sh [--mode home|bare|symmetric]   open the lab in the Mininet CLI
 #   sudo bash mininet/execute_mn.sh --test [-v] [SCENARIO...]      run the scenarios unattended
+#   sudo bash mininet/execute_mn.sh --test --trace SCENARIO        ... recording what each router
+#                                                                  did, and print a ladder of it
 #   sudo bash mininet/execute_mn.sh --test nat-matrix              every NAT tier against every other
 #   sudo bash mininet/execute_mn.sh --test ladder                  the whole ladder of bad links
 #
@@ -14,7 +16,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-usage="usage: $0 [--mode home|bare|symmetric] | --test [-v] [SCENARIO...]"
+usage="usage: $0 [--mode home|bare|symmetric] | --test [-v] [--trace] [SCENARIO...]"
 mode_given=0
 
 args=("$@")
@@ -119,6 +121,14 @@ trap remove_dead_labs EXIT
 export PATH="$(dirname "$natchat"):$PATH"   # so that the lab's hosts find `natchat`
 export PYTHONDONTWRITEBYTECODE=1             # no root-owned __pycache__ in the work tree
 if [ "$test_mode" = 1 ]; then
+    # First the unit tests of recorder.py (the ladder --trace prints; no lab, a fraction of a
+    # second): a ladder that misreads a capture would mislead whoever reads it.
+    if ! unit=$(cd "$here" && /usr/bin/python3 -m unittest test_recorder 2>&1); then
+        printf '%s\n' "$unit"
+        echo "FAIL mininet/test_recorder.py: the recorder's unit tests"
+        exit 1
+    fi
+    echo "recorder.py unit tests: $(printf '%s\n' "$unit" | grep -o 'Ran [0-9]* tests*'), OK"
     # In the background, so that a signal sent to this script alone (a CI timeout, a kill)
     # is passed on: the Python stops the lab and exits, and only then does the EXIT trap
     # look for leftovers. (Ctrl+C at a terminal reaches this script too: it is passed on

@@ -11,7 +11,7 @@ Prints one line per scenario, `PASS name (x.x s)` or `FAIL name: reason` (follow
 failure by what every process printed and the routers' conntrack tables, indented), then
 `N passed, N failed`. Exits 0 only when every scenario passed.
 
-Usage (as root): scenarios.py [--natchat PATH] [-v] [NAME ...]
+Usage (as root): scenarios.py [--natchat PATH] [-v] [--trace] [NAME ...]
 """
 
 import argparse
@@ -20,12 +20,15 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from subprocess import PIPE, STDOUT, TimeoutExpired
 
 from mininet.log import setLogLevel
+
+import recorder
 
 from topo import (CGNAT_PUBLIC_IP, CLIENT_UDP_PORT, CLIENTS, LabClash, NATPROBE, NatRouter,
                   REFLECT_PORT, SERVER_IP, SERVER_PORT, SITES, TIERS, client_command,
@@ -220,6 +223,15 @@ class Lab:
         self.procs = []
         self.summary = []  # lines a scenario wants printed under its PASS or FAIL line
         self.kept = []     # transcripts of processes already stopped, for a failure report
+        self.recorder = None  # recorder.Recorder: --trace's, or one a scenario asked for
+
+    def record(self):
+        """The lab's captures and conntrack events (recorder.py): --trace's recorder, or else
+        one started now, whose files are removed when the lab stops."""
+        if not self.recorder:
+            self.recorder = recorder.Recorder(self.net, tempfile.mkdtemp(prefix='natchat-rec-'),
+                                              keep=False)
+        return self.recorder
 
     def server(self, timeout_secs=TIMEOUT_SECS, label='server'):
         server = self._spawn('server', server_command(NATCHAT, timeout_secs=timeout_secs),
@@ -277,10 +289,14 @@ class Lab:
 
 
 @contextmanager
-def lab(mode):
+def lab(mode, trace_dir=None):
+    """A running lab in `mode`; with `trace_dir`, everything its routers do is recorded there
+    from the start (recorder.py)."""
     net = start_lab(mode)
     running = Lab(net)
     try:
+        if trace_dir:
+            running.recorder = recorder.Recorder(net, trace_dir)
         yield running
     finally:
         # Whatever ended the scenario, the lab is stopped whole: a Ctrl+C or SIGTERM arriving
@@ -288,6 +304,8 @@ def lab(mode):
         signal.alarm(0)
         with signals_deferred():
             running.stop()
+            if running.recorder:
+                running.recorder.stop()
             stop_lab(net)
 
 
@@ -493,37 +511,35 @@ def bare_heal(lab):
     NAT discovery finds what its router did (AS_THE_ROUTER_DID, read from the routers'
     conntrack events): a `symmetric` read after a collision once kept this pair relayed for
     ever; the relay the kinds choose now expires as any relay does."""
-    # Every flow each router makes, and when (shown only on a failure, or with -v): the gap
-    # between the two sides' first probes of each punch, and which one collided.
-    events = {router: lab._spawn(router, ['stdbuf', '-oL', 'conntrack', '-E', '-p', 'udp',
-                                          '-o', 'timestamp'], label=f'{router}-ct')
-              for router in ('nat1', 'nat2')}
-    captures = {router: lab._spawn(router, ['tcpdump', '-l', '-n', '-tt', '-A', '-i',
-                                            f'{router}-wan', 'udp and host 10.0.0.1 and host '
-                                            '10.0.0.2'], label=f'{router}-cap')
-                for router in ('nat1', 'nat2')}
+    # Every flow each router makes, and when: the gap between the two sides' first probes of
+    # each punch, and which one collided (the events themselves are printed on a failure, or
+    # with -v); and what crossed each router's WAN.
+    recording = lab.record()
     delay = Impairment(lab, [(r, f'{r}-wan', WAN_DELAY_MS, 0, 0, 1) for r in ('nat1', 'nat2')])
     try:
         server = lab.server()
         h1, h3 = pair(lab, 'h1', 'h3')
-        for cap in captures.values():
-            cap.wait_for(r'listening on ')
         # The stale entry: a flow between the two public 10081s that nobody answers.
         lab.net['nat1'].cmd(f'/usr/bin/python3 {NATPROBE} knock --bind {CLIENT_UDP_PORT} '
                             f'10.0.0.2:{CLIENT_UDP_PORT}')
-        heal(lab, h1, h3, events)
-        table = [line for proc in events.values() for line in proc.output()]
+        heal(lab, h1, h3, recording)
+        table = recording.event_lines()
         for client in (h1, h3):
             lab.summary.append(expect_kind_as_routed(lab, server, client, table))
+    except Failed:
+        lab.kept += recording.event_lines()
+        raise
     finally:
         counts = delay.remove()
         lab.summary.append(f'WAN delay {WAN_DELAY_MS} ms each way by {delay.how}'
                            + (f' ({"; ".join(counts)})' if counts else ''))
+    if VERBOSE:
+        lab.kept += recording.event_lines()
     time.sleep(0.5)
-    lab.summary += chats_before_punch(captures)
+    lab.summary += chats_before_punch(recording.trace())
 
 
-def heal(lab, h1, h3, events):
+def heal(lab, h1, h3, recording):
     started, wall_started = time.monotonic(), time.time()
     chat(h1, h3, 'hello from h1')
     chat(h3, h1, 'hello back from h3')
@@ -536,7 +552,7 @@ def heal(lab, h1, h3, events):
     while paths != ('direct', 'direct'):
         now = time.monotonic()
         if now - started > HEAL_WITHIN:
-            lab.summary += punches(events, wall_started)
+            lab.summary += punches(recording.trace(), wall_started)
             changes = ', '.join(f'{t:.0f} s {a}/{b}' for t, (a, b) in history)
             raise Failed(f'not direct within {HEAL_WITHIN:.0f} s: h1 lists h3 {paths[0]}, '
                          f'h3 lists h1 {paths[1]} (paths h1/h3 seen: {changes})')
@@ -553,33 +569,26 @@ def heal(lab, h1, h3, events):
     lab.summary.append(f'direct both ways {healed:.1f} s after the first message '
                        f'({sent} messages each way meanwhile; paths h1/h3 seen: '
                        + ', '.join(f'{t:.0f} s {a}/{b}' for t, (a, b) in history) + ')')
-    lab.summary += punches(events, wall_started)
+    lab.summary += punches(recording.trace(), wall_started)
     # Still carries the chat, both ways, on the healed path.
     chat(h1, h3, 'direct again from h1')
     chat(h3, h1, 'direct again from h3')
 
 
-CAPTURED = re.compile(r'^(\d+\.\d+) IP (\d+\.\d+\.\d+\.\d+\.\d+) > (\d+\.\d+\.\d+\.\d+\.\d+): UDP')
-KIND = re.compile(r'(PROBE_ACK|PROBE|CHAT|ACK) ')  # natchat's peer datagrams; others: the knock
+PEER_KINDS = ('PROBE_ACK', 'PROBE', 'CHAT', 'ACK')  # natchat's peer datagrams; others: the knock
 
 
-def chats_before_punch(captures):
-    """Reads both routers' WAN captures (tcpdump -A): fails when a CHAT datagram left for the
-    peer's public address before anything had come back from that address; returns a line
-    per router counting what went each way."""
+def chats_before_punch(trace):
+    """Reads both routers' WAN captures: fails when a CHAT datagram left for the peer's
+    public address before anything had come back from that address; returns a line per
+    router counting what went each way."""
     lines = []
-    for router, cap in captures.items():
-        me = PUBLIC[router]
-        packets, current = [], None
-        for line in cap.output():
-            m = CAPTURED.match(line)
-            if m:
-                current = [float(m.group(1)), m.group(2), m.group(3), None]
-                packets.append(current)
-            elif current and current[3] is None:
-                kind = KIND.search(line)
-                if kind:
-                    current[3] = kind.group(1)
+    for router, me in PUBLIC.items():
+        peer = next(ip for name, ip in PUBLIC.items() if name != router)
+        packets = [(at, f'{p.src}.{p.sport}', f'{p.dst}.{p.dport}',
+                    next((k for k in PEER_KINDS if p.payload.startswith(k.encode() + b' ')), None))
+                   for at, _, p in trace.sightings(f'{router}-wan')
+                   if p.proto == 'udp' and {p.src, p.dst} == {me, peer}]
         heard_from, counts, first_chat = set(), {}, None
         for at, src, dst, kind in packets:
             out = src.startswith(me + '.')
@@ -601,18 +610,17 @@ def chats_before_punch(captures):
 # A flow a router made for its client toward the other router (the peer's public address),
 # from `conntrack -E -o timestamp`: when, from which client, and the public port it got.
 CLIENTS_BY_IP = {ip: name for name, (ip, _router) in CLIENTS.items()}
-MAPPING = re.compile(r'^\[(\d+\.\d+)\]\s+\[NEW\] udp\s+17 \d+ src=(192\.168\.\d+\.\d+) '
-                     r'dst=10\.0\.0\.[12] sport=\d+ dport=\d+ .*?dport=(\d+)')
 
 
-def punches(events, wall_started):
+def punches(trace, wall_started):
     """One line per punch, read from both routers' conntrack events: which client's first
     probe left first, how much later the other's did, and the public port each one got. A
     port other than the client's own 10081 is a collision: the other side's probe had reached
     this router first and been taken by the router itself, as an [UNREPLIED] flow."""
-    flows = sorted((float(m.group(1)), CLIENTS_BY_IP.get(m.group(2), m.group(2)), m.group(3))
-                   for proc in events.values() for line in proc.output()
-                   if (m := MAPPING.match(line)))
+    flows = sorted((e.time, CLIENTS_BY_IP[e.orig[0]], str(e.reply[3]))
+                   for events in trace.events.values() for e in events
+                   if e.kind == 'NEW' and e.orig[0] in CLIENTS_BY_IP
+                   and e.orig[2] in PUBLIC.values())
     lines, group = [], []
     for flow in flows + [None]:
         if group and (flow is None or flow[0] - group[0][0] > 1.0):
@@ -1297,9 +1305,10 @@ def run(name, mode, scenario, limit, verbose):
     """Runs one scenario in a fresh lab; prints its line; returns whether it passed."""
     started = time.monotonic()
     report, summary = [], []
+    trace_dir = recorder.directory_for(name) if TRACE else None
     signal.alarm(limit)
     try:
-        with lab(mode) as running:
+        with lab(mode, trace_dir) as running:
             try:
                 scenario(running)
                 passed, reason = True, None
@@ -1317,9 +1326,16 @@ def run(name, mode, scenario, limit, verbose):
                 report += running.conntrack()
     except TooLong:
         passed, reason = False, f'took longer than {limit} s'
+    except recorder.RecordError as e:
+        passed, reason = False, str(e)
     finally:
         signal.alarm(0)
     elapsed = time.monotonic() - started
+    if trace_dir:
+        lines, wrong = recorder.report(trace_dir, name)
+        summary = summary + lines
+        if passed and wrong:
+            passed, reason = False, wrong
     if passed:
         print(f'PASS {name} ({elapsed:.1f} s)', flush=True)
     else:
@@ -1332,12 +1348,15 @@ def run(name, mode, scenario, limit, verbose):
 
 
 def main():
-    global NATCHAT, VERBOSE
+    global NATCHAT, VERBOSE, TRACE
     parser = argparse.ArgumentParser(description='natchat scenarios in the NAT lab (needs root).')
     parser.add_argument('--natchat', default='natchat',
                         help='the natchat binary (default: on PATH)')
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='print every process\'s output also when a scenario passes')
+    parser.add_argument('--trace', action='store_true',
+                        help='record what each router did (captures, conntrack events) and '
+                        'print a ladder of the datagrams under each scenario (recorder.py)')
     parser.add_argument('names', nargs='*', metavar='NAME',
                         help='run only these scenarios: ' + ', '.join(n for n, *_ in SCENARIOS)
                         + ' (without names: every scenario but those a bare --test leaves out)')
@@ -1347,7 +1366,7 @@ def main():
     unknown = set(args.names) - {n for n, *_ in SCENARIOS}
     if unknown:
         sys.exit(f'scenarios.py: unknown scenario(s): {", ".join(sorted(unknown))}')
-    VERBOSE = args.verbose
+    VERBOSE, TRACE = args.verbose, args.trace
     NATCHAT = shutil.which(args.natchat)
     if not NATCHAT:
         sys.exit(f'scenarios.py: no natchat binary at {args.natchat}')
@@ -1378,6 +1397,7 @@ def main():
 
 NATCHAT = 'natchat'
 VERBOSE = False
+TRACE = False
 
 if __name__ == '__main__':
     main()
