@@ -226,11 +226,11 @@ class Lab:
         server.wait_for(r'^natchat server listening on ')
         return server
 
-    def client(self, host):
+    def client(self, host, keepalive_secs=KEEPALIVE_SECS):
         """Starts natchat client `host` on host `host`; returns it once it is registered, with
         the public endpoint the server saw as `.public`."""
         self.reachable(host)
-        client = self._spawn(host, client_command(host, NATCHAT, keepalive_secs=KEEPALIVE_SECS))
+        client = self._spawn(host, client_command(host, NATCHAT, keepalive_secs=keepalive_secs))
         registered = client.wait_for(rf'^Registered as {host}; public endpoint (\S+)\.$')
         client.public = registered.group(1)
         client.wait_for(r'^Commands: ')
@@ -1201,7 +1201,7 @@ REMAP_DIRECT_WITHIN = 30.0  # after the re-map; generous: measured about 3 s (RE
 REMAP_NEW_FLOWS_WITHIN = 10.0
 
 
-def remap(lab):
+def remap(lab, keepalive_secs=KEEPALIVE_SECS, server_timeout=TIMEOUT_SECS):
     """h1 and h3 chat direct, a message each way every second. nat1 then forgets h1's UDP
     flows (conntrack -D) and maps its next ones to a new public port (SNAT to 20081), then
     goes back to its usual rules once h1's new flows exist (they keep the new port, as
@@ -1209,9 +1209,12 @@ def remap(lab):
     nothing 'not sent'; each 'not confirmed yet' followed by 'delivered after all'; what
     either side says of the move names the real new endpoint; nobody left; and both list each
     other direct again, through the new port (nat1's flow from it to h3 answered), within
-    30 s."""
-    server = lab.server()
-    h1, h3 = pair(lab, 'h1', 'h3')
+    30 s. (With `keepalive_secs`, the clients send a keep-alive that often, and the server
+    forgets a client after `server_timeout`.)"""
+    server = lab.server(timeout_secs=server_timeout)
+    h1, h3 = lab.client('h1', keepalive_secs), lab.client('h3', keepalive_secs)
+    known(h1, h3)
+    known(h3, h1)
     nat1, h1_ip = lab.net['nat1'], CLIENTS['h1'][0]
     new_public = f'{PUBLIC["nat1"]}:{REMAP_PORT}'
     texts = {h1: [], h3: []}
@@ -1307,6 +1310,13 @@ def remap(lab):
     lab.summary += said
 
 
+def remap_default_keepalive(lab):
+    """remap with natchat's default keep-alive (10 s) and server timeout (30 s): the server
+    learns of the move only at h1's next keep-alive, up to 10 s later. Not in the default
+    set: it fails today (see mininet/README.md, remap)."""
+    remap(lab, keepalive_secs=None, server_timeout=SERVER_DEFAULT_TIMEOUT)
+
+
 # name, lab mode, scenario, time limit (s), run by a bare --test
 SCENARIOS = [
     ('home-nat-direct', 'home', home_nat_direct, SCENARIO_LIMIT, True),
@@ -1324,6 +1334,7 @@ SCENARIOS = [
     ('hairpin', 'hairpin', hairpin, SCENARIO_LIMIT, True),
     ('cgnat-hairpin', 'cgnat-hairpin', cgnat_hairpin, SCENARIO_LIMIT, True),
     ('remap', 'home', remap, 90, True),
+    ('remap-default-keepalive', 'home', remap_default_keepalive, 120, False),
     ('ladder', 'home', ladder, 900, True),
 ]
 
