@@ -754,8 +754,9 @@ LAB_ABOUT = {
     'bare': 'bare MASQUERADE, no input filter (a punch may collide: relayed, direct again later)',
     'symmetric': 'MASQUERADE --random-fully: a new public port per destination (relayed)',
     'hairpin': 'home routers, and nat1 hairpins: from its LAN, 10.0.0.1:10081 is h1 and '
-               '10.0.0.1:10082 is h2\n    (try: h2 python3 NATPROBE reflect 10081 &  then  '
-               'h1 python3 NATPROBE map --bind 10081 --listen 0 10.0.0.1:10082)',
+               '10.0.0.1:10082 is h2\n    (see it: h2 python3 NATPROBE reflect 10081 &  then  '
+               'h1 python3 NATPROBE map --bind 10081 --listen 0 10.0.0.1:10082  then  '
+               'h2 kill %1)',
     'tiers': 'the NAT-tier lab: h1 behind nat1, h3 behind nat2, each of its tier '
              '(mininet/README.md: the NAT-tier matrix); stun 10.0.0.4 is a second public host',
     'cgnat': 'two homes behind one carrier NAT, both 192.168.1.0/24: alice in home1 (with '
@@ -798,11 +799,14 @@ def print_commands(net, natchat, clients):
     for host in clients:
         print(f'    sudo mnexec -a {net[host].pid} {shlex.join(client_command(host, natchat))}')
     router = next(node.name for node in net.hosts if isinstance(node, NatRouter))
-    print(f"""  Look inside a router:
-    {router} iptables -t nat -S            its NAT rules
-    {router} cat /proc/net/nf_conntrack    its translation table (conntrack -L, from package conntrack)
-    {router} tcpdump -ni {router}-wan udp      the traffic on its public side (package tcpdump)
-""")
+    print('  Look inside a router:')
+    for command, what in ((f'{router} iptables -t nat -S', 'its NAT rules'),
+                          (f'{router} cat /proc/net/nf_conntrack',
+                           'its translation table (conntrack -L, from package conntrack)'),
+                          (f'{router} tcpdump -ni {router}-wan udp',
+                           'the traffic on its public side (package tcpdump)')):
+        print(f'    {command:<36}{what}')
+    print()
 
 
 def main():
