@@ -17,7 +17,8 @@ ASLEEP    ?=
 BIND      ?= 0.0.0.0
 HOST      ?= 127.0.0.1
 ROOM_PORT ?= 8888
-# The NAT lab: home, bare or symmetric NATs. It needs root: sudo unless already root.
+# The NAT lab to open: home, bare, symmetric, hairpin, tiers:A-B (e.g. tiers:moderate-strict),
+# cgnat or cgnat-hairpin (mininet/README.md). It needs root: sudo unless already root.
 MODE      ?= home
 # One NAT lab scenario by name (make test-nat SCENARIO=bare-heal), with every line printed.
 SCENARIO  ?=
@@ -45,7 +46,9 @@ help:
 	@echo "make doc                         the crate's documentation, private items included, for reading"
 	@echo "make bench                       the standard benchmark set, as one table (about 20 seconds)"
 	@echo "make bench-scale                 10,000 clients per server (about two minutes; needs raised kernel limits: it says which)"
-	@echo "make mininet [MODE=home|bare|symmetric]  the NAT lab in the Mininet CLI (root)"
+	@echo "make mininet [MODE=home]         a NAT lab in the Mininet CLI, with what to type on which host (root);"
+	@echo "                                 MODE: home, bare, symmetric, hairpin, tiers:A-B (A, B: none, open,"
+	@echo "                                 moderate, strict; e.g. tiers:moderate-strict), cgnat, cgnat-hairpin"
 	@echo "make test-nat [SCENARIO=name]    the NAT lab scenarios (root; about 4 minutes), or one, every line printed"
 	@echo "                                 TRACE=1: record each router's packets and conntrack events, print a ladder"
 	@echo "make test-nat-matrix             only the matrix: every NAT tier against every other, 4x4 (root; about a minute)"

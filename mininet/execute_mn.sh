@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The natchat NAT lab (topology and NAT modes: mininet/topo.py).
 #
-#   sudo bash mininet/execute_mn.sh [--mode home|bare|symmetric]   open the lab in the Mininet CLI
+#   sudo bash mininet/execute_mn.sh [--mode LAB]                   open a lab in the Mininet CLI
+#       LAB: home (the default), bare, symmetric, hairpin, tiers:A-B (A, B: none, open,
+#       moderate, strict; e.g. tiers:moderate-strict), cgnat, cgnat-hairpin
 #   sudo bash mininet/execute_mn.sh --test [-v] [SCENARIO...]      run the scenarios unattended
 #   sudo bash mininet/execute_mn.sh --test --trace SCENARIO        ... recording what each router
 #                                                                  did, and print a ladder of it
@@ -16,7 +18,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-usage="usage: $0 [--mode home|bare|symmetric] | --test [-v] [--trace] [SCENARIO...]"
+usage="usage: $0 [--mode LAB] | --test [-v] [--trace] [SCENARIO...]"
+labs='home, bare, symmetric, hairpin, tiers:A-B, cgnat, cgnat-hairpin (A and B each none, open, moderate or strict)'
 mode_given=0
 
 args=("$@")
@@ -33,9 +36,12 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# The labs of mininet/topo.py (LABS), checked here before anything is installed or built.
+shopt -s extglob
 case "$mode" in
-    home|bare|symmetric) ;;
-    *) echo "execute_mn.sh: unknown NAT mode '$mode'; $usage" >&2; exit 2 ;;
+    home|bare|symmetric|hairpin|tiers|cgnat|cgnat-hairpin) ;;
+    tiers:@(none|open|moderate|strict)-@(none|open|moderate|strict)) ;;
+    *) echo "execute_mn.sh: unknown lab '$mode': one of $labs" >&2; exit 2 ;;
 esac
 if [ "$test_mode" = 1 ] && [ "$mode_given" = 1 ]; then
     echo "execute_mn.sh: --mode is for the CLI; --test sets each scenario's NAT mode itself" >&2

@@ -33,8 +33,9 @@ marked as this run's with an interface alias (see Owner), so that another lab ru
 same time, someone's own `sudo mn` or a second natchat lab, is never touched. The node names
 (s0, h1, nat1, ...) stay as drawn above: the hosts live in namespaces of their own.
 
-Run as root: `python3 topo.py [--mode home|bare|symmetric]` opens the Mininet CLI
-(mininet/execute_mn.sh does that, and builds natchat first). `python3 topo.py --remove-dead`
+Run as root: `python3 topo.py [--mode LAB]` opens the Mininet CLI in a lab (see LABS: these
+NAT modes, nat1 hairpinning, the NAT-tier lab with a pair of tiers, the carrier-grade NAT lab;
+mininet/execute_mn.sh does that, and builds natchat first). `python3 topo.py --remove-dead`
 removes what natchat labs whose process is gone left behind, and nothing else.
 """
 
@@ -274,6 +275,42 @@ class NatRouter(Node):
 
     def flush_conntrack(self):
         self.cmd('conntrack -F 2>/dev/null')
+
+    def hairpin(self, lan, public_ports, source):
+        """Makes the router hairpin: a datagram from its LAN side to its own public address
+        reaches the client whose public port it names, as on the way in from the WAN.
+
+        `public_ports` gives each client its fixed public port ({address on `lan`: port}):
+        its UDP port 10081 always leaves as that port (a Linux router can hairpin only to
+        mappings it knows in advance), and a datagram from `lan` to that public port is
+        sent on to the client (DNAT). The hairpinned datagram then needs a new source, or
+        the client would answer the sender straight, from an address it never sent to:
+        - `router`: the router's own LAN address (MASQUERADE back into the LAN), what a
+          Linux home router's "NAT loopback" does;
+        - `public`: the sender's own public address and port, what RFC 4787 (REQ-9) asks
+          of a NAT that hairpins, so that the receiver sees the sender exactly as the server
+          does. Only this one gets through the receiver's own NAT when it has one (two homes
+          behind one carrier NAT), and only after the receiver sent to that public endpoint.
+        """
+        public_ip = self.intf(self.wan).IP()
+        # No ICMP redirect telling the sender to go round the router: it would be right for
+        # the client's address, which the sender never uses.
+        self.cmd(f'sysctl -qw net.ipv4.conf.all.send_redirects=0 '
+                 f'net.ipv4.conf.{lan}.send_redirects=0')
+        for private_ip, public_port in public_ports.items():
+            mapped = f'-s {private_ip} -p udp --sport {CLIENT_UDP_PORT}'
+            # Before the MASQUERADE for the rest: inserted at the top.
+            self.cmd(f'iptables -t nat -I POSTROUTING -o {self.wan} {mapped} '
+                     f'-j SNAT --to-source {public_ip}:{public_port}')
+            self.cmd(f'iptables -t nat -A PREROUTING -i {lan} -d {public_ip} -p udp '
+                     f'--dport {public_port} '
+                     f'-j DNAT --to-destination {private_ip}:{CLIENT_UDP_PORT}')
+            if source == 'public':
+                self.cmd(f'iptables -t nat -A POSTROUTING -o {lan} {mapped} -m conntrack '
+                         f'--ctstate DNAT -j SNAT --to-source {public_ip}:{public_port}')
+        if source == 'router':
+            self.cmd(f'iptables -t nat -A POSTROUTING -o {lan} -m conntrack --ctstate DNAT '
+                     '-j MASQUERADE')
 
     def rules(self):
         """The router's NAT and filter rules, for a person to read."""
@@ -568,9 +605,35 @@ class TypedKeys:
         return os.read(self.fileno(), 4096).decode(errors='replace')
 
 
+# Every lab there is, by the name `--mode` and the scenarios give it: NatLab in each NAT mode
+# (MODES), NatLab with nat1 hairpinning (`hairpin`), the tier lab (`tiers`; `tiers:A-B` with
+# h1 behind a router of tier A and h3 behind one of tier B; `tiers` alone: both moderate, as
+# its routers start), and the carrier-grade NAT lab, with a carrier NAT that hairpins or not
+# (`cgnat-hairpin`, `cgnat`).
+LABS = MODES + ('hairpin', 'tiers:A-B', 'cgnat', 'cgnat-hairpin')
+# The fixed public ports of the routers that hairpin (NatRouter.hairpin): nat1's for the two
+# clients of its LAN, and the carrier NAT's for the two home routers behind it (whose own
+# MASQUERADE keeps their client's port, 10081).
+HAIRPIN_PORTS = {'192.168.1.2': 10081, '192.168.1.3': 10082}
+CGNAT_HAIRPIN_PORTS = {'100.64.0.2': 10081, '100.64.0.3': 10082}
+
+
+def lab_mode(text):
+    """`text` if it names a lab (LABS, with a real pair of tiers for `tiers:A-B`), else
+    ValueError saying, in one line, which names there are."""
+    lab, colon, pair = text.partition(':')
+    tiers = pair.split('-')
+    if (text in LABS + ('tiers',) and text != 'tiers:A-B') or (
+            lab == 'tiers' and colon and len(tiers) == 2 and set(tiers) <= set(TIERS)):
+        return text
+    raise ValueError(f'unknown lab {text!r}: one of {", ".join(LABS)} '
+                     f'(A and B each one of {", ".join(TIERS)})')
+
+
 def start_lab(mode='home'):
-    """Builds and starts the lab (mode `tiers`: the NAT-tier lab, TierLab; mode `cgnat`: the
-    carrier-grade NAT lab, CgnatLab). The caller must call stop_lab(net), also on failure."""
+    """Builds and starts the lab `mode` (see LABS). The caller must call stop_lab(net), also
+    on failure."""
+    lab, _, pair = lab_mode(mode).partition(':')
     # No controller and Linux bridges: this machine has no Open vSwitch datapath, and three
     # plain learning switches are all the lab needs. Mininet then warns "Linux bridge may not
     # work with net.bridge.bridge-nf-call-iptables = 1": with that setting, frames crossing
@@ -579,15 +642,21 @@ def start_lab(mode='home'):
     blocked = bridged_traffic_blocked()
     if blocked:
         error(f'*** Warning: {blocked}\n')
-    topo = (TierLab() if mode == 'tiers' else CgnatLab() if mode == 'cgnat'
-            else NatLab(mode=mode))
+    topo = (TierLab() if lab == 'tiers' else CgnatLab() if lab.startswith('cgnat')
+            else NatLab(mode='home' if lab == 'hairpin' else lab))
     claim(topo.devices)
     net = Mininet(topo=topo, controller=None, switch=LabBridge,
                   autoSetMacs=True, waitConnected=False)
     try:
         net.start()
-        if mode == 'tiers':
+        if lab == 'tiers':
             tier_lab_routes(net)
+            for host, tier in zip(SITES, pair.split('-') if pair else ()):
+                set_site_tier(net, host, tier)
+        elif lab == 'hairpin':
+            net['nat1'].hairpin('nat1-lan', HAIRPIN_PORTS, source='router')
+        elif lab == 'cgnat-hairpin':
+            net['cgn'].hairpin('cgn-lan', CGNAT_HAIRPIN_PORTS, source='public')
     except BaseException:
         stop_lab(net)
         raise
@@ -666,7 +735,38 @@ def client_command(host, natchat='natchat', keepalive_secs=None):
     return argv
 
 
-def open_xterms(net, natchat):
+def lab_clients(mode):
+    """The hosts of lab `mode` that run a natchat client, each with where it sits."""
+    lab, _, pair = mode.partition(':')
+    if lab == 'tiers':
+        tiers = pair.split('-') if pair else ('moderate', 'moderate')
+        return {host: f'behind {site["router"]}, tier {tier}'
+                for (host, site), tier in zip(SITES.items(), tiers)}
+    if lab.startswith('cgnat'):
+        return {host: f'behind {router}, behind the carrier NAT cgn'
+                for host, (_, router) in CGNAT_HOSTS.items() if host != 'decoy'}
+    return {host: f'behind {router}' for host, (_, router) in CLIENTS.items()}
+
+
+# What each lab is, in a line or two, printed when it opens.
+LAB_ABOUT = {
+    'home': 'home routers: MASQUERADE, unsolicited inbound dropped (h1 and h3 go direct)',
+    'bare': 'bare MASQUERADE, no input filter (a punch may collide: relayed, direct again later)',
+    'symmetric': 'MASQUERADE --random-fully: a new public port per destination (relayed)',
+    'hairpin': 'home routers, and nat1 hairpins: from its LAN, 10.0.0.1:10081 is h1 and '
+               '10.0.0.1:10082 is h2\n    (see it: h2 python3 NATPROBE reflect 10081 &  then  '
+               'h1 python3 NATPROBE map --bind 10081 --listen 0 10.0.0.1:10082  then  '
+               'h2 kill %1)',
+    'tiers': 'the NAT-tier lab: h1 behind nat1, h3 behind nat2, each of its tier '
+             '(mininet/README.md: the NAT-tier matrix); stun 10.0.0.4 is a second public host',
+    'cgnat': 'two homes behind one carrier NAT, both 192.168.1.0/24: alice in home1 (with '
+             'the decoy at 192.168.1.3), bob at 192.168.1.3 in home2; cgn does not hairpin',
+    'cgnat-hairpin': 'as cgnat, and the carrier NAT hairpins: from the carrier side, '
+                     '10.0.0.1:10081 is alice\'s home1 and 10.0.0.1:10082 bob\'s home2',
+}
+
+
+def open_xterms(net, natchat, clients):
     """One xterm for the server and one per client, each already running natchat. Each
     window stays open after natchat ends, so that its last words can be read."""
     def term(node, argv):
@@ -681,39 +781,47 @@ def open_xterms(net, natchat):
             info('*** The server did not start listening; start the clients by hand\n')
             return
         time.sleep(0.2)
-    for host in CLIENTS:
+    for host in clients:
         term(net[host], client_command(host, natchat))
 
 
-def print_commands(net, natchat):
+def print_commands(net, natchat, clients):
     """What to type to run natchat in the lab when no xterm can be opened."""
     server = shlex.join(server_command())
     print(f"""
 *** No display for xterms. Run natchat in the lab in either of two ways.
   At the mininet> prompt, one command in the foreground at a time (Ctrl+C ends it):
     server {server} > /tmp/natchat-server.txt 2>&1 &""")
-    for host, (_, router) in CLIENTS.items():
-        print(f'    {host} {shlex.join(client_command(host))}    # behind {router}')
+    for host, where in clients.items():
+        print(f'    {host} {shlex.join(client_command(host))}    # {where}')
     print('  Or each in a terminal of its own (tmux, another ssh session), inside the host:')
     print(f'    sudo mnexec -a {net["server"].pid} {shlex.join(server_command(natchat))}')
-    for host in CLIENTS:
+    for host in clients:
         print(f'    sudo mnexec -a {net[host].pid} {shlex.join(client_command(host, natchat))}')
-    print("""  Look inside a router:
-    nat1 iptables -t nat -S            its NAT rules
-    nat1 cat /proc/net/nf_conntrack    its translation table (conntrack -L, from package conntrack)
-    nat1 tcpdump -ni nat1-wan udp      the traffic on its public side (package tcpdump)
-""")
+    router = next(node.name for node in net.hosts if isinstance(node, NatRouter))
+    print('  Look inside a router:')
+    for command, what in ((f'{router} iptables -t nat -S', 'its NAT rules'),
+                          (f'{router} cat /proc/net/nf_conntrack',
+                           'its translation table (conntrack -L, from package conntrack)'),
+                          (f'{router} tcpdump -ni {router}-wan udp',
+                           'the traffic on its public side (package tcpdump)')):
+        print(f'    {command:<36}{what}')
+    print()
 
 
 def main():
     parser = argparse.ArgumentParser(description='The natchat NAT lab, with the Mininet CLI.')
-    parser.add_argument('--mode', choices=MODES, default='home',
-                        help='NAT behaviour of both routers')
+    parser.add_argument('--mode', default='home',
+                        help=f'the lab: {", ".join(LABS)} (default home)')
     parser.add_argument('--natchat', default='natchat',
                         help='the natchat binary (default: on PATH)')
     parser.add_argument('--remove-dead', action='store_true',
                         help='only remove what natchat labs that no longer run left behind')
     args = parser.parse_args()
+    try:
+        lab_mode(args.mode)
+    except ValueError as e:
+        parser.exit(2, f'topo.py: {e}\n')
     if os.geteuid() != 0:
         sys.exit('topo.py: Mininet needs root; run: sudo bash mininet/execute_mn.sh')
     if args.remove_dead:
@@ -729,19 +837,21 @@ def main():
     except LabClash as e:
         sys.exit(f'topo.py: {e}')
     try:
-        info(f'*** NAT mode: {args.mode}\n')
-        for router in ('nat1', 'nat2'):
-            info(f'*** {router} rules:\n{net[router].rules()}')
+        about = LAB_ABOUT[args.mode.partition(':')[0]].replace('NATPROBE', NATPROBE)
+        info(f'*** Lab {args.mode}: {about}\n')
+        for router in (node for node in net.hosts if isinstance(node, NatRouter)):
+            info(f'*** {router.name} rules:\n{router.rules()}')
+        clients = lab_clients(args.mode)
         # Mininet opens an xterm on a local display after allowing root in with xhost.
         x11_tools = [tool for tool in ('xterm', 'xhost') if not shutil.which(tool)]
         if os.environ.get('DISPLAY') and not x11_tools:
-            open_xterms(net, args.natchat)
-            info('*** xterms opened: the server, and a client on each of h1..h4\n')
+            open_xterms(net, args.natchat, clients)
+            info(f'*** xterms opened: the server, and a client on each of {", ".join(clients)}\n')
         else:
             if os.environ.get('DISPLAY'):
                 info(f'*** No xterms: {" and ".join(x11_tools)} missing '
                      '(apt-get install xterm x11-xserver-utils)\n')
-            print_commands(net, shutil.which(args.natchat))
+            print_commands(net, shutil.which(args.natchat), clients)
         LabCLI(net)
     finally:
         stop_lab(net)

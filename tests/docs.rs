@@ -152,6 +152,12 @@ fn test_exists(root: &Path, name: &str) -> bool {
     })
 }
 
+/// Whether mininet/scenarios.py lists a scenario `name` (a row of its `SCENARIOS`).
+fn lab_scenario_exists(root: &Path, name: &str) -> bool {
+    fs::read_to_string(root.join("mininet/scenarios.py"))
+        .is_ok_and(|source| source.contains(&format!("\n    ('{name}', ")))
+}
+
 #[test]
 fn every_test_the_reliability_tables_cite_exists() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -182,8 +188,18 @@ fn every_test_the_reliability_tables_cite_exists() {
             .filter(|code| code.contains("::"))
             .collect();
         // The lab's scenarios are proof too, run by make test-nat.
-        if cited.is_empty() && !proof.contains("`mininet ") {
+        let scenarios: Vec<&str> = proof
+            .split("`mininet ")
+            .skip(1)
+            .filter_map(|rest| rest.split('`').next())
+            .collect();
+        if cited.is_empty() && scenarios.is_empty() {
             wrong.push(format!("no test named for: {}", cells[0]));
+        }
+        for name in scenarios {
+            if !lab_scenario_exists(root, name) {
+                wrong.push(format!("no such lab scenario: {name}"));
+            }
         }
         for name in cited {
             if !test_exists(root, name) {
