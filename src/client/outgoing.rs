@@ -147,7 +147,7 @@ impl Outbound {
                 copies: 0,
                 first_sent: now,
                 last_copy: None,
-                next_try: now + self.round_trip.rto(),
+                next_try: now + self.round_trip.resend_after(),
                 reported: false,
             };
             self.in_flight.insert(self.next_seq, message);
@@ -281,9 +281,9 @@ impl Outgoing {
         let Some(outbound) = self.peers.get_mut(to) else {
             return Vec::new();
         };
-        let rto = outbound.round_trip.rto();
+        let again = outbound.round_trip.resend_after();
         let resend = outbound.in_flight.iter_mut().map(|(&seq, m)| {
-            m.next_try = now + rto;
+            m.next_try = now + again;
             Send {
                 to: to.to_string(),
                 seq,
@@ -346,7 +346,7 @@ impl Outgoing {
                         round_trip.timed_out();
                         *doubled_at = Some(now);
                     }
-                    m.next_try = now + round_trip.rto();
+                    m.next_try = now + round_trip.resend_after();
                     sends.push(Send {
                         to: to.clone(),
                         seq,
@@ -455,6 +455,57 @@ mod tests {
         // Acknowledged: neither sent again nor given up on.
         assert_eq!(out.due(start + give_up), (vec![], vec![]));
         assert_eq!(out.forget("bob"), vec![]);
+    }
+
+    #[test]
+    fn a_message_sent_on_a_dead_path_goes_again_by_its_relay_time_however_far_the_timeout_doubled()
+    {
+        let start = Instant::now();
+        let mut out = Outgoing::new(nonces());
+        // A path that just died: a message, and then its copies, timed out one after
+        // another, and the timeout doubled past the give-up.
+        out.queue("bob", "unanswered".into(), start);
+        out.sent("bob", 1, start);
+        let mut now = start;
+        while out.round_trip("bob").rto() <= out.round_trip("bob").give_up_after() {
+            assert!(
+                now < start + Duration::from_secs(5),
+                "never doubled that far"
+            );
+            now += Duration::from_millis(50);
+            for send in out.due(now).0 {
+                // It leaves a moment after it was due.
+                out.sent("bob", send.seq, now + Duration::from_millis(1));
+            }
+        }
+        let rtt = out.round_trip("bob");
+        assert!(
+            rtt.rto() > rtt.give_up_after(),
+            "doubled past the give-up: {rtt:?}"
+        );
+
+        // A new message, sent once: it goes again when it is due for the relay, and again
+        // after that, each copy well before it is given up on.
+        let fresh = out.queue("bob", "typed now".into(), now)[0].seq;
+        out.sent("bob", fresh, now);
+        let mut copies = Vec::new();
+        let mut t = now;
+        while t < now + rtt.give_up_after() {
+            t += Duration::from_millis(50);
+            let (sends, _) = out.due(t);
+            for send in sends.iter().filter(|s| s.seq == fresh) {
+                copies.push(send.waited);
+                out.sent("bob", fresh, t);
+            }
+        }
+        assert!(
+            copies
+                .first()
+                .is_some_and(|w| *w <= rtt.relay_after() + Duration::from_millis(50)),
+            "its second copy waited {copies:?}, the relay {:?}",
+            rtt.relay_after()
+        );
+        assert!(copies.len() >= 3, "copies before the give-up: {copies:?}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!   slowest round trip this path usually has;
 //! - a timeout that fires doubles the timeout until a new sample comes (the path may have
 //!   become slower than any sample said; without the doubling, a path slower than our first
-//!   guess would never yield a sample at all: every message would be sent twice);
+//!   guess would never yield a sample at all: every message would be sent twice); but a
+//!   message is sent again at the latest when it is due for the relay
+//!   ([`RoundTrip::resend_after`]), or a dead path would keep it from the relay;
 //! - the other timers are multiples of the measured timeout (not the doubled one, or a
 //!   silent peer would push them back for ever): when a message goes through the relay as
 //!   well, how long a path may stay silent before it is given up, when a message is
@@ -80,6 +82,17 @@ impl RoundTrip {
     pub fn rto(&self) -> Duration {
         let doubled = self.measured().saturating_mul(1 << self.doubled.min(8));
         doubled.min(MAX_RTO)
+    }
+
+    /// How long to wait before a message is sent again: the timeout, but never longer than
+    /// [`RoundTrip::relay_after`]. On a path that has just died the timeout has doubled
+    /// to seconds; a message sent then would wait past its own relay time, and past the
+    /// moment it is given up on, with one copy sent, on a dead path, and never through the
+    /// relay (the lab's `remap-default-keepalive` lost one so). So however far the timeout
+    /// has doubled, a message gets its relay copy on time, and more copies before it is
+    /// given up: a copy at least every second, or every two timeouts on a slow path.
+    pub fn resend_after(&self) -> Duration {
+        self.rto().min(self.relay_after())
     }
 
     /// The timeout the samples alone give, before any doubling. The other timers are
