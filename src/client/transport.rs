@@ -144,10 +144,10 @@ impl Client {
                     return Ok(());
                 };
                 self.outgoing.measured(&from, answered.round_trip);
-                if let Some(how) = peer.prediction.found(now) {
-                    crate::say!("Port prediction found a direct path to {from} ({how}).");
-                }
                 if answered.first_path {
+                    if let Some(how) = peer.prediction.found(now) {
+                        crate::say!("Port prediction found a direct path to {from} ({how}).");
+                    }
                     // A path at last: what was held or relayed goes on it now, and what was
                     // given up on lately with it.
                     self.outgoing.revive(&from, now);
