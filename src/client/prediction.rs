@@ -612,6 +612,39 @@ mod tests {
         assert!(prediction.may_start(now + ATTEMPT_GAP));
     }
 
+    /// The easy side's sending, to ports of sockets this test owns (never to a port of
+    /// loopback that someone else may own).
+    #[test]
+    fn the_easy_side_sends_each_guess_once_paced_and_not_once_stopped() {
+        let targets: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = targets
+            .iter()
+            .map(|t| t.local_addr().unwrap().port())
+            .collect();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let sent = AtomicUsize::new(0);
+        let (stop, stopped) = bounded::<()>(0);
+        let began = Instant::now();
+        guess(&udp, "PROBE guess", ip, &ports, &stopped, &sent);
+        assert!(began.elapsed() >= HEAD_START + GUESS_EVERY * 3, "paced");
+        assert_eq!(sent.load(Ordering::Relaxed), ports.len());
+        for target in &targets {
+            let got = receive(target, 2, Duration::from_millis(500));
+            let from = udp.local_addr().unwrap();
+            assert_eq!(got, vec![("PROBE guess".to_string(), from)], "once each");
+        }
+        drop(stop);
+        let sent = AtomicUsize::new(0);
+        guess(&udp, "PROBE guess", ip, &ports, &stopped, &sent);
+        assert_eq!(sent.load(Ordering::Relaxed), 0, "stopped: nothing sent");
+        for target in &targets {
+            assert!(receive(target, 1, Duration::from_millis(300)).is_empty());
+        }
+    }
+
     #[test]
     fn a_hit_after_its_attempt_ended_is_dropped() {
         let (stop, _stopped) = bounded(0);
