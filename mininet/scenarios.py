@@ -325,20 +325,23 @@ def chat(sender, receiver, text, timeout=SOON):
 
 
 # A row of @show_list for an awake client: `<id> <public> Awake  private=<private>  path=<path>`,
-# the path perhaps followed by why in brackets, and by `  nat=<kind>` once the peer's NAT is
-# known; or `(you)` for oneself. (An Asleep one reads `<id> Asleep`; the scenarios start none.)
-LIST_ROW = re.compile(r'^(\S+) (\S+) Awake  private=(\S+)  '
-                      r'(?:path=(\S+)(?: \(([^)]*)\))?(?:  nat=(\S+))?|\(you\))$')
+# the path's word maybe followed by why (`relayed (these NATs cannot be punched)`), then
+# `  nat=<kind>` once that peer's NAT discovery found its kind; or `(you)` for oneself. (An
+# Asleep one reads `<id> Asleep`; the scenarios start none.)
+LIST_ROW = re.compile(r'^(?P<id>\S+) (?P<public>\S+) Awake  private=(?P<private>\S+)  '
+                      r'(?:path=(?P<path>\S+)(?: \((?P<why>[^)]*)\))?(?:  nat=(?P<nat>\S+))?'
+                      r'|\(you\))$')
 
 
 def show_list(client):
-    """Types @show_list; returns {id: path} from the list it prints."""
-    return {peer: row.group(4) for peer, row in list_rows(client).items()}
+    """Types @show_list; returns {id: path} from the list it prints (the path's word only:
+    `relayed`, whatever the reason)."""
+    return {peer: row['path'] for peer, row in list_rows(client).items()}
 
 
 def list_rows(client):
-    """Types @show_list; returns {id: the match of its row} (LIST_ROW: group 4 the path, 5
-    why, 6 the NAT kind)."""
+    """Types @show_list; returns {id: row} from the list it prints, each row a LIST_ROW
+    match (`row['path']`, `row['why']`, `row['nat']`, ...)."""
     since = client.mark()
     client.type('@show_list')
     count = int(client.wait_for(r'^Online \((\d+)\):$', since=since).group(1))
@@ -351,7 +354,7 @@ def list_rows(client):
             if not all(rows):
                 raise Failed(f'{client.name}: @show_list printed a row this script cannot read: '
                              f'{lines[start + 1 + rows.index(None)]!r}')
-            return {row.group(1): row for row in rows}
+            return {row['id']: row for row in rows}
         time.sleep(0.05)
     raise Failed(f'{client.name}: @show_list printed fewer than {count} rows')
 
@@ -1079,7 +1082,7 @@ def nats_known(first, second):
     deadline = time.monotonic() + SOON
     while True:
         rows = (list_rows(first)[second.name], list_rows(second)[first.name])
-        if all(row.group(6) for row in rows):
+        if all(row['nat'] for row in rows):
             return rows
         if time.monotonic() > deadline:
             raise Failed(f'the NAT kinds were not known within {SOON:.0f} s: '
@@ -1120,7 +1123,7 @@ def matrix_pair(lab, tier_a, tier_b):
             raise Failed(f'{receiver.name} showed {sender.name}\'s {text!r} {shown} times')
     if because:
         for row in (list_rows(first)[b], list_rows(second)[a]):
-            if row.group(5) != because:
+            if row['why'] != because:
                 raise Failed(f'relayed without saying why ({because}): {row.group(0)!r}')
     if predicted:
         found = [f'{client.name}: {m.group(1)}' for client in (first, second)
@@ -1137,8 +1140,8 @@ def prediction_off(lab):
     lab.server()
     first, second = pair(lab, *SITES, extra=['--no-port-prediction'])
     for row in nats_known(first, second):
-        if (row.group(4), row.group(5)) != ('relayed', 'these NATs cannot be punched; '
-                                                       'port prediction is off'):
+        if (row['path'], row['why']) != ('relayed', 'these NATs cannot be punched; '
+                                                     'port prediction is off'):
             raise Failed(f'with --no-port-prediction, not relayed at once: {row.group(0)!r}')
     chat(first, second, 'no guessing there')
     chat(second, first, 'no guessing back')
