@@ -239,11 +239,12 @@ class Lab:
         server.wait_for(r'^natchat server listening on ')
         return server
 
-    def client(self, host, keepalive_secs=KEEPALIVE_SECS):
-        """Starts natchat client `host` on host `host`; returns it once it is registered, with
-        the public endpoint the server saw as `.public`."""
+    def client(self, host, keepalive_secs=KEEPALIVE_SECS, extra=()):
+        """Starts natchat client `host` on host `host` (with the `extra` arguments); returns it
+        once it is registered, with the public endpoint the server saw as `.public`."""
         self.reachable(host)
-        client = self._spawn(host, client_command(host, NATCHAT, keepalive_secs=keepalive_secs))
+        argv = client_command(host, NATCHAT, keepalive_secs=keepalive_secs) + list(extra)
+        client = self._spawn(host, argv)
         registered = client.wait_for(rf'^Registered as {host}; public endpoint (\S+)\.$')
         client.public = registered.group(1)
         client.wait_for(r'^Commands: ')
@@ -388,9 +389,10 @@ def known(client, peer):
     client.wait_for(rf'^{re.escape(peer.name)} ({re.escape(peer.public)}\s|joined \()')
 
 
-def pair(lab, a, b):
-    """Starts clients `a` then `b` and waits until each knows the other."""
-    first, second = lab.client(a), lab.client(b)
+def pair(lab, a, b, extra=()):
+    """Starts clients `a` then `b` (with the `extra` arguments) and waits until each knows the
+    other."""
+    first, second = lab.client(a, extra=extra), lab.client(b, extra=extra)
     known(first, second)
     known(second, first)
     return first, second
@@ -1157,8 +1159,8 @@ MATRIX_EXPECTED = {
         # B:  none               open              moderate           strict
         ['direct/direct', 'direct/direct', 'direct/direct', 'direct/direct'],        # A none
         ['direct/direct', 'direct/direct', 'direct/direct', 'direct/direct'],        # A open
-        ['direct/direct', 'direct/direct', 'direct/direct', 'relayed/relayed'],      # moderate
-        ['direct/direct', 'direct/direct', 'relayed/relayed', 'relayed/relayed'],    # strict
+        ['direct/direct', 'direct/direct', 'direct/direct', 'direct/direct'],        # moderate
+        ['direct/direct', 'direct/direct', 'direct/direct', 'relayed/relayed'],      # strict
     ])
     for b, cell in zip(TIERS, row)
 }
@@ -1168,34 +1170,83 @@ MATRIX_EXPECTED = {
 TIER_KIND = {'none': 'none', 'open': 'open', 'moderate': 'cone', 'strict': 'symmetric'}
 
 
-def matrix_pair(lab, tier_a, tier_b, found):
-    """One cell: sets both sites' tiers, checks them, then chats both ways. Returns
-    (A's path to B, B's path to A), and counts the kind each side's discovery found in
-    `found` ({tier: {kind: clients}}). A lab whose routers do not behave as their tiers
-    should fails the whole matrix, as a lab error; a kind that is not its tier's
-    (TIER_KIND), whether found or passed on to the peer, fails the pair."""
-    a, b = SITES  # h1, h3
-    for host, tier in ((a, tier_a), (b, tier_b)):
+# The cells port prediction connects (src/client/prediction.rs): one NAT keeps one port for
+# every destination and filters, the other gives each destination its own random port. One
+# attempt finds a path about 87 % of the time; attempts are at least 35 s apart, and the cell
+# waits for three (99.8 %), chatting now and then, as a retry is made when a message goes.
+PREDICTED = {('moderate', 'strict'), ('strict', 'moderate')}
+PREDICTION_ATTEMPTS = 3
+PREDICTION_PATIENCE = PREDICTION_ATTEMPTS * 35 + 15
+PREDICTION_CHAT_EVERY = 5
+# A cell the NAT kinds relay at once, and why, in @show_list's words.
+RELAYED_BECAUSE = {('strict', 'strict'): 'both NATs change their port for each destination: '
+                                         'no punch or port guess can meet'}
+# What a client says when port prediction found its path.
+PREDICTION_FOUND = r'^Port prediction found a direct path to \S+ \((.*)\)\.$'
+
+
+def set_tiers(lab, tier_a, tier_b):
+    """Sets both sites' tiers and checks them: a lab whose routers do not behave as their
+    tiers should fails the whole matrix, as a lab error."""
+    for host, tier in zip(SITES, (tier_a, tier_b)):
         set_site_tier(lab.net, host, tier)
-    probes = {host: start_tier_checks(lab.net, host) for host in (a, b)}
-    for host, tier in ((a, tier_a), (b, tier_b)):
+    probes = {host: start_tier_checks(lab.net, host) for host in SITES}
+    for host, tier in zip(SITES, (tier_a, tier_b)):
         wrong = finish_tier_check(lab.net, host, tier, probes[host])
         if wrong:
             raise LabError(f'lab: {wrong}')
+
+
+def nats_known(first, second):
+    """Waits until each client lists the other's NAT kind (both discoveries are done), so
+    that the first chat's punch already knows whether to guess ports; returns the rows."""
+    deadline = time.monotonic() + SOON
+    while True:
+        rows = (list_rows(first)[second.name], list_rows(second)[first.name])
+        if all(row['nat'] for row in rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise Failed(f'the NAT kinds were not known within {SOON:.0f} s: '
+                         f'{rows[0].group(0)!r}; {rows[1].group(0)!r}')
+        time.sleep(0.5)
+
+
+def matrix_pair(lab, tier_a, tier_b, found):
+    """One cell: sets both sites' tiers, checks them, then chats both ways. Returns
+    (A's path to B, B's path to A), and counts the kind each side's discovery found in
+    `found` ({tier: {kind: clients}}); a kind that is not its tier's (TIER_KIND), whether
+    found or passed on to the peer, fails the pair. A cell that port prediction connects
+    waits for it, with a bounded deadline (PREDICTION_PATIENCE), chatting now and then;
+    what each side said of how prediction found its path goes into the summary."""
+    set_tiers(lab, tier_a, tier_b)
+    a, b = SITES  # h1, h3
     server = lab.server()
     first, second = pair(lab, a, b)
-    there, back = f'{tier_a} to {tier_b}', f'{tier_b} back to {tier_a}'
-    chat(first, second, there)
-    chat(second, first, back)
+    predicted = (tier_a, tier_b) in PREDICTED
+    because = RELAYED_BECAUSE.get((tier_a, tier_b))
+    if predicted or because:
+        nats_known(first, second)
+    sent = []
+    started = time.monotonic()
+    while True:
+        n = len(sent) // 2 + 1
+        for sender, receiver, text in ((first, second, f'{tier_a} to {tier_b} #{n}'),
+                                       (second, first, f'{tier_b} back to {tier_a} #{n}')):
+            chat(sender, receiver, text)
+            sent.append((sender, receiver, text))
+        paths = (show_list(first).get(b), show_list(second).get(a))
+        waited = time.monotonic() - started
+        if not predicted or paths == ('direct', 'direct') or waited > PREDICTION_PATIENCE:
+            break
+        time.sleep(PREDICTION_CHAT_EVERY)
     kinds = (discovered(server, first), discovered(server, second))
     for tier, kind in ((tier_a, kinds[0]), (tier_b, kinds[1])):
         found[tier][kind] = found[tier].get(kind, 0) + 1
-    paths = (show_list(first).get(b), show_list(second).get(a))
     time.sleep(0.3)  # a duplicate would come within this: the relay follows 1 s after a hold
-    for receiver, sender, text in ((second, first, there), (first, second, back)):
+    for sender, receiver, text in sent:
         shown = sum(1 for line in receiver.output() if re.search(from_line(sender.name, text), line))
         if shown != 1:
-            raise Failed(f'{receiver.name} showed {sender.name}\'s message {shown} times')
+            raise Failed(f'{receiver.name} showed {sender.name}\'s {text!r} {shown} times')
     wrong = [f'{client.name} ({tier}) found its NAT {kind}, expected {TIER_KIND[tier]}'
              for client, tier, kind in ((first, tier_a, kinds[0]), (second, tier_b, kinds[1]))
              if kind != TIER_KIND[tier]]
@@ -1210,7 +1261,34 @@ def matrix_pair(lab, tier_a, tier_b, found):
                 raise Failed(f'{client.name} lists {peer.name}\'s NAT as {listed}, '
                              f'expected {TIER_KIND[tier]}')
             time.sleep(0.5)
+    if because:
+        for row in (list_rows(first)[b], list_rows(second)[a]):
+            if row['why'] != because:
+                raise Failed(f'relayed without saying why ({because}): {row.group(0)!r}')
+    if predicted:
+        found = [f'{client.name}: {m.group(1)}' for client in (first, second)
+                 for m in map(re.compile(PREDICTION_FOUND).match, client.output()) if m]
+        lab.summary.append(f'{tier_a} x {tier_b}: {"; ".join(found) or "no prediction found"} '
+                           f'({time.monotonic() - started:.0f} s, {len(sent)} messages)')
     return paths
+
+
+def prediction_off(lab):
+    """moderate x strict with --no-port-prediction on both sides: relayed at once, before any
+    message, each side saying why; a chat both ways still arrives once."""
+    set_tiers(lab, 'moderate', 'strict')
+    lab.server()
+    first, second = pair(lab, *SITES, extra=['--no-port-prediction'])
+    for row in nats_known(first, second):
+        if (row['path'], row['why']) != ('relayed', 'these NATs cannot be punched; '
+                                                     'port prediction is off'):
+            raise Failed(f'with --no-port-prediction, not relayed at once: {row.group(0)!r}')
+    chat(first, second, 'no guessing there')
+    chat(second, first, 'no guessing back')
+    if any(re.match(PREDICTION_FOUND, line) for c in (first, second) for line in c.output()):
+        raise Failed('port prediction ran with --no-port-prediction')
+    lab.summary.append('moderate x strict with --no-port-prediction: relayed at once on both '
+                       'sides, saying why')
 
 
 class LabError(Failed):
@@ -1261,6 +1339,16 @@ def nat_matrix(lab):
                                    for tier in TIERS)
                        + ' (expected: ' + ', '.join(f'{t} -> {k}' for t, k in TIER_KIND.items())
                        + ')')
+    try:
+        prediction_off(lab)
+    except LabError:
+        lab.stop_procs(keep=True)
+        raise
+    except Failed as e:
+        failures.append(f'--no-port-prediction: {e}')
+        lab.stop_procs(keep=True)
+    else:
+        lab.stop_procs(keep=VERBOSE)
     problems = failures + [f'path {w}' for w in wrong_paths]
     if problems:
         raise Failed(f'{len(problems)} of 16 pairs wrong: ' + '; '.join(problems))
@@ -1489,7 +1577,7 @@ SCENARIOS = [
     ('server-restart', 'home', server_restart, 90, True),
     ('link-outage', 'home', link_outage, 90, True),
     ('udp-blocked', 'home', udp_blocked, SCENARIO_LIMIT, True),
-    ('nat-matrix', 'tiers', nat_matrix, 300, True),
+    ('nat-matrix', 'tiers', nat_matrix, 600, True),
     ('cgnat', 'cgnat', cgnat, SCENARIO_LIMIT, True),
     ('hairpin', 'hairpin', hairpin, SCENARIO_LIMIT, True),
     ('cgnat-hairpin', 'cgnat-hairpin', cgnat_hairpin, SCENARIO_LIMIT, True),

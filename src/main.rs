@@ -82,10 +82,16 @@ const CLIENT: Command = Command {
             help: "how often to send a UDP keep-alive",
         },
     ],
-    flags: &[(
-        "asleep",
-        "register Asleep: listed, but unreachable until @awake (or a @chat)",
-    )],
+    flags: &[
+        (
+            "asleep",
+            "register Asleep: listed, but unreachable until @awake (or a @chat)",
+        ),
+        (
+            "no-port-prediction",
+            "never guess a symmetric NAT's ports: a peer no plain punch can reach is relayed",
+        ),
+    ],
 };
 
 const ROOM_SERVER: Command = Command {
@@ -235,6 +241,7 @@ fn run_client(m: &Matches) -> Result<(), Failure> {
         id: m.get("id").map_err(usage)?,
         keepalive: seconds(m, "keepalive-secs")?,
         asleep: m.flag("asleep"),
+        predict: !m.flag("no-port-prediction"),
     })
 }
 

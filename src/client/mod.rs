@@ -38,6 +38,10 @@
 //! - [`discovery`]: NAT discovery: how our NAT behaves, said once at start (and by `@nat`),
 //!   told to the server for the others, and used by [`paths`] to skip a punch that cannot
 //!   work.
+//! - [`prediction`]: port prediction, for a pair that a plain punch cannot connect but a
+//!   guess can (a symmetric NAT and a home router): the one place with more UDP sockets,
+//!   and a receive thread more, than the three readers above; see its doc for why, and how
+//!   it stays bounded (`--no-port-prediction` switches it off).
 //! - [`link`]: the link to the server: requests, announcements, losing it,
 //!   getting it back, and leaving.
 //! - [`rtt`]: how long to wait for a peer's answer: its measured round trip.
@@ -61,6 +65,7 @@ mod link;
 mod outgoing;
 mod paths;
 mod peers;
+mod prediction;
 mod readers;
 mod reports;
 mod rtt;
@@ -99,6 +104,9 @@ pub struct Config {
     pub keepalive: Duration,
     /// Register Asleep: listed, but without a UDP endpoint until `@awake` (or a `@chat`).
     pub asleep: bool,
+    /// Try port prediction with a peer whose NAT and ours no plain punch can connect
+    /// (`--no-port-prediction`: never; such a peer is relayed at once).
+    pub predict: bool,
 }
 
 /// Registers, then runs the event loop until the user leaves (`Ok`) or the server goes.
@@ -112,7 +120,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
         to_loop: session.to_loop,
         generation: 0,
         udp: session.udp,
-        peers: Peers::new(session.me),
+        to_loop_udp: session.to_loop_udp,
+        peers: Peers::new(session.me, config.predict),
         outgoing: Outgoing::new(session.stamps),
         keepalive: config.keepalive,
         next_keepalive: Instant::now() + config.keepalive,
@@ -168,9 +177,12 @@ struct Client {
     /// Which connection to the server this is (0, then one more each time we register
     /// again): the end of an older one is old news.
     generation: u64,
-    /// Our one UDP socket: chats, acknowledgements and probes to peers, and announcements
-    /// to the server, all leave from it (the UDP thread reads it through a clone).
+    /// Our UDP socket: chats, acknowledgements and probes to peers, and announcements to
+    /// the server, all leave from it (the UDP thread reads it through a clone), except what
+    /// goes to a peer that port prediction reached through a socket of its own.
     udp: UdpSocket,
+    /// For port prediction's threads, to hand the loop what they receive.
+    to_loop_udp: Sender<FromUdp>,
     /// Ourselves and everyone else online, each with its paths and what it sent us.
     peers: Peers,
     /// Our messages until they are acknowledged, or reported.
@@ -253,6 +265,7 @@ impl Client {
                         self.on_datagram(datagram, Via::Direct(from))?;
                     }
                     Ok(FromUdp::NatOpen(open)) => self.on_nat_open(&open.nonce)?,
+                    Ok(FromUdp::Predicted(hit)) => self.on_hit(hit)?,
                     Err(_) => {}
                 },
                 recv(ticker) -> _ => self.on_tick(Instant::now())?,
@@ -305,15 +318,16 @@ impl Client {
                     peer.relocate(Public::At(public));
                 }
             }
-            Event::Punch { peer, key } => {
-                if let Some(peer) = self.peers.get_mut(&peer) {
+            Event::Punch { peer: id, key } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
                     let now = Instant::now();
                     peer.punch(key, &mut self.nonces, now);
                     // At once, not at the next tick: the peer got its PUNCH at the same
                     // moment, and the closer together the two first probes leave, the likelier
                     // each opens its own NAT before the other's arrives.
                     let probes = probes_due(peer, &self.id, now);
-                    self.send_probes(probes);
+                    self.send_probes(&id, probes);
+                    self.predict(&id, now);
                 }
             }
             Event::Relayed { datagram } => self.on_datagram(datagram, Via::Relay)?,
@@ -362,9 +376,15 @@ impl Client {
             if !waited.is_empty() {
                 show(&peer.info.id, waited);
             }
-            probes.extend(probes_due(peer, &self.id, now));
+            peer.prediction.expire(now);
+            let due = probes_due(peer, &self.id, now);
+            if !due.is_empty() {
+                probes.push((peer.info.id.clone(), due));
+            }
         }
-        self.send_probes(probes);
+        for (id, probes) in probes {
+            self.send_probes(&id, probes);
+        }
         Ok(())
     }
 }

@@ -48,6 +48,10 @@
 //! the direct paths are probed again, with a coordinated punch. Should the peer ask for one
 //! sooner (it learned our kind later), its probes are answered and ours sent. A path that
 //! validates after all is taken. Where the kinds are not known, nothing changes.
+//! The exception is a pair that port prediction can connect ([`super::prediction`]: exactly
+//! one of the two NATs changes its port with the destination): its paths are kept as for any
+//! pair, the coordinated punch starts the guessing on both sides, and [`Paths::asking`] and
+//! [`Paths::mapping_found`] are its two hooks here.
 //!
 //! These are the books only: the client sends what they say (the probes, the punch request,
 //! each chat on its route: see [`super::transport`]).
@@ -157,9 +161,10 @@ pub struct Paths {
     /// Our own UDP is blocked on the way to the server (it lists us as relayed): no path of
     /// ours can work either. Kept by [`Peers`](super::peers::Peers), which knows.
     ours_blocked: bool,
-    /// The two NATs cannot be punched through: see [`Paths::set_punch_hopeless`]. Kept by
-    /// [`Peers`](super::peers::Peers), which knows both kinds.
-    punch_hopeless: bool,
+    /// The two NATs cannot be punched through, and the words that say why in `@show_list`:
+    /// see [`Paths::set_punch_hopeless`]. Kept by [`Peers`](super::peers::Peers), which
+    /// knows both kinds.
+    punch_hopeless: Option<&'static str>,
 }
 
 /// A genuine answer to one of our probes.
@@ -207,17 +212,19 @@ impl Paths {
             asked: 0,
             last_direct: None,
             ours_blocked,
-            punch_hopeless: false,
+            punch_hopeless: None,
         }
     }
 
-    /// Whether the two NATs cannot be punched through. Then a peer with no path yet, or a
-    /// relayed one, is relayed at once, and no punch is asked for before the next retry of
-    /// the direct paths, [`DIRECT_RETRY`] from now for a peer with no path yet (a direct
-    /// path that already works is kept: it proves the kinds wrong). No longer, its paths
-    /// are tried again, at the next message.
-    pub fn set_punch_hopeless(&mut self, hopeless: bool) {
-        self.punch_hopeless = hopeless;
+    /// Whether the two NATs cannot be punched through (`Some`: the path's label in
+    /// `@show_list`, which says why). Then a peer with no path yet, or a relayed one, is
+    /// relayed at once, and no punch is asked for before the next retry of the direct paths,
+    /// [`DIRECT_RETRY`] from now for a peer with no path yet (a direct path that already
+    /// works is kept: it proves the kinds wrong). No longer, its paths are tried again, at
+    /// the next message.
+    pub fn set_punch_hopeless(&mut self, why: Option<&'static str>) {
+        self.punch_hopeless = why;
+        let hopeless = why.is_some();
         match self.path {
             Path::Untried if hopeless => {
                 let now = Instant::now();
@@ -251,7 +258,7 @@ impl Paths {
     pub fn label(&self) -> &'static str {
         match self.path {
             Path::Relayed { .. } | Path::RelayOnly => "relayed",
-            Path::NatsRelay { .. } => "relayed (these NATs cannot be punched)",
+            Path::NatsRelay { .. } => self.punch_hopeless.unwrap_or("relayed"),
             Path::Untried => "new",
             Path::Direct(addr) => match self.kind_of(addr) {
                 Some(Kind::Private) => "private",
@@ -463,6 +470,29 @@ impl Paths {
             self.candidates.push(Candidate::new(addr, Kind::Reflexive));
         }
         self.ask_again(addr, nonces, now, rtt);
+    }
+
+    /// The nonce we ask `addr` with now, if we do: port prediction sends it from each of its
+    /// new mappings (see [`super::prediction`]), so that the peer's answer to any of them
+    /// validates `addr` as our own probes' answers would.
+    pub fn asking(&self, addr: SocketAddr) -> Option<Nonce> {
+        let candidate = self.candidates.iter().find(|c| c.addr == addr)?;
+        candidate.asking.filter(|_| !candidate.validated)
+    }
+
+    /// Port prediction found a mapping of ours that the peer at `addr` reaches (a genuine
+    /// datagram of its came in on it): `addr` is asked at once, with a fresh nonce, from that
+    /// mapping, unless it is validated already. The peer then sees our probes come from the
+    /// port it guessed, and validates it as the peer-reflexive candidate it is.
+    pub fn mapping_found(&mut self, addr: SocketAddr, nonces: &mut Nonces, now: Instant) {
+        let Some(candidate) = self.candidates.iter_mut().find(|c| c.addr == addr) else {
+            return;
+        };
+        if !candidate.validated {
+            candidate.asking = Some(nonces.draw());
+            candidate.asked_at = None;
+            self.burst = Some(Burst::starting(now));
+        }
     }
 
     /// A genuine probe of the peer's (its tag checked) came from `addr`. An address we did
@@ -918,26 +948,23 @@ pub(super) mod tests {
         let mut nonces = Nonces::new().unwrap();
         let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
         let now = Instant::now();
-        far.set_punch_hopeless(true);
+        let hopeless = "relayed (these NATs cannot be punched)";
+        far.set_punch_hopeless(Some(hopeless));
         assert_eq!(
             route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Relay, false),
             "no hold, no punch"
         );
-        assert_eq!(far.label(), "relayed (these NATs cannot be punched)");
+        assert_eq!(far.label(), hopeless);
         let private = "192.168.2.2:10081".parse().unwrap();
         far.relocate(private, Public::At("10.0.0.2:40000".parse().unwrap()));
-        assert_eq!(
-            far.label(),
-            "relayed (these NATs cannot be punched)",
-            "a move changes no NAT"
-        );
+        assert_eq!(far.label(), hopeless, "a move changes no NAT");
         // The peer asked for a punch all the same, and a path validated: it is taken.
         let probes = punched(&mut far, &mut nonces, now);
         assert!(far
             .answered(probes[1].0, &probes[1].1, ME, ME, now)
             .is_some_and(|a| a.first_path));
-        far.set_punch_hopeless(true);
+        far.set_punch_hopeless(Some(hopeless));
         assert_eq!(
             far.label(),
             "direct",
@@ -945,8 +972,8 @@ pub(super) mod tests {
         );
         // Kinds no longer hopeless: the punch is asked again at the next message.
         let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
-        far.set_punch_hopeless(true);
-        far.set_punch_hopeless(false);
+        far.set_punch_hopeless(Some(hopeless));
+        far.set_punch_hopeless(None);
         assert_eq!(
             route(&mut far, Duration::ZERO, now, &mut nonces),
             (Route::Hold, true)
@@ -958,7 +985,7 @@ pub(super) mod tests {
         let mut nonces = Nonces::new().unwrap();
         let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
         let now = Instant::now();
-        far.set_punch_hopeless(true);
+        far.set_punch_hopeless(Some("relayed (these NATs cannot be punched)"));
         // However long a message waits, no punch before the retry.
         let before = now + DIRECT_RETRY - Duration::from_secs(1);
         assert_eq!(
@@ -982,7 +1009,7 @@ pub(super) mod tests {
         );
         // Nothing answers the retry: relayed still, and asked again every DIRECT_RETRY.
         let mut far = to("10.0.0.2:10081", "192.168.2.2:10081");
-        far.set_punch_hopeless(true);
+        far.set_punch_hopeless(Some("relayed (these NATs cannot be punched)"));
         let retry = Instant::now() + DIRECT_RETRY;
         assert_eq!(
             route(&mut far, Duration::ZERO, retry, &mut nonces),
@@ -999,7 +1026,7 @@ pub(super) mod tests {
         punched(&mut far, &mut nonces, failed);
         route(&mut far, overdue(), failed, &mut nonces);
         assert_eq!(far.label(), "relayed");
-        far.set_punch_hopeless(true);
+        far.set_punch_hopeless(Some("relayed (these NATs cannot be punched)"));
         assert_eq!(far.label(), "relayed (these NATs cannot be punched)");
         assert_eq!(
             route(&mut far, Duration::ZERO, failed + DIRECT_RETRY, &mut nonces),

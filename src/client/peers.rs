@@ -18,6 +18,7 @@
 
 use super::inbound::Inbound;
 use super::paths::Paths;
+use super::prediction::{role, Prediction, Role};
 use crate::nonce::{Key, Nonces};
 use crate::wire::{Nat, PeerInfo, Public};
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct Peer {
     pub inbound: Inbound,
     /// How its NAT behaves, as its discovery found it (the server's `NAT` line).
     pub nat: Nat,
+    /// Port prediction with it: the attempt under way, the socket one won.
+    pub prediction: Prediction,
 }
 
 impl Peer {
@@ -48,6 +51,7 @@ impl Peer {
             key: None,
             inbound: Inbound::default(),
             nat: Nat::Unknown,
+            prediction: Prediction::default(),
         }
     }
 
@@ -74,6 +78,7 @@ impl Peer {
     pub fn relocate(&mut self, public: Public) {
         self.info.public = public;
         self.paths.relocate(self.info.private, public);
+        self.prediction.end();
     }
 }
 
@@ -83,6 +88,8 @@ pub struct Peers {
     pub me: PeerInfo,
     /// How our own NAT behaves, as our discovery found it.
     my_nat: Nat,
+    /// Whether port prediction may be tried (`--no-port-prediction` says no).
+    predict: bool,
     others: BTreeMap<String, Peer>,
     /// Peers that left, or that a server we registered with again did not list: kept (at
     /// most [`AWAY_KEPT`] of them), so that a retransmission after they come back is not
@@ -100,11 +107,12 @@ struct Away {
 }
 
 impl Peers {
-    /// Just us.
-    pub fn new(me: PeerInfo) -> Peers {
+    /// Just us; `predict`: whether port prediction may be tried.
+    pub fn new(me: PeerInfo, predict: bool) -> Peers {
         Peers {
             me,
             my_nat: Nat::Unknown,
+            predict,
             others: BTreeMap::new(),
             away: BTreeMap::new(),
         }
@@ -140,7 +148,7 @@ impl Peers {
     pub fn set_my_nat(&mut self, nat: Nat) {
         self.my_nat = nat;
         for peer in self.others.values_mut() {
-            hope(&self.me, nat, peer);
+            hope(&self.me, nat, self.predict, peer);
         }
     }
 
@@ -148,7 +156,7 @@ impl Peers {
     pub fn set_nat(&mut self, id: &str, nat: Nat) {
         if let Some(peer) = self.others.get_mut(id) {
             peer.nat = nat;
-            hope(&self.me, self.my_nat, peer);
+            hope(&self.me, self.my_nat, self.predict, peer);
         }
     }
 
@@ -160,7 +168,8 @@ impl Peers {
         if blocked != was {
             for peer in self.others.values_mut() {
                 peer.paths = Paths::new(peer.info.private, peer.info.public, blocked);
-                hope(&self.me, self.my_nat, peer);
+                peer.prediction.end();
+                hope(&self.me, self.my_nat, self.predict, peer);
             }
         }
     }
@@ -180,9 +189,12 @@ impl Peers {
     }
 
     fn put_away(&mut self, id: &str, may_return: bool) {
-        let Some(peer) = self.others.remove(id) else {
+        let Some(mut peer) = self.others.remove(id) else {
             return;
         };
+        if !may_return {
+            peer.prediction.end();
+        }
         if self.away.len() >= AWAY_KEPT {
             self.away.pop_first();
         }
@@ -208,18 +220,45 @@ impl Peers {
     pub fn len(&self) -> usize {
         self.others.len()
     }
+
+    /// Our part in port prediction with peer `id`, if it may be tried: see [`role`].
+    pub fn prediction_role(&self, id: &str) -> Option<Role> {
+        let peer = self.others.get(id)?;
+        let across = across_nats(&self.me, peer)?;
+        (self.predict && across)
+            .then(|| role(self.my_nat, peer.nat))
+            .flatten()
+    }
 }
 
-/// Tells `peer`'s paths whether a punch between our NAT (`mine`) and its can work. Two
-/// clients behind the same public address may reach each other on their LAN whatever their
-/// NAT does to the outside, so for them the kinds say nothing.
-fn hope(me: &PeerInfo, mine: Nat, peer: &mut Peer) {
-    let same_nat = match (me.public, peer.info.public) {
-        (Public::At(ours), Public::At(theirs)) => ours.ip() == theirs.ip(),
-        _ => false,
+/// `@show_list`'s words for a pair of NATs no punch can connect: port prediction could, but
+/// is switched off.
+const PREDICTION_OFF: &str = "relayed (these NATs cannot be punched; port prediction is off)";
+/// And for a pair that nothing direct can connect.
+const NOTHING_MEETS: &str = "relayed (both NATs change their port for each destination: no \
+                             punch or port guess can meet)";
+
+/// Whether we and `peer` are behind different public addresses (`None`: either has none).
+/// Two clients behind the same one may reach each other on their LAN whatever their NAT does
+/// to the outside, so for them the kinds say nothing.
+fn across_nats(me: &PeerInfo, peer: &Peer) -> Option<bool> {
+    match (me.public, peer.info.public) {
+        (Public::At(ours), Public::At(theirs)) => Some(ours.ip() != theirs.ip()),
+        _ => None,
+    }
+}
+
+/// Tells `peer`'s paths whether a punch between our NAT (`mine`) and its can work, or port
+/// prediction (`predict`: may be tried) in its place.
+fn hope(me: &PeerInfo, mine: Nat, predict: bool, peer: &mut Peer) {
+    let across = across_nats(me, peer).unwrap_or(true);
+    let why = match role(mine, peer.nat) {
+        _ if !across || !mine.punch_cannot_work(peer.nat) => None,
+        Some(_) if predict => None,
+        Some(_) => Some(PREDICTION_OFF),
+        None => Some(NOTHING_MEETS),
     };
-    let hopeless = !same_nat && mine.punch_cannot_work(peer.nat);
-    peer.paths.set_punch_hopeless(hopeless);
+    peer.paths.set_punch_hopeless(why);
 }
 
 #[cfg(test)]
@@ -248,7 +287,7 @@ mod tests {
     fn a_peer_missing_from_a_restarted_servers_list_comes_back_with_its_path() {
         let mut nonces = Nonces::new().unwrap();
         let now = Instant::now();
-        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
+        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"), true);
         let far = info("far", "10.0.0.2:10081", "192.168.2.2:10081");
         let direct = |peers: &mut Peers, nonces: &mut Nonces| {
             let peer = peers.get_mut("far").unwrap();
@@ -307,45 +346,84 @@ mod tests {
     }
 
     #[test]
-    fn the_kinds_of_both_nats_decide_whether_a_punch_is_tried() {
+    fn the_kinds_of_both_nats_decide_whether_a_punch_or_port_prediction_is_tried() {
         let mut nonces = Nonces::new().unwrap();
         let now = Instant::now();
-        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
-        peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
-        peers.insert(info("home", "10.0.0.9:40000", "192.168.9.3:10081"));
-        peers.insert(info("open", "10.0.0.3:10081", "192.168.3.3:10081"));
-        peers.set_my_nat(Nat::Symmetric);
-        for id in ["far", "home", "open"] {
-            assert_eq!(peers.get(id).unwrap().paths.label(), "new", "kinds unknown");
+        for predict in [true, false] {
+            let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"), predict);
+            peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
+            peers.insert(info("home", "10.0.0.9:40000", "192.168.9.3:10081"));
+            peers.insert(info("open", "10.0.0.3:10081", "192.168.3.3:10081"));
+            peers.insert(info("hard", "10.0.0.4:10081", "192.168.4.4:10081"));
+            peers.set_my_nat(Nat::Symmetric);
+            for id in ["far", "home", "open", "hard"] {
+                assert_eq!(peers.get(id).unwrap().paths.label(), "new", "kinds unknown");
+                assert_eq!(peers.prediction_role(id), None);
+            }
+            peers.set_nat("far", Nat::Cone);
+            peers.set_nat("home", Nat::Cone);
+            peers.set_nat("open", Nat::Open);
+            peers.set_nat("hard", Nat::Symmetric);
+            let far = peers.get_mut("far").unwrap();
+            if predict {
+                assert_eq!(
+                    route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+                    (Route::Hold, true),
+                    "symmetric to a filtering NAT: a punch, and our ports guessed"
+                );
+                assert_eq!(peers.prediction_role("far"), Some(Role::Hard));
+            } else {
+                assert_eq!(
+                    route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+                    (Route::Relay, false),
+                    "symmetric to a filtering NAT, no port prediction: the relay at once"
+                );
+                assert_eq!(far.paths.label(), PREDICTION_OFF);
+                assert_eq!(peers.prediction_role("far"), None);
+            }
+            let hard = peers.get_mut("hard").unwrap();
+            assert_eq!(
+                route(&mut hard.paths, Duration::ZERO, now, &mut nonces),
+                (Route::Relay, false),
+                "two symmetric NATs: nothing direct can meet"
+            );
+            assert_eq!(hard.paths.label(), NOTHING_MEETS);
+            assert_eq!(peers.prediction_role("hard"), None);
+            let home = peers.get_mut("home").unwrap();
+            assert_eq!(
+                route(&mut home.paths, Duration::ZERO, now, &mut nonces),
+                (Route::Hold, true),
+                "behind our own NAT: its LAN address may work"
+            );
+            assert_eq!(peers.prediction_role("home"), None, "and no guessing");
+            let open = peers.get_mut("open").unwrap();
+            assert_eq!(
+                route(&mut open.paths, Duration::ZERO, now, &mut nonces),
+                (Route::Hold, true),
+                "its NAT does not filter: our probes get in"
+            );
+            assert_eq!(peers.prediction_role("open"), None);
+            // We turn out to be behind a typical home router after all (a new network).
+            peers.set_my_nat(Nat::Cone);
+            let far = peers.get_mut("far").unwrap();
+            assert_eq!(
+                route(&mut far.paths, Duration::ZERO, now, &mut nonces),
+                (Route::Hold, !predict),
+                "a punch (asked for already, if we were to guess)"
+            );
+            assert_eq!(peers.prediction_role("far"), None);
+            let hard = peers.get("hard").unwrap();
+            assert_eq!(
+                hard.paths.label(),
+                if predict { "new" } else { PREDICTION_OFF }
+            );
+            let easy = predict.then_some(Role::Easy);
+            assert_eq!(
+                peers.prediction_role("hard"),
+                easy,
+                "now we guess its ports"
+            );
         }
-        peers.set_nat("far", Nat::Cone);
-        peers.set_nat("home", Nat::Cone);
-        peers.set_nat("open", Nat::Open);
-        let far = peers.get_mut("far").unwrap();
-        assert_eq!(
-            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
-            (Route::Relay, false),
-            "symmetric to a filtering NAT: the relay at once"
-        );
-        let home = peers.get_mut("home").unwrap();
-        assert_eq!(
-            route(&mut home.paths, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, true),
-            "behind our own NAT: its LAN address may work"
-        );
-        let open = peers.get_mut("open").unwrap();
-        assert_eq!(
-            route(&mut open.paths, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, true),
-            "its NAT does not filter: our probes get in"
-        );
-        // We turn out to be behind a typical home router after all (a new network).
-        peers.set_my_nat(Nat::Cone);
-        let far = peers.get_mut("far").unwrap();
-        assert_eq!(
-            route(&mut far.paths, Duration::ZERO, now, &mut nonces),
-            (Route::Hold, true)
-        );
     }
 
     #[test]
@@ -356,7 +434,7 @@ mod tests {
             public: Public::Relayed,
             ..info("walled", "10.0.0.1:1", "192.168.1.3:10081")
         };
-        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"));
+        let mut peers = Peers::new(info("me", "10.0.0.9:10081", "192.168.9.9:10081"), true);
         peers.insert(relayed);
         peers.insert(info("far", "10.0.0.2:10081", "192.168.2.2:10081"));
         let walled = peers.get_mut("walled").unwrap();

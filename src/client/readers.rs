@@ -11,7 +11,11 @@
 //! (nothing the user typed, or the server said, is lost), and the UDP thread drops the
 //! datagram, as a full socket buffer would: UDP promises nothing, and the sender
 //! retransmits.
+//!
+//! Port prediction's thread, when an attempt runs, hands the loop what it receives on the
+//! same channel as the UDP thread ([`FromUdp`]): see [`super::prediction`].
 
+use super::prediction::Hit;
 use super::session::Back;
 use crate::failure::{spawn, Failure};
 use crate::lines::LineReader;
@@ -48,10 +52,13 @@ pub enum FromServer {
     Taken,
 }
 
-/// What the UDP thread hands to the loop.
+/// What the UDP thread (and port prediction's threads) hand to the loop.
 pub enum FromUdp {
     /// A peer's datagram.
     Peer(FromPeer),
+    /// Port prediction: a guess landed on one of our new mappings. See
+    /// [`super::prediction`].
+    Predicted(Hit),
     /// The server's answer to NAT discovery, from a port we never send to: see
     /// [`super::discovery`].
     NatOpen(NatOpen),
@@ -116,10 +123,9 @@ pub fn read_events(
     let _ = to_loop.send(FromServer::Closed(generation));
 }
 
-/// The UDP thread: well-formed peer datagrams, and the server's `NAT_OPEN`. Anything else
-/// is dropped here.
-pub fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromUdp>, Failure> {
-    let (tx, rx) = bounded(CHANNEL);
+/// The UDP thread: well-formed peer datagrams, and the server's `NAT_OPEN`, on `tx`.
+/// Anything else is dropped here.
+pub fn spawn_udp_reader(udp: UdpSocket, tx: Sender<FromUdp>) -> Result<(), Failure> {
     spawn("udp", move || {
         let mut buf = [0u8; 1500];
         loop {
@@ -137,6 +143,5 @@ pub fn spawn_udp_reader(udp: UdpSocket) -> Result<Receiver<FromUdp>, Failure> {
                 let _ = tx.try_send(FromUdp::NatOpen(open));
             }
         }
-    })?;
-    Ok(rx)
+    })
 }

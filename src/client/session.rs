@@ -68,6 +68,8 @@ pub struct Session {
     /// For a reconnect thread, to reach the loop as the TCP thread did.
     pub to_loop: Sender<FromServer>,
     pub from_peers: Receiver<FromUdp>,
+    /// For port prediction's threads, to reach the loop as the UDP thread does.
+    pub to_loop_udp: Sender<FromUdp>,
 }
 
 /// How long each answer of the server's may take during registration before the client gives
@@ -138,6 +140,7 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         private: handshake.private,
     };
     let (to_loop, from_server) = bounded(CHANNEL);
+    let (to_loop_udp, from_peers) = bounded(CHANNEL);
     Ok(Session {
         me,
         challenge: (handshake.public == Public::Asleep).then_some(handshake.welcome),
@@ -145,7 +148,11 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         stamps: nonces()?,
         server_addr,
         input: spawn_input(io::stdin())?,
-        from_peers: spawn_udp_reader(udp.try_clone().map_err(lost)?)?,
+        from_peers: {
+            spawn_udp_reader(udp.try_clone().map_err(lost)?, to_loop_udp.clone())?;
+            from_peers
+        },
+        to_loop_udp,
         tcp: handshake.tcp,
         udp,
         list: handshake.list,

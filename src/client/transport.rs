@@ -52,7 +52,7 @@ impl Client {
             }
             let sent = match route {
                 Route::Direct(addr) => {
-                    self.send_udp(&datagram.to_string(), addr);
+                    self.send_to_peer(&send.to, &datagram.to_string(), addr);
                     true
                 }
                 Route::Relay if server => {
@@ -132,7 +132,7 @@ impl Client {
                 peer.paths.probed_from(addr, &mut self.nonces, now);
                 if let Some(key) = peer.key() {
                     let answer = Datagram::probe_ack(&self.id, nonce, addr, key);
-                    self.send_udp(&answer.to_string(), addr);
+                    self.send_to_peer(&from, &answer.to_string(), addr);
                 }
             }
             Datagram::ProbeAck { nonce, seen, .. } => {
@@ -145,6 +145,9 @@ impl Client {
                 };
                 self.outgoing.measured(&from, answered.round_trip);
                 if answered.first_path {
+                    if let Some(how) = peer.prediction.found(now) {
+                        crate::say!("Port prediction found a direct path to {from} ({how}).");
+                    }
                     // A path at last: what was held or relayed goes on it now, and what was
                     // given up on lately with it.
                     self.outgoing.revive(&from, now);
@@ -160,7 +163,7 @@ impl Client {
     fn reply(&mut self, datagram: Datagram, to: &str, via: Via) -> Result<(), Failure> {
         match via {
             Via::Direct(addr) => {
-                self.send_udp(&datagram.to_string(), addr);
+                self.send_to_peer(to, &datagram.to_string(), addr);
                 Ok(())
             }
             Via::Relay => self.request(&Request::Relay {
@@ -170,11 +173,18 @@ impl Client {
         }
     }
 
-    /// Sends probes (see [`probes_due`]), each to its address.
-    pub fn send_probes(&self, probes: Vec<(SocketAddr, Datagram)>) {
+    /// Sends probes to peer `id` (see [`probes_due`]), each to its address.
+    pub fn send_probes(&self, id: &str, probes: Vec<(SocketAddr, Datagram)>) {
         for (addr, probe) in probes {
-            self.send_udp(&probe.to_string(), addr);
+            self.send_to_peer(id, &probe.to_string(), addr);
         }
+    }
+
+    /// Sends to peer `id` at `to`: from the socket port prediction reached it through, if
+    /// it did, or else from our one socket.
+    fn send_to_peer(&self, id: &str, text: &str, to: SocketAddr) {
+        let own = self.peers.get(id).and_then(|peer| peer.prediction.socket());
+        let _ = own.unwrap_or(&self.udp).send_to(text.as_bytes(), to);
     }
 
     /// UDP is best effort: a send that fails is like a datagram lost on the way.
