@@ -173,6 +173,8 @@ pub struct Answered {
     /// The answering address now carries the chat, and none did before: what was held or
     /// relayed can go straight away.
     pub first_path: bool,
+    /// The answering address was our direct path, in doubt, and works again.
+    pub back: bool,
     /// The round trip it measured.
     pub round_trip: Duration,
 }
@@ -407,11 +409,15 @@ impl Paths {
 
     /// Something genuine came from `addr` that only the peer could have sent in answer to
     /// us (an acknowledgement echoing our stamp, an answer to our probe): if it is our direct
-    /// path, the path works.
-    pub fn heard(&mut self, addr: SocketAddr) {
+    /// path, the path works. Returns whether that ended a doubt: the path was silent a while
+    /// (a link that went down and came back), and what was given up on meanwhile may go
+    /// again on it, as on a path just found.
+    pub fn heard(&mut self, addr: SocketAddr) -> bool {
+        let doubted = self.path == Path::Direct(addr) && self.doubted_since.is_some();
         if self.path == Path::Direct(addr) {
             self.doubted_since = None;
         }
+        doubted
     }
 
     /// The server keyed us and says: probe now (the peer is doing the same). Each candidate
@@ -546,9 +552,10 @@ impl Paths {
         if self.candidates.iter().all(|c| c.validated) {
             self.burst = None;
         }
-        self.heard(addr);
+        let back = self.heard(addr);
         Some(Answered {
             first_path: better && !was_direct,
+            back,
             round_trip,
         })
     }
@@ -713,7 +720,11 @@ pub(super) mod tests {
         let rtt = RoundTrip::default();
         let allowed = rtt.silence_allowed();
         let (public, nonce) = punched(&mut far, &mut nonces, now)[1];
-        assert!(far.answered(public, &nonce, ME, ME, now).is_some());
+        let answered = far.answered(public, &nonce, ME, ME, now).unwrap();
+        assert!(
+            answered.first_path && !answered.back,
+            "found, not back from a doubt"
+        );
 
         // A late message takes the relay; the path stays, and is asked again.
         let now = now + overdue();
@@ -729,8 +740,11 @@ pub(super) mod tests {
             route(&mut far, Duration::ZERO, now, &mut nonces).0,
             Route::Direct(public)
         );
-        // It answers (a lossy path, not a dead one): the doubt ends, the path stays.
-        assert!(far.answered(public, &fresh, ME, ME, now).is_some());
+        // It answers (a lossy path, not a dead one): the doubt ends, the path stays, and
+        // the answer says it is back (what was given up on meanwhile goes again).
+        let answered = far.answered(public, &fresh, ME, ME, now).unwrap();
+        assert!(answered.back && !answered.first_path);
+        assert!(!far.heard(public), "no doubt left to end");
         far.check_doubted_path(now + allowed, &rtt, true, &mut nonces);
         assert_eq!(far.path, Path::Direct(public));
 

@@ -114,9 +114,10 @@ impl Client {
             }
             Datagram::Ack { seq, stamp, .. } => {
                 let acked = self.outgoing.acknowledge(&from, seq, &stamp, now);
-                if let (true, Via::Direct(addr)) = (acked.confirmed, via) {
-                    peer.paths.heard(addr);
-                }
+                let back = match (acked.confirmed, via) {
+                    (true, Via::Direct(addr)) => peer.paths.heard(addr),
+                    _ => false,
+                };
                 if let Some(text) = acked.late {
                     crate::say!(
                         "Message to {from} was delivered after all: [{}]",
@@ -124,6 +125,9 @@ impl Client {
                     );
                 }
                 self.transmit(acked.sends)?;
+                if back {
+                    self.path_works(&from, now)?;
+                }
             }
             Datagram::Probe { nonce, .. } => {
                 let Via::Direct(addr) = via else {
@@ -148,15 +152,21 @@ impl Client {
                     if let Some(how) = peer.prediction.found(now) {
                         crate::say!("Port prediction found a direct path to {from} ({how}).");
                     }
-                    // A path at last: what was held or relayed goes on it now, and what was
-                    // given up on lately with it.
-                    self.outgoing.revive(&from, now);
-                    let sends = self.outgoing.resend(&from, now);
-                    self.transmit(sends)?;
+                }
+                if answered.first_path || answered.back {
+                    self.path_works(&from, now)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A path to `from` at last, or our direct path back from a silence: what was held or
+    /// relayed goes on it now, and what was given up on lately with it, in its turn.
+    fn path_works(&mut self, from: &str, now: Instant) -> Result<(), Failure> {
+        self.outgoing.revive(from, now);
+        let sends = self.outgoing.resend(from, now);
+        self.transmit(sends)
     }
 
     /// Answers on the path the datagram came by.
