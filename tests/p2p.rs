@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::tmux::Tmux;
 use support::{natchat, p2p_client, p2p_server, Proc, SOON};
 
@@ -336,6 +336,22 @@ fn a_client_outlives_its_server_and_registers_again_when_it_is_back() {
     carol.wait_for(&format!(
         "Registered again with the server at 127.0.0.1:{port} as carol (still Asleep)."
     ));
+    // Bob may have registered again before alice did: then he knows her again only once the
+    // server says she is back, and a chat typed before that is refused. Wait until he lists
+    // her.
+    let deadline = Instant::now() + SOON;
+    loop {
+        let before = bob.output().len();
+        bob.send("@show_list");
+        std::thread::sleep(Duration::from_millis(200));
+        if bob.output()[before..]
+            .iter()
+            .any(|l| l.starts_with("alice 127.0.0.1:"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never listed alice again");
+    }
     bob.send("@chat alice after");
     alice.wait_for("From bob [after]");
     alice.send("@chat bob after, too");
