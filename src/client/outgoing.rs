@@ -253,9 +253,11 @@ impl Outgoing {
             .unwrap_or_default()
     }
 
-    /// A path to `to` was just found: the messages given up on lately that had left, unless
-    /// acknowledged since, go back in flight, each under its own number and stamp, so that
-    /// [`Outgoing::resend`] sends them first, in order. Their report stands.
+    /// A path to `to` was just found, or our direct path answers again after a silence: the
+    /// messages given up on lately that had left, unless acknowledged since, go back in
+    /// flight, each under its own number and stamp, due at once, so that
+    /// [`Outgoing::resend`] or the next [`Outgoing::due`] sends them first, in order. Their
+    /// report stands.
     pub fn revive(&mut self, to: &str, now: Instant) {
         let outbound = self.peers.entry(to.to_string()).or_default();
         let (back, kept) = std::mem::take(&mut self.given_up)

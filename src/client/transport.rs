@@ -126,7 +126,11 @@ impl Client {
                 }
                 self.transmit(acked.sends)?;
                 if back {
-                    self.path_works(&from, now)?;
+                    // Our direct path answers again after a silence: what was given up on
+                    // meanwhile goes again on the next tick, in its turn (what is in flight
+                    // keeps its own timers: resending it all would double a lossy path's
+                    // traffic each time a doubt ends).
+                    self.outgoing.revive(&from, now);
                 }
             }
             Datagram::Probe { nonce, .. } => {
@@ -153,20 +157,19 @@ impl Client {
                         crate::say!("Port prediction found a direct path to {from} ({how}).");
                     }
                 }
-                if answered.first_path || answered.back {
-                    self.path_works(&from, now)?;
+                if answered.first_path {
+                    // A path at last: what was held or relayed goes on it now, and what was
+                    // given up on lately with it, in its turn.
+                    self.outgoing.revive(&from, now);
+                    let sends = self.outgoing.resend(&from, now);
+                    self.transmit(sends)?;
+                } else if answered.back {
+                    // Our direct path answers again after a silence: as for an acknowledgement.
+                    self.outgoing.revive(&from, now);
                 }
             }
         }
         Ok(())
-    }
-
-    /// A path to `from` at last, or our direct path back from a silence: what was held or
-    /// relayed goes on it now, and what was given up on lately with it, in its turn.
-    fn path_works(&mut self, from: &str, now: Instant) -> Result<(), Failure> {
-        self.outgoing.revive(from, now);
-        let sends = self.outgoing.resend(from, now);
-        self.transmit(sends)
     }
 
     /// Answers on the path the datagram came by.
