@@ -411,13 +411,9 @@ impl Paths {
     /// us (an acknowledgement echoing our stamp, an answer to our probe): if it is our direct
     /// path, the path works. Returns whether that ended a doubt: the path was silent a while
     /// (a link that went down and came back), and what was given up on meanwhile may go
-    /// again on it, as on a path just found.
+    /// again on it.
     pub fn heard(&mut self, addr: SocketAddr) -> bool {
-        let doubted = self.path == Path::Direct(addr) && self.doubted_since.is_some();
-        if self.path == Path::Direct(addr) {
-            self.doubted_since = None;
-        }
-        doubted
+        self.path == Path::Direct(addr) && self.doubted_since.take().is_some()
     }
 
     /// The server keyed us and says: probe now (the peer is doing the same). Each candidate

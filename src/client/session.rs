@@ -141,6 +141,8 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
     };
     let (to_loop, from_server) = bounded(CHANNEL);
     let (to_loop_udp, from_peers) = bounded(CHANNEL);
+    spawn_udp_reader(udp.try_clone().map_err(lost)?, to_loop_udp.clone())?;
+    spawn_tcp_reader(handshake.reader, &to_loop)?;
     Ok(Session {
         me,
         challenge: (handshake.public == Public::Asleep).then_some(handshake.welcome),
@@ -148,18 +150,12 @@ fn register(config: &Config, id: String) -> Result<Session, Refusal> {
         stamps: nonces()?,
         server_addr,
         input: spawn_input(io::stdin())?,
-        from_peers: {
-            spawn_udp_reader(udp.try_clone().map_err(lost)?, to_loop_udp.clone())?;
-            from_peers
-        },
+        from_peers,
         to_loop_udp,
         tcp: handshake.tcp,
         udp,
         list: handshake.list,
-        from_server: {
-            spawn_tcp_reader(handshake.reader, &to_loop)?;
-            from_server
-        },
+        from_server,
         to_loop,
     })
 }

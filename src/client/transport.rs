@@ -156,8 +156,6 @@ impl Client {
                     if let Some(how) = peer.prediction.found(now) {
                         crate::say!("Port prediction found a direct path to {from} ({how}).");
                     }
-                }
-                if answered.first_path {
                     // A path at last: what was held or relayed goes on it now, and what was
                     // given up on lately with it, in its turn.
                     self.outgoing.revive(&from, now);
