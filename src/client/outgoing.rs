@@ -147,7 +147,7 @@ impl Outbound {
                 copies: 0,
                 first_sent: now,
                 last_copy: None,
-                next_try: self.round_trip.next_copy(now, now),
+                next_try: now + self.round_trip.first_wait(),
                 reported: false,
             };
             self.in_flight.insert(self.next_seq, message);
@@ -283,9 +283,9 @@ impl Outgoing {
         let Some(outbound) = self.peers.get_mut(to) else {
             return Vec::new();
         };
-        let round_trip = outbound.round_trip;
+        let rto = outbound.round_trip.rto();
         let resend = outbound.in_flight.iter_mut().map(|(&seq, m)| {
-            m.next_try = round_trip.next_copy(m.first_sent, now);
+            m.next_try = now + rto;
             Send {
                 to: to.to_string(),
                 seq,
@@ -348,7 +348,7 @@ impl Outgoing {
                         round_trip.timed_out();
                         *doubled_at = Some(now);
                     }
-                    m.next_try = round_trip.next_copy(m.first_sent, now);
+                    m.next_try = now + round_trip.rto();
                     sends.push(Send {
                         to: to.clone(),
                         seq,

@@ -15,14 +15,14 @@
 //! - a timeout that fires doubles the timeout until a new sample comes (the path may have
 //!   become slower than any sample said; without the doubling, a path slower than our first
 //!   guess would never yield a sample at all: every message would be sent twice); but a
-//!   message is sent again at the latest when it is due for the relay
-//!   ([`RoundTrip::next_copy`]), or a dead path would keep it from the relay;
+//!   message's first copy is followed at the latest when it is due for the relay
+//!   ([`RoundTrip::first_wait`]), or a dead path would keep it from the relay;
 //! - the other timers are multiples of the measured timeout (not the doubled one, or a
 //!   silent peer would push them back for ever): when a message goes through the relay as
 //!   well, how long a path may stay silent before it is given up, when a message is
 //!   reported not confirmed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The timeout before any sample: today's LAN-friendly guess. A punch measures the path
 /// before the first chat goes direct, so this matters mostly for the relay.
@@ -84,21 +84,15 @@ impl RoundTrip {
         doubled.min(MAX_RTO)
     }
 
-    /// When a message first sent at `first_sent` goes again, sent now: one timeout from now,
-    /// but not after its relay time ([`RoundTrip::relay_after`]), until that has passed. On a
-    /// path that has just died the timeout has doubled to seconds; a message sent then would
-    /// wait past its relay time, and past the moment it is given up on, with one copy sent
-    /// on a dead path and none through the relay (the lab's `remap-default-keepalive` lost
-    /// one so). After its relay time a message keeps the doubled timeout: the relay has its
-    /// copy, and a dead path is not flooded.
-    pub fn next_copy(&self, first_sent: Instant, now: Instant) -> Instant {
-        let relay_at = first_sent + self.relay_after();
-        let next = now + self.rto();
-        if now < relay_at {
-            next.min(relay_at)
-        } else {
-            next
-        }
+    /// How long a message's first copy waits before the second: the timeout, but no longer
+    /// than [`RoundTrip::relay_after`]. On a path that has just died the timeout has
+    /// doubled to seconds; a message sent then would wait past its relay time, and past the
+    /// moment it is given up on, with one copy sent on a dead path and none through the
+    /// relay (the lab's `remap-default-keepalive` lost one so). Later copies wait the whole
+    /// timeout: a copy that followed a retransmission by less than a round trip would be
+    /// spurious, and a dead path is not flooded.
+    pub fn first_wait(&self) -> Duration {
+        self.rto().min(self.relay_after())
     }
 
     /// The timeout the samples alone give, before any doubling. The other timers are
